@@ -1,0 +1,47 @@
+# Two commands do all the set-up on a fresh machine: `make serve` and `make test`.
+# Each creates .venv and installs into it on first use (and again when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Debian packages some tests drive (curl as a real client); installed when running
+# as root, otherwise the tests that need them skip and name the package.
+DEB_PACKAGES := curl
+
+.PHONY: serve test lint format system-packages clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,speed]'
+	@touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/streamproxy serve $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check streamproxy tests benchmarks
+	$(BIN)/ruff format --check streamproxy tests benchmarks
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format streamproxy tests benchmarks
+	$(BIN)/ruff check --fix streamproxy tests benchmarks
+
+system-packages:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null)) \
+	      || echo "could not install$$missing: the tests that need them will skip"; \
+	  else echo "not root: tests needing$$missing will skip"; fi; \
+	fi
+
+test: lint system-packages
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,5 @@
+"""`python -m streamproxy`."""
+
+from .cli import main
+
+raise SystemExit(main())

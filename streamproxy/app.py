@@ -1,0 +1,58 @@
+"""`create_app(settings)`: the whole service as one aiohttp application.
+
+A host program can mount it with `add_subapp` or run it beside its own app; the
+`streamproxy` command runs it on its own. Storage is opened on start-up and
+closed on clean-up through the application's lifecycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from . import download, health, upload
+from .errors import error_middleware
+from .requestlog import echo_request_id, request_id_middleware
+from .settings import SETTINGS, Settings
+from .storage import open_storage
+from .storage.base import STORAGE, Storage
+from .transfers import TRANSFERS, TransferSlots
+
+
+def add_routes(app: web.Application, base_path: str) -> None:
+    """API.md's routes and Hybrid Chat's aliases, all under the base path."""
+    router = app.router
+    for path, name in (("/files", "upload"), ("/api/uploadFileStream", "upload-hc")):
+        router.add_post(
+            base_path + path, upload.upload, name=name, expect_handler=upload.expect_handler
+        )
+    for path, name in (
+        ("/files/download", "download"),
+        ("/api/downloadFileStream", "download-hc"),
+    ):
+        router.add_get(base_path + path, download.download, name=name)
+    for path, name in (("/files/stat", "stat"), ("/api/getFileStat", "stat-hc")):
+        router.add_get(base_path + path, download.stat, name=name, allow_head=False)
+    router.add_get(base_path + "/healthz", health.healthz, name="healthz")
+    router.add_get(base_path + "/readyz", health.readyz, name="readyz", allow_head=False)
+
+
+def create_app(settings: Settings | None = None, storage: Storage | None = None) -> web.Application:
+    """Build the service; `storage` defaults to the one `settings.storage` names."""
+    settings = settings or Settings()
+    app = web.Application(middlewares=[request_id_middleware, error_middleware])
+    app[SETTINGS] = settings
+    app[STORAGE] = storage or open_storage(settings)
+    app[TRANSFERS] = TransferSlots(settings.max_transfers)
+    add_routes(app, settings.base_path)
+    app.on_response_prepare.append(echo_request_id)
+    app.cleanup_ctx.append(_storage_lifecycle)
+    return app
+
+
+async def _storage_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    storage = app[STORAGE]
+    await storage.start()
+    yield
+    await storage.close()

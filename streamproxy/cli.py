@@ -1,0 +1,49 @@
+"""The `streamproxy` command: `streamproxy serve [flags]` runs the service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .settings import SettingsError, add_arguments, load_settings
+from .storage.base import StorageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamproxy",
+        description="Streaming media transfer service for chat platforms.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamproxy {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the service",
+        description="Run the service. Every flag is also a STREAMPROXY_* variable "
+        "(--max-size is STREAMPROXY_MAX_SIZE) and a key of the --config TOML file.",
+    )
+    add_arguments(serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.command != "serve":
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(arguments)
+    except SettingsError as error:
+        print(f"streamproxy: {error}", file=sys.stderr)
+        return 2
+    from .server import run
+
+    try:
+        run(settings)
+    except (OSError, SettingsError, StorageError) as error:
+        print(f"streamproxy: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,208 @@
+"""The one place where failures become responses: every error is JSON, as API.md says.
+
+Handlers raise `ApiError` (or let storage and parsing errors escape); the middleware
+here turns each into `{"message", "error", "detail"}` with the right status, applies
+`--compat-status`, and turns anything unexpected into a logged 500 with a request id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .settings import SETTINGS
+
+log = logging.getLogger("streamproxy")
+
+UPLOAD_MESSAGE = "An error occurred while uploading file."
+
+# Set by the request-id middleware; errors and log lines carry it.
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+# Route names whose errors carry Hybrid Chat's upload message and obey --compat-status.
+UPLOAD_ROUTES = frozenset({"upload", "upload-hc", "from-url"})
+
+_MESSAGES = {
+    "bad_request": "Bad request.",
+    "unauthorized": "Authentication required.",
+    "forbidden": "Access denied.",
+    "not_found": "Not found.",
+    "method_not_allowed": "Method not allowed.",
+    "precondition_failed": "Precondition failed.",
+    "range_not_satisfiable": "Range not satisfiable.",
+    "too_large": "File too large.",
+    "type_not_allowed": "File type not accepted.",
+    "timeout": "The request took too long.",
+    "busy": "The service is busy; try again shortly.",
+    "insufficient_storage": "Storage is full.",
+    "not_ready": "Storage is not available.",
+    "internal": "Internal error.",
+}
+
+
+@dataclass
+class ApiError(Exception):
+    """An error with its place in API.md's table: status, code and a detail to act on."""
+
+    status: int
+    code: str
+    detail: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    close: bool = False  # end the connection after answering (the client stalled)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.detail}"
+
+
+def bad_request(detail: str) -> ApiError:
+    return ApiError(400, "bad_request", detail)
+
+
+def not_found(detail: str) -> ApiError:
+    return ApiError(404, "not_found", detail)
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"the file is larger than the limit of {limit} bytes")
+
+
+def type_not_allowed(detail: str) -> ApiError:
+    return ApiError(415, "type_not_allowed", detail)
+
+
+def busy(retry_after: int = 1) -> ApiError:
+    return ApiError(
+        503,
+        "busy",
+        "too many transfers in flight; retry shortly",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def insufficient_storage(detail: str) -> ApiError:
+    return ApiError(507, "insufficient_storage", detail)
+
+
+_AIOHTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    412: "precondition_failed",
+    413: "too_large",
+    415: "type_not_allowed",
+    416: "range_not_satisfiable",
+}
+
+
+def json_error(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    upload_route: bool = False,
+    compat_status: bool = False,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Build the JSON error response; the single formatter for every error the service sends."""
+    if upload_route and compat_status and 400 <= status < 500:
+        status = 404
+    body: dict[str, str] = {
+        "message": UPLOAD_MESSAGE if upload_route else _MESSAGES.get(code, "Error."),
+        "error": code,
+        "detail": detail,
+    }
+    if request_id:
+        body["requestId"] = request_id
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def is_upload_route(request: web.Request) -> bool:
+    return request.match_info.route.name in UPLOAD_ROUTES
+
+
+def response_for(request: web.Request, error: ApiError) -> web.Response:
+    """Render an ApiError for this request (its route decides the message and compat status)."""
+    settings = request.config_dict.get(SETTINGS)
+    compat = bool(settings and settings.compat_status)
+    response = json_error(
+        error.status,
+        error.code,
+        error.detail,
+        upload_route=is_upload_route(request),
+        compat_status=compat,
+        request_id=request.get(REQUEST_ID),
+        headers=error.headers,
+    )
+    if error.close:
+        response.force_close()
+    return response
+
+
+async def send_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the whole response now, then drop the connection instead of reading on.
+
+    aiohttp otherwise keeps reading an unfinished request body for up to ten
+    seconds after answering; that is pointless when the client stalled or was
+    told not to send its body at all.
+    """
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        if error.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, error)
+        response = response_for(request, error)
+        if error.close:
+            await send_and_close(request, response)
+        return response
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = _AIOHTTP_CODES.get(
+            error.status, "internal" if error.status >= 500 else "bad_request"
+        )
+        detail = error.text or error.reason
+        if error.status == 404:
+            detail = f"no route for {request.method} {request.path}"
+        if error.status == 405:
+            detail = f"{request.method} is not allowed on {request.path}"
+        response = response_for(request, ApiError(error.status, code, detail))
+        for name in ("Allow",):
+            if name in error.headers:
+                response.headers[name] = error.headers[name]
+        return response
+    except Exception:
+        log.exception(
+            "internal error on %s %s [%s]", request.method, request.path, request.get(REQUEST_ID)
+        )
+        return response_for(
+            request,
+            ApiError(
+                500,
+                "internal",
+                "an unexpected error happened; it was logged with this request's id",
+            ),
+        )

@@ -1,0 +1,259 @@
+"""A streaming, bounded multipart/form-data reader (RFC 7578 on RFC 2046).
+
+Why not aiohttp's `MultipartReader`: it keeps no bound on the number of part
+headers or on the preamble, and it hands out small chunks; this reader bounds
+every part of the envelope (parts, header bytes, preamble, field sizes) and yields
+file data in chunks of the configured size, found with `bytes.find` over a buffer
+instead of line by line. Header values are parsed with aiohttp's own helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from aiohttp import StreamReader
+from aiohttp.helpers import parse_mimetype
+from aiohttp.multipart import parse_content_disposition
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .errors import ApiError, bad_request
+
+CRLF = b"\r\n"
+_MAX_PADDING = 256  # transport padding (spaces) allowed after a boundary line
+
+
+@dataclass(frozen=True)
+class FormLimits:
+    """Bounds on everything around the file bytes; generous for any real client."""
+
+    max_parts: int = 16
+    max_header_bytes: int = 8 * 1024  # all headers of one part together
+    max_preamble: int = 8 * 1024
+    max_field_bytes: int = 64 * 1024  # a non-file field's value
+
+    @property
+    def overhead(self) -> int:
+        """How much a body may exceed the file cap before its declared size is refused."""
+        return 64 * 1024
+
+
+def boundary_from(content_type: str | None) -> bytes:
+    """The boundary of a `multipart/form-data` Content-Type; 400 for anything else."""
+    if not content_type:
+        raise bad_request("Content-Type must be multipart/form-data with a file part")
+    mime = parse_mimetype(content_type)
+    if (mime.type, mime.subtype) != ("multipart", "form-data"):
+        raise bad_request(
+            f"Content-Type must be multipart/form-data, not {content_type.split(';')[0]!r}"
+        )
+    boundary = mime.parameters.get("boundary", "")
+    if not 1 <= len(boundary) <= 70 or not boundary.isascii() or boundary.endswith(" "):
+        raise bad_request("the multipart boundary is missing or invalid")
+    return boundary.encode("ascii")
+
+
+class FormPart:
+    """One part of the form; read it with `chunks()`, `text()` or `discard()`."""
+
+    def __init__(self, form: FormReader, headers: CIMultiDictProxy[str]) -> None:
+        self._form = form
+        self.headers = headers
+        disposition, params = parse_content_disposition(headers.get("Content-Disposition"))
+        if (disposition or "").lower() != "form-data":
+            raise bad_request("each part needs Content-Disposition: form-data")
+        self.name: str | None = params.get("name")
+        self.filename: str | None = (
+            params["filename*"]
+            if "filename*" in params
+            else _decode_filename(params.get("filename"))
+        )
+        self.content_type: str | None = headers.get("Content-Type")
+        self.finished = False
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._form.body_chunks(self)
+
+    async def text(self) -> str:
+        """A small field's value; 400 when it is larger than the field limit."""
+        data = bytearray()
+        async for chunk in self.chunks():
+            data += chunk
+            if len(data) > self._form.limits.max_field_bytes:
+                raise bad_request(
+                    f"form field {self.name!r} is larger than "
+                    f"{self._form.limits.max_field_bytes} bytes"
+                )
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request(f"form field {self.name!r} is not valid UTF-8") from None
+
+    async def discard(self) -> None:
+        await self.text()
+
+
+def _decode_filename(filename: str | None) -> str | None:
+    """Undo percent-encoding in a plain `filename` parameter when it decodes as UTF-8.
+
+    Browsers escape `"`, CR and LF this way (WHATWG), and aiohttp's client and some
+    others escape every non-ASCII byte; a name decoded here is still checked in full
+    afterwards, so `%2F` or `%00` cannot smuggle a path or a NUL.
+    """
+    if filename is None or "%" not in filename:
+        return filename
+    try:
+        return unquote(filename, errors="strict")
+    except UnicodeDecodeError:
+        return filename
+
+
+class FormReader:
+    """Parts of a multipart body, one after the other, read from aiohttp's StreamReader."""
+
+    def __init__(
+        self,
+        content: StreamReader,
+        boundary: bytes,
+        *,
+        chunk_size: int,
+        limits: FormLimits,
+        idle_timeout: float,
+    ) -> None:
+        self._content = content
+        self._delimiter = CRLF + b"--" + boundary
+        # The first boundary has no CRLF before it: pretend it does.
+        self._buffer = bytearray(CRLF)
+        self._scanned = 0  # bytes of the buffer known not to start a delimiter
+        self._eof = False
+        self._chunk_size = chunk_size
+        self.limits = limits
+        self._idle_timeout = idle_timeout
+        self._parts = 0
+        self._current: FormPart | None = None
+        self._closed = False
+        self._started = False
+
+    async def _fill(self) -> bool:
+        """Read more of the body into the buffer; False at the end of the body."""
+        if self._eof:
+            return False
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                data = await self._content.readany()
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "timeout",
+                f"no data from the client for {self._idle_timeout:g} seconds",
+                close=True,
+            ) from None
+        except (ConnectionError, asyncio.IncompleteReadError) as error:
+            raise bad_request(f"the request body broke off: {error}") from error
+        except Exception as error:  # aiohttp's payload errors (bad chunking, bad encoding)
+            if type(error).__module__.startswith("aiohttp"):
+                raise bad_request(f"the request body is malformed: {error}") from error
+            raise
+        if not data:
+            self._eof = True
+            return False
+        self._buffer += data
+        return True
+
+    async def _skip_preamble(self) -> None:
+        while True:
+            index = self._buffer.find(self._delimiter)
+            if index >= 0:
+                del self._buffer[: index + len(self._delimiter)]
+                return
+            if len(self._buffer) > self.limits.max_preamble + len(self._delimiter):
+                raise bad_request("no multipart boundary found at the start of the body")
+            if not await self._fill():
+                raise bad_request("the body does not contain the multipart boundary")
+
+    async def _after_delimiter(self) -> bool:
+        """Consume the rest of a boundary line; False when it was the closing one."""
+        while len(self._buffer) < 2 and await self._fill():
+            pass
+        if self._buffer[:2] == b"--":
+            self._closed = True
+            return False
+        while True:
+            padding = len(self._buffer) - len(self._buffer.lstrip(b" \t"))
+            rest = self._buffer[padding : padding + 2]
+            if rest == CRLF:
+                del self._buffer[: padding + 2]
+                return True
+            if len(rest) == 2 or padding > _MAX_PADDING:
+                raise bad_request("malformed multipart boundary line")
+            if not await self._fill():
+                raise bad_request("the body ended inside a multipart boundary line")
+
+    async def _read_headers(self) -> CIMultiDictProxy[str]:
+        limit = self.limits.max_header_bytes
+        while True:
+            if self._buffer.startswith(CRLF):
+                end, block = 0, b""
+                break
+            end = self._buffer.find(b"\r\n\r\n", 0, limit + 4)
+            if end >= 0:
+                block = bytes(self._buffer[:end])
+                break
+            if len(self._buffer) > limit:
+                raise bad_request(f"the headers of a form part exceed {limit} bytes")
+            if not await self._fill():
+                raise bad_request("the body ended inside the headers of a form part")
+        del self._buffer[: end + (4 if block else 2)]
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in block.split(CRLF):
+            name, colon, value = line.decode("utf-8", "replace").partition(":")
+            if not colon or not name or name != name.strip():
+                raise bad_request("malformed header in a form part")
+            headers.add(name, value.strip())
+        return CIMultiDictProxy(headers)
+
+    async def next_part(self) -> FormPart | None:
+        """The next part, after draining what is left of the previous one; None at the end."""
+        if self._current is not None and not self._current.finished:
+            await self._current.discard()
+        if self._closed:
+            return None
+        if not self._started:
+            self._started = True
+            await self._skip_preamble()
+        if not await self._after_delimiter():
+            return None
+        self._parts += 1
+        if self._parts > self.limits.max_parts:
+            raise bad_request(f"the form has more than {self.limits.max_parts} parts")
+        self._current = FormPart(self, await self._read_headers())
+        self._scanned = 0
+        return self._current
+
+    async def body_chunks(self, part: FormPart) -> AsyncIterator[bytes]:
+        """A part's bytes, in chunks of about `chunk_size`, up to the next delimiter."""
+        delimiter = self._delimiter
+        keep = len(delimiter) - 1  # a delimiter may begin in the last bytes read
+        while not part.finished:
+            index = self._buffer.find(delimiter, max(0, self._scanned - keep))
+            if index >= 0:
+                part.finished = True
+                self._scanned = 0
+                if index:
+                    chunk = bytes(self._buffer[:index])
+                    del self._buffer[: index + len(delimiter)]
+                    yield chunk
+                else:
+                    del self._buffer[: len(delimiter)]
+                return
+            self._scanned = len(self._buffer)
+            safe = len(self._buffer) - keep
+            if safe >= self._chunk_size:
+                chunk = bytes(self._buffer[:safe])
+                del self._buffer[:safe]
+                self._scanned -= safe
+                yield chunk
+            elif not await self._fill():
+                raise bad_request("the body ended before the closing multipart boundary")

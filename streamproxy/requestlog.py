@@ -1,0 +1,51 @@
+"""Request ids and the access log: one line per request, each with its id.
+
+A client's `X-Request-Id` is kept when it looks like an id, else one is made;
+it is echoed on every response and written in error bodies and log lines, so a
+user's report can be matched to the server's log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from .errors import REQUEST_ID, Handler
+
+_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    offered = request.headers.get("X-Request-Id", "")
+    request[REQUEST_ID] = offered if _ID_RE.match(offered) else uuid.uuid4().hex
+    return await handler(request)
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: also covers responses a handler prepared itself (downloads)."""
+    request_id = request.get(REQUEST_ID)
+    if request_id:
+        response.headers["X-Request-Id"] = request_id
+
+
+class AccessLogger(AbstractAccessLogger):
+    """`client "METHOD path" status bytes duration-ms id`"""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        self.logger.info(
+            '%s "%s %s" %d %d %.1fms %s',
+            request.remote,
+            request.method,
+            request.path_qs,
+            response.status,
+            response.body_length,
+            time * 1000,
+            request.get(REQUEST_ID, "-"),
+        )

@@ -1,0 +1,87 @@
+"""Running the service: listen, say where, serve until SIGINT or SIGTERM, shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app
+from .requestlog import AccessLogger
+from .settings import Settings
+from .storage.base import STORAGE
+
+log = logging.getLogger("streamproxy")
+
+# aiohttp's read buffer per connection: the request body waits here while the
+# previous chunk is written; larger means fewer, bigger reads, more memory each.
+READ_BUFFER = 256 * 1024
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+    return str(address)
+
+
+async def serve(settings: Settings, ready: Callable[[list[str]], None] | None = None) -> None:
+    """Serve until a signal arrives; `ready` gets the bound URLs once listening."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("streamproxy.access"),
+        read_bufsize=READ_BUFFER,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        urls = [_format_address(address) for address in runner.addresses]
+        log.info(
+            "streamproxy %s listening on %s%s, storing in %s, max size %d bytes",
+            __version__,
+            ", ".join(urls),
+            settings.base_path or "/",
+            app[STORAGE].description,
+            settings.max_size,
+        )
+        if ready is not None:
+            ready(urls)
+        await stop.wait()
+        log.info("shutting down: finishing transfers for up to %gs", SHUTDOWN_TIMEOUT)
+    finally:
+        await runner.cleanup()
+
+
+def run(settings: Settings) -> None:
+    """Blocking entry point: uvloop when installed, then `serve`."""
+    configure_logging(settings.log_level)
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(settings))

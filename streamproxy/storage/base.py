@@ -1,0 +1,146 @@
+"""The storage protocol: what the HTTP layer needs from any place that keeps files.
+
+A `Storage` hands out writers that stage bytes invisibly and publish them with
+`commit` under the first free name (never replacing one), or remove them with
+`abort`. Readers open a stored file with its metadata; a reader that is a local
+file also offers `sendfile` so no byte passes through Python.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import IO, Any, Protocol, runtime_checkable
+
+from aiohttp import web
+
+
+class StorageError(Exception):
+    """Storage failed in a way the client cannot fix (mapped to 500 or 503)."""
+
+
+class FileMissing(StorageError):
+    """No stored file has that name."""
+
+
+class StorageFull(StorageError):
+    """The disk or bucket refused the write for lack of space or quota (507)."""
+
+
+class NoFreeName(StorageError):
+    """Every candidate name was taken; vanishingly rare with random suffixes."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What is known about a file before it has a name: written with it, read back on stat."""
+
+    type: str
+    size: int
+    etag: str  # MD5 of the content, 32 lowercase hex digits
+    created: datetime
+    conversation_id: str | None = None
+    channel: str | None = None
+    original_name: str | None = None
+
+    def to_json(self) -> bytes:
+        data: dict[str, Any] = asdict(self)
+        data["created"] = self.created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return json.dumps(data, ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> FileInfo:
+        data = json.loads(raw)
+        data["created"] = datetime.strptime(data["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=UTC
+        )
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class StoredMeta:
+    """A stored file's name and metadata."""
+
+    name: str
+    info: FileInfo
+
+    def to_public(self) -> dict[str, Any]:
+        """The stat document of API.md."""
+        info = self.info
+        return {
+            "name": self.name,
+            "type": info.type,
+            "size": info.size,
+            "etag": info.etag,
+            "created": info.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "conversationId": info.conversation_id,
+            "channel": info.channel,
+            "originalName": info.original_name,
+        }
+
+
+def now_utc() -> datetime:
+    """Creation times are kept to the second, the precision of HTTP dates."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+Observer = Callable[[bytes], None]
+
+
+class StorageWriter(Protocol):
+    """Stages one file. Exactly one of `commit` or `abort` ends it."""
+
+    async def write(self, chunk: bytes) -> None:
+        """Append a chunk, calling the observer on it in the same trip off the event loop."""
+
+    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        """Publish under the first name in `names` that is free; never replace a file."""
+
+    async def abort(self) -> None:
+        """Remove everything staged; safe to call more than once and after a failed write."""
+
+
+class StoredFile(Protocol):
+    """An open stored file, ready to send."""
+
+    meta: StoredMeta
+
+    def chunks(self, start: int, length: int) -> AsyncIterator[bytes]:
+        """The bytes `start` .. `start + length - 1`, in chunks of bounded size."""
+
+
+@runtime_checkable
+class LocalFile(Protocol):
+    """A stored file that is an open local file: the download can use sendfile."""
+
+    file: IO[bytes]
+
+
+class Storage(Protocol):
+    """A place that keeps files: a local directory or an S3 bucket."""
+
+    description: str
+
+    async def start(self) -> None:
+        """Prepare for use (create directories, clean leftovers, check access)."""
+
+    async def close(self) -> None:
+        """Release resources."""
+
+    async def create_writer(self, observer: Observer) -> StorageWriter:
+        """A writer that calls `observer` once on every chunk written through it."""
+
+    async def stat(self, name: str) -> StoredMeta:
+        """The metadata of a stored file; raises FileMissing."""
+
+    def open(self, name: str) -> AbstractAsyncContextManager[StoredFile]:
+        """Open a stored file for sending; raises FileMissing."""
+
+    async def check_ready(self) -> None:
+        """Raise StorageError when the storage cannot take a write now."""
+
+
+STORAGE: web.AppKey[Storage] = web.AppKey("storage", Storage)

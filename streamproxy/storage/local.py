@@ -1,0 +1,307 @@
+"""Local directory storage, the embedded default.
+
+Layout under the root:
+    NAME                 the file's bytes, exactly as uploaded (servable by anything)
+    .meta/NAME.json      its metadata
+    .tmp/                files being written; emptied at start-up
+
+A file is staged in `.tmp`, flushed with fsync, and published with `link(2)`,
+which fails instead of replacing an existing name: that is the atomic,
+no-overwrite commit. The metadata is linked first and claims the name; the bytes
+follow, so whenever a name is visible its metadata is too. Stored names never
+start with a dot, so `.meta` and `.tmp` cannot be reached by a download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import stat as stat_module
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from .base import (
+    FileInfo,
+    FileMissing,
+    NoFreeName,
+    Observer,
+    StorageError,
+    StorageFull,
+    StoredMeta,
+)
+
+log = logging.getLogger("streamproxy.storage")
+
+META_DIR = ".meta"
+TMP_DIR = ".tmp"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_T = TypeVar("_T")
+
+
+def _raise_storage_error(error: OSError, doing: str) -> None:
+    if error.errno in _FULL_ERRNOS:
+        raise StorageFull(f"no space left while {doing}: {error.strerror}") from error
+    raise StorageError(f"{doing} failed: {error.strerror}") from error
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalWriter:
+    """Stages one upload in `.tmp`; runs every blocking call on the storage's threads.
+
+    Operations are chained: each waits for the previous one, so `abort` never closes
+    the file while a worker thread still writes to it, even after a cancellation.
+    """
+
+    def __init__(self, storage: LocalStorage, observer: Observer) -> None:
+        self._storage = storage
+        self._observer = observer
+        self._path = storage.tmp_dir / f"{uuid.uuid4().hex}.part"
+        self._fd: int | None = None
+        self._last: asyncio.Future[Any] | None = None
+        self._done = False
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        previous = self._last
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        future = self._storage.run_blocking(function, *args)
+        self._last = future
+        return await future
+
+    def _open_sync(self) -> None:
+        try:
+            self._fd = os.open(
+                self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
+        except OSError as error:
+            _raise_storage_error(error, "creating a temporary file")
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    def _write_sync(self, chunk: bytes) -> None:
+        self._observer(chunk)
+        assert self._fd is not None
+        view = memoryview(chunk)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as error:
+            _raise_storage_error(error, "writing the file")
+
+    async def write(self, chunk: bytes) -> None:
+        await self._run(self._write_sync, chunk)
+
+    def _commit_sync(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        storage = self._storage
+        assert self._fd is not None
+        meta_tmp = storage.tmp_dir / f"{uuid.uuid4().hex}.meta"
+        try:
+            if storage.fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            with open(meta_tmp, "xb") as meta_file:
+                meta_file.write(info.to_json())
+                if storage.fsync:
+                    os.fsync(meta_file.fileno())
+            for name in names:
+                if storage.claim(name, meta_tmp, self._path):
+                    if storage.fsync:
+                        _fsync_directory(storage.meta_dir)
+                        _fsync_directory(storage.root)
+                    return StoredMeta(name, info)
+        except OSError as error:
+            _raise_storage_error(error, "saving the file")
+        finally:
+            with suppress(FileNotFoundError):
+                meta_tmp.unlink()
+            with suppress(FileNotFoundError):
+                self._path.unlink()
+        raise NoFreeName("every candidate name is taken")
+
+    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        meta = await self._run(self._commit_sync, list(names), info)
+        self._done = True
+        return meta
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._last is not None and not self._last.done():
+            # A worker thread may still be writing; wait for it, whatever happens to us.
+            with suppress(BaseException):
+                await asyncio.shield(self._last)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with suppress(FileNotFoundError):
+            self._path.unlink()
+
+
+class LocalFileHandle:
+    """An open stored file: the descriptor pins the inode for the whole download."""
+
+    def __init__(self, meta: StoredMeta, file: IO[bytes], storage: LocalStorage) -> None:
+        self.meta = meta
+        self.file = file
+        self._storage = storage
+
+    async def chunks(self, start: int, length: int) -> AsyncIterator[bytes]:
+        chunk_size = self._storage.chunk_size
+        offset, remaining = start, length
+        while remaining > 0:
+            size = min(chunk_size, remaining)
+            data = await self._storage.run_blocking(os.pread, self.file.fileno(), size, offset)
+            if not data:
+                raise StorageError("the file is shorter than its metadata says")
+            offset += len(data)
+            remaining -= len(data)
+            yield data
+
+
+class LocalStorage:
+    """Files in a directory; see the module docstring for the layout and the commit."""
+
+    def __init__(self, root: str | Path, *, fsync: bool = True, chunk_size: int = 512 * 1024):
+        self.root = Path(root).resolve()
+        self.meta_dir = self.root / META_DIR
+        self.tmp_dir = self.root / TMP_DIR
+        self.fsync = fsync
+        self.chunk_size = chunk_size
+        self.description = f"local directory {self.root}"
+        self._executor: ThreadPoolExecutor | None = None
+
+    def run_blocking(self, function: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        """Run a blocking call on the storage threads (disk I/O may stall for a long time)."""
+        if self._executor is None:
+            raise StorageError("storage is not started")
+        return asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="storage")
+        await self.run_blocking(self._prepare_sync)
+
+    def _prepare_sync(self) -> None:
+        try:
+            for directory in (self.root, self.meta_dir, self.tmp_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot create {error.filename}: {error.strerror}") from error
+        removed = remove_temporaries(self.tmp_dir)
+        if removed:
+            log.info("removed %d unfinished temporary files from %s", removed, self.tmp_dir)
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def create_writer(self, observer: Observer) -> LocalWriter:
+        writer = LocalWriter(self, observer)
+        await writer.open()
+        return writer
+
+    def claim(self, name: str, meta_tmp: Path, data_tmp: Path) -> bool:
+        """Publish metadata then bytes under `name`; False if the name is taken."""
+        meta_path = self.meta_dir / f"{name}.json"
+        try:
+            os.link(meta_tmp, meta_path)
+        except FileExistsError:
+            return False
+        try:
+            os.link(data_tmp, self.root / name)
+        except FileExistsError:
+            # Bytes without metadata under that name (copied in by hand): leave them be.
+            meta_path.unlink()
+            return False
+        except BaseException:
+            meta_path.unlink()
+            raise
+        return True
+
+    def _read_meta_sync(self, name: str) -> FileInfo:
+        try:
+            with open(self.meta_dir / f"{name}.json", "rb") as meta_file:
+                return FileInfo.from_json(meta_file.read())
+        except FileNotFoundError:
+            raise FileMissing(name) from None
+        except (ValueError, TypeError, KeyError) as error:
+            raise StorageError(f"metadata of {name!r} is unreadable: {error}") from error
+
+    def _open_sync(self, name: str) -> LocalFileHandle:
+        try:
+            fd = os.open(self.root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise FileMissing(name) from None
+        except OSError as error:
+            if error.errno in {errno.ELOOP, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOTDIR}:
+                raise FileMissing(name) from None
+            raise
+        file = os.fdopen(fd, "rb", buffering=0)
+        try:
+            status = os.fstat(fd)
+            if not stat_module.S_ISREG(status.st_mode):
+                raise FileMissing(name)
+            info = self._read_meta_sync(name)
+            if info.size != status.st_size:
+                raise StorageError(
+                    f"{name!r} is {status.st_size} bytes but its metadata says {info.size}"
+                )
+        except BaseException:
+            file.close()
+            raise
+        return LocalFileHandle(StoredMeta(name, info), file, self)
+
+    @asynccontextmanager
+    async def open(self, name: str) -> AsyncIterator[LocalFileHandle]:
+        handle = await self.run_blocking(self._open_sync, name)
+        try:
+            yield handle
+        finally:
+            handle.file.close()
+
+    async def stat(self, name: str) -> StoredMeta:
+        if not (await self.run_blocking((self.root / name).is_file)):
+            raise FileMissing(name)
+        return StoredMeta(name, await self.run_blocking(self._read_meta_sync, name))
+
+    def _probe_sync(self) -> None:
+        probe = self.tmp_dir / f"ready-{uuid.uuid4().hex}.probe"
+        try:
+            with open(probe, "xb") as file:
+                file.write(b"ok")
+        except OSError as error:
+            _raise_storage_error(error, f"writing to {self.tmp_dir}")
+        finally:
+            with suppress(FileNotFoundError):
+                probe.unlink()
+
+    async def check_ready(self) -> None:
+        await self.run_blocking(self._probe_sync)
+
+
+def remove_temporaries(tmp_dir: Path) -> int:
+    """Delete what an earlier run left half-written; nothing there was ever visible."""
+    removed = 0
+    with suppress(FileNotFoundError):
+        for entry in tmp_dir.iterdir():
+            with suppress(FileNotFoundError, IsADirectoryError):
+                entry.unlink()
+                removed += 1
+    return removed

@@ -1,0 +1,213 @@
+"""Shared fixtures: a real streamproxy on loopback, over a real directory, and clients for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from streamproxy import create_app
+from streamproxy.server import READ_BUFFER
+from streamproxy.settings import Settings
+
+
+@dataclass
+class Service:
+    """A running service: its base URL, its storage directory and a client session."""
+
+    url: str
+    root: Path
+    settings: Settings
+    session: aiohttp.ClientSession
+    server: TestServer
+
+    @property
+    def port(self) -> int:
+        assert self.server.port is not None
+        return self.server.port
+
+    def stored_names(self) -> set[str]:
+        """Visible files: what a download could return."""
+        return {p.name for p in self.root.iterdir() if not p.name.startswith(".")}
+
+    def temporaries(self) -> list[str]:
+        return sorted(p.name for p in (self.root / ".tmp").iterdir())
+
+    def meta_names(self) -> set[str]:
+        return {p.name.removesuffix(".json") for p in (self.root / ".meta").iterdir()}
+
+    def assert_nothing_stored(self) -> None:
+        assert self.stored_names() == set()
+        assert self.meta_names() == set()
+        assert self.temporaries() == []
+
+    def assert_clean(self, expected: set[str]) -> None:
+        """Exactly these files are stored, each with metadata, and no temporary is left."""
+        assert self.stored_names() == expected
+        assert self.meta_names() == expected
+        assert self.temporaries() == []
+
+    async def upload(
+        self,
+        data: bytes,
+        filename: str | None = "file.bin",
+        conversation_id: str | None = "11111",
+        content_type: str | None = None,
+        path: str = "/files",
+        headers: dict[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        form = aiohttp.FormData()
+        if conversation_id is not None:
+            form.add_field("conversationId", conversation_id)
+        form.add_field("file", data, filename=filename, content_type=content_type)
+        async with self.session.post(self.url + path, data=form, headers=headers) as response:
+            await response.read()
+            return response
+
+    async def upload_json(self, data: bytes, **kwargs: Any) -> dict[str, Any]:
+        response = await self.upload(data, **kwargs)
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+    async def fetch(self, name: str, headers: dict[str, str] | None = None) -> bytes:
+        async with self.session.get(
+            self.url + "/files/download", params={"filename": name}, headers=headers
+        ) as response:
+            assert response.status == 200, await response.text()
+            return await response.read()
+
+
+ServiceFactory = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def start_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
+    """Start services with settings overrides; all are stopped at the end of the test."""
+    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def start(**overrides: Any) -> Service:
+        root = overrides.pop("root", tmp_path / f"data{len(started)}")
+        settings = Settings(storage=str(root), **overrides)
+        server = TestServer(
+            create_app(settings), host="127.0.0.1", port=0, read_bufsize=READ_BUFFER
+        )
+        await server.start_server()
+        session = aiohttp.ClientSession()
+        started.append((server, session))
+        url = f"http://127.0.0.1:{server.port}"
+        return Service(url, Path(root), settings, session, server)
+
+    yield start
+    for server, session in started:
+        await session.close()
+        await server.close()
+
+
+@pytest.fixture
+async def service(start_service: ServiceFactory) -> Service:
+    """The service with default settings (5 MiB cap, no keys, no type rules)."""
+    return await start_service()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    """Deterministic incompressible bytes (a digest chain), so failures repeat exactly."""
+    out = bytearray()
+    block = seed.to_bytes(8, "big")
+    while len(out) < size:
+        block = hashlib.sha512(block).digest()
+        out += block
+    return bytes(out[:size])
+
+
+async def run_program(*args: str) -> tuple[int, bytes, bytes]:
+    """Run a program without blocking the event loop the server under test runs on."""
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, stdout, stderr
+
+
+def require_program(name: str, package: str) -> str:
+    """The path of a program from Debian's packages, or skip naming the package."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"needs {name} from Debian's package {package} (make test installs it as root)")
+    return path
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP response (head and Content-Length body), without waiting for the connection end."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await asyncio.wait_for(reader.readexactly(length), 30)
+
+
+async def raw_request(port: int, head: bytes, body_parts: list[bytes]) -> bytes:
+    """Send a hand-made HTTP request over a plain socket; return the server's response."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        for part in body_parts:
+            writer.write(part)
+            await writer.drain()
+        return await read_response(reader)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+
+
+def multipart_body(
+    boundary: str, parts: list[tuple[dict[str, str], bytes]], preamble: bytes = b""
+) -> bytes:
+    """A multipart/form-data body from (headers, content) pairs, for hand-made requests."""
+    out = bytearray(preamble)
+    for headers, content in parts:
+        out += f"--{boundary}\r\n".encode()
+        for name, value in headers.items():
+            out += f"{name}: {value}\r\n".encode()
+        out += b"\r\n" + content + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)
+
+
+def file_part(data: bytes, filename: str = "a.bin", content_type: str = "application/octet-stream"):
+    return (
+        {
+            "Content-Disposition": f'form-data; name="file"; filename="{filename}"',
+            "Content-Type": content_type,
+        },
+        data,
+    )
+
+
+def field_part(name: str, value: str):
+    return ({"Content-Disposition": f'form-data; name="{name}"'}, value.encode())
+
+
+def http_post_head(path: str, boundary: str, length: int | None, extra: str = "") -> bytes:
+    length_header = f"Content-Length: {length}\r\n" if length is not None else ""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"{length_header}{extra}Connection: close\r\n\r\n"
+    ).encode()

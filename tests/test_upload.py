@@ -1,0 +1,272 @@
+"""The stream upload's contract, field by field (API.md "Upload a file stream")."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import aiohttp
+import pytest
+
+from .conftest import (
+    Service,
+    ServiceFactory,
+    field_part,
+    file_part,
+    http_post_head,
+    md5,
+    multipart_body,
+    random_bytes,
+    raw_request,
+    require_program,
+    run_program,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n" + random_bytes(3000, seed=1)
+
+
+async def test_contract_fields_and_etag_header(service: Service) -> None:
+    data = random_bytes(48213)
+    response = await service.upload(data, filename="photo.png", content_type="image/png")
+    assert response.status == 200
+    body = await response.json()
+    assert set(body) == {"message", "name", "type", "size", "etag", "url"}
+    assert body["message"] == "File uploaded successfully."
+    assert body["name"] == "11111_photo.png"
+    assert body["type"] == "image/png"
+    assert body["size"] == 48213
+    assert body["etag"] == md5(data)
+    assert re.fullmatch(r"[0-9a-f]{32}", body["etag"])
+    assert response.headers["ETag"] == f'"{md5(data)}"'
+    assert body["url"] == f"{service.url}/files/download?filename=11111_photo.png"
+    assert await service.fetch(body["name"]) == data
+    service.assert_clean({"11111_photo.png"})
+
+
+async def test_hybrid_chat_alias_answers_with_its_download_path(service: Service) -> None:
+    body = await service.upload_json(b"hello", filename="a.txt", path="/api/uploadFileStream")
+    assert body["url"] == f"{service.url}/api/downloadFileStream?filename=11111_a.txt"
+    async with service.session.get(body["url"]) as response:
+        assert response.status == 200
+        assert await response.read() == b"hello"
+
+
+@pytest.mark.parametrize("where", ["before", "after", "query"])
+async def test_conversation_id_before_after_or_in_query(service: Service, where: str) -> None:
+    boundary = "b0undary"
+    parts = [file_part(b"content", "doc.txt", "text/plain")]
+    if where == "before":
+        parts.insert(0, field_part("conversationId", "777"))
+    elif where == "after":
+        parts.append(field_part("conversationId", "777"))
+    body = multipart_body(boundary, parts)
+    query = "?conversationId=777" if where == "query" else ""
+    async with service.session.post(
+        f"{service.url}/files{query}",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    ) as response:
+        assert response.status == 200, await response.text()
+        assert (await response.json())["name"] == "777_doc.txt"
+    service.assert_clean({"777_doc.txt"})
+
+
+async def test_form_field_wins_over_query(service: Service) -> None:
+    form = aiohttp.FormData()
+    form.add_field("file", b"x", filename="n.txt")
+    form.add_field("conversationId", "form")
+    async with service.session.post(
+        service.url + "/files?conversationId=query", data=form
+    ) as response:
+        assert (await response.json())["name"] == "form_n.txt"
+
+
+async def test_type_is_sniffed_when_declared_generic_or_missing(service: Service) -> None:
+    body = await service.upload_json(PNG, filename="pic", content_type="application/octet-stream")
+    assert body["type"] == "image/png"
+    body = await service.upload_json(b"%PDF-1.7\n...", filename="doc.pdf", content_type=None)
+    assert body["type"] == "application/pdf"
+    body = await service.upload_json(b"a,b\n1,2\n", filename="t.csv", content_type=None)
+    assert body["type"] == "text/csv"
+
+
+async def test_declared_type_is_kept(service: Service) -> None:
+    body = await service.upload_json(b"plain words", filename="x.dat", content_type="audio/ogg")
+    assert body["type"] == "audio/ogg"
+
+
+async def test_garbage_declared_type_is_replaced_by_sniffing(service: Service) -> None:
+    body = await service.upload_json(PNG, filename="p.png", content_type="not a type")
+    assert body["type"] == "image/png"
+
+
+async def test_existing_name_is_never_replaced(service: Service) -> None:
+    first = await service.upload_json(b"first", filename="same.txt")
+    second = await service.upload_json(b"second", filename="same.txt")
+    assert first["name"] == "11111_same.txt"
+    assert re.fullmatch(r"11111_same-[0-9a-f]{6}\.txt", second["name"])
+    assert await service.fetch(first["name"]) == b"first"
+    assert await service.fetch(second["name"]) == b"second"
+
+
+async def test_unicode_names_survive(service: Service) -> None:
+    body = await service.upload_json(b"x", filename="фото отпуск.jpg", content_type="image/jpeg")
+    assert body["name"] == "11111_фото_отпуск.jpg"
+    async with service.session.get(body["url"]) as response:
+        assert response.status == 200
+        assert (
+            "filename*=UTF-8''%D1%84%D0%BE%D1%82%D0%BE" in response.headers["Content-Disposition"]
+        )
+
+
+async def test_awkward_characters_are_replaced(service: Service) -> None:
+    body = await service.upload_json(b"x", filename='a<b>:c"d|e?f*g.txt')
+    assert body["name"] == "11111_a_b_c_d_e_f_g.txt"
+
+
+async def test_missing_file_name_gets_one_from_the_type(service: Service) -> None:
+    boundary = "nameless"
+    part = ({"Content-Disposition": 'form-data; name="file"'}, PNG)
+    body = multipart_body(boundary, [field_part("conversationId", "3"), part])
+    async with service.session.post(
+        service.url + "/files",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    ) as response:
+        assert (await response.json())["name"] == "3_file.png"
+
+
+async def test_empty_file_is_stored(service: Service) -> None:
+    body = await service.upload_json(b"", filename="empty.txt", content_type="text/plain")
+    assert body["size"] == 0
+    assert body["etag"] == md5(b"")
+    assert await service.fetch(body["name"]) == b""
+
+
+async def test_public_url_and_base_path(start_service: ServiceFactory) -> None:
+    service = await start_service(
+        base_path="/media", public_url=__import__("yarl").URL("https://chat.example/file-engine")
+    )
+    body = await service.upload_json(b"x", filename="a.txt", path="/media/files")
+    assert (
+        body["url"] == "https://chat.example/file-engine/media/files/download?filename=11111_a.txt"
+    )
+    async with service.session.get(f"{service.url}/files", params={"filename": "x"}) as response:
+        assert response.status == 404  # routes moved under the base path
+    async with service.session.get(
+        f"{service.url}/media/files/download", params={"filename": "11111_a.txt"}
+    ) as response:
+        assert await response.read() == b"x"
+
+
+async def test_stat_document(service: Service) -> None:
+    body = await service.upload_json(PNG, filename="s.png", content_type="image/png")
+    async with service.session.get(
+        service.url + "/files/stat", params={"filename": body["name"]}
+    ) as response:
+        assert response.status == 200
+        stat = await response.json()
+    assert stat["name"] == "11111_s.png"
+    assert stat["type"] == "image/png"
+    assert stat["size"] == len(PNG)
+    assert stat["etag"] == md5(PNG)
+    assert stat["conversationId"] == "11111"
+    assert stat["channel"] is None
+    assert stat["originalName"] == "s.png"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stat["created"])
+    async with service.session.get(
+        service.url + "/api/getFileStat", params={"filename": body["name"]}
+    ) as response:
+        assert await response.json() == stat
+
+
+async def test_fifty_concurrent_uploads_of_one_name(service: Service) -> None:
+    payloads = [random_bytes(20_000 + i, seed=i) for i in range(50)]
+    results = await asyncio.gather(
+        *(service.upload_json(data, filename="race.bin") for data in payloads)
+    )
+    names = [result["name"] for result in results]
+    assert len(set(names)) == 50
+    for data, result in zip(payloads, results, strict=True):
+        assert result["etag"] == md5(data)
+        assert await service.fetch(result["name"]) == data
+    service.assert_clean(set(names))
+
+
+async def test_hand_made_request_with_preamble_and_padding(service: Service) -> None:
+    boundary = "xyz"
+    body = multipart_body(
+        boundary,
+        [field_part("conversationId", "42"), file_part(b"payload", "p.txt")],
+        preamble=b"This is the preamble.\r\n",
+    ).replace(b"--xyz\r\n", b"--xyz  \r\n", 1)
+    answer = await raw_request(service.port, http_post_head("/files", boundary, len(body)), [body])
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert await service.fetch("42_p.txt") == b"payload"
+
+
+async def test_chunked_request_body(service: Service) -> None:
+    boundary = "chunky"
+    body = multipart_body(boundary, [field_part("conversationId", "9"), file_part(b"z" * 5000)])
+    chunked = b"".join(
+        f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+        for piece in (body[i : i + 777] for i in range(0, len(body), 777))
+    )
+    head = http_post_head("/files", boundary, None, "Transfer-Encoding: chunked\r\n")
+    answer = await raw_request(service.port, head, [chunked, b"0\r\n\r\n"])
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert await service.fetch("9_a.bin") == b"z" * 5000
+
+
+async def test_gzip_request_body_is_decoded(service: Service) -> None:
+    import gzip
+
+    data = random_bytes(100_000)
+    form = aiohttp.FormData()
+    form.add_field("conversationId", "5")
+    form.add_field("file", data, filename="g.bin")
+    payload = form()
+    raw = b""
+
+    class Sink:
+        async def write(self, chunk: bytes) -> None:
+            nonlocal raw
+            raw += chunk
+
+    await payload.write(Sink())  # type: ignore[arg-type]
+    async with service.session.post(
+        service.url + "/files",
+        data=gzip.compress(raw),
+        headers={"Content-Type": payload.content_type, "Content-Encoding": "gzip"},
+    ) as response:
+        assert response.status == 200, await response.text()
+        assert (await response.json())["etag"] == md5(data)
+
+
+async def test_curl_upload_and_download(service: Service, tmp_path) -> None:
+    curl = require_program("curl", "curl")
+    source = tmp_path / "report 2026.pdf"
+    data = b"%PDF-1.4\n" + random_bytes(200_000)
+    source.write_bytes(data)
+    code, stdout, _ = await run_program(
+        curl,
+        "-sS",
+        "-D",
+        "-",
+        "-F",
+        f"file=@{source}",
+        "-F",
+        "conversationId=c1",
+        service.url + "/files",
+    )
+    assert code == 0
+    head, _, payload = stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    body = json.loads(payload)
+    assert body["name"] == "c1_report_2026.pdf"
+    assert body["type"] == "application/pdf"
+    target = tmp_path / "out.pdf"
+    code, _, _ = await run_program(curl, "-sS", "-o", str(target), body["url"])
+    assert code == 0
+    assert target.read_bytes() == data
