@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from .settings import SETTINGS
+from .storage.base import FileMissing, StorageError, StorageFull, StorageUnavailable
 
 log = logging.getLogger("streamproxy")
 
@@ -40,6 +41,7 @@ _MESSAGES = {
     "busy": "The service is busy; try again shortly.",
     "insufficient_storage": "Storage is full.",
     "not_ready": "Storage is not available.",
+    "storage_unavailable": "Storage is not available; try again shortly.",
     "internal": "Internal error.",
 }
 
@@ -85,6 +87,17 @@ def busy(retry_after: int = 1) -> ApiError:
 
 def insufficient_storage(detail: str) -> ApiError:
     return ApiError(507, "insufficient_storage", detail)
+
+
+def from_storage_error(error: StorageError) -> ApiError:
+    """507 for a refusal for space or quota, 503 for a storage that is away, else 500."""
+    if isinstance(error, StorageFull):
+        return insufficient_storage(str(error))
+    if isinstance(error, StorageUnavailable):
+        return ApiError(503, "storage_unavailable", str(error), {"Retry-After": "5"})
+    if isinstance(error, FileMissing):
+        return not_found(f"no file named {str(error)!r}")
+    return ApiError(500, "internal", f"storage failed: {error}")
 
 
 _AIOHTTP_CODES = {
@@ -171,7 +184,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as error:
+    except (ApiError, StorageError) as caught:
+        error = caught if isinstance(caught, ApiError) else from_storage_error(caught)
         if error.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, error)
         response = response_for(request, error)

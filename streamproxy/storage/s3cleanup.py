@@ -1,0 +1,156 @@
+"""Never leave parts behind: aborts and deletes that must happen even when S3 is away.
+
+Every staging object and multipart upload a writer made is discarded on every
+way out. When S3 cannot be reached at that moment (the outage that made the
+transfer fail in the first place), the discard is queued here and retried in
+the background until it succeeds, and once more at shutdown. What a crash
+leaves anyway is swept at start-up once it is old enough to belong to no live
+instance; a bucket lifecycle rule (see README) is the last line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from .s3meta import TRANSPORT_ERRORS, error_code
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
+
+log = logging.getLogger("streamproxy.storage")
+
+# Another instance may still be writing anything younger than this.
+STALE_AFTER = timedelta(days=1)
+FIRST_RETRY = 0.5
+LAST_RETRY = 30.0
+LAST_TRY = 5.0  # seconds spent on the queue at shutdown
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A staging object (upload_id None) or a multipart upload to be removed."""
+
+    key: str
+    upload_id: str | None = None
+
+
+class Janitor:
+    """Removes leftovers now if it can, later if it must."""
+
+    def __init__(self, client: Callable[[], S3Client], bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._queue: set[Leftover] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def remove(self, leftover: Leftover) -> None:
+        client = self._client()
+        try:
+            if leftover.upload_id is None:
+                await client.delete_object(Bucket=self._bucket, Key=leftover.key)
+            else:
+                await client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=leftover.key, UploadId=leftover.upload_id
+                )
+        except ClientError as error:
+            if error_code(error) not in {"NoSuchUpload", "NoSuchKey"}:
+                raise
+
+    async def discard(self, leftover: Leftover) -> None:
+        """Remove now; on failure queue it for the background retries. Never raises."""
+        try:
+            await self.remove(leftover)
+        except (ClientError, *TRANSPORT_ERRORS) as error:
+            log.warning("could not remove %s now (%r); retrying in the background", leftover, error)
+            self.later(leftover)
+
+    def later(self, leftover: Leftover) -> None:
+        self._queue.add(leftover)
+        if not self._closed and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._retry())
+
+    def after_creation(self, key: str) -> Callable[[asyncio.Future[str]], None]:
+        """A done-callback for a CreateMultipartUpload whose caller was cancelled meanwhile."""
+
+        def callback(created: asyncio.Future[str]) -> None:
+            if not created.cancelled() and created.exception() is None:
+                self.later(Leftover(key, created.result()))
+
+        return callback
+
+    async def _retry(self) -> None:
+        delay = FIRST_RETRY
+        while self._queue:
+            await asyncio.sleep(delay)
+            for leftover in list(self._queue):
+                with suppress(ClientError, *TRANSPORT_ERRORS):
+                    await self.remove(leftover)
+                    self._queue.discard(leftover)
+            delay = min(delay * 2, LAST_RETRY)
+
+    async def close(self) -> None:
+        """One last try for what is still queued, then log what the next start must sweep."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        remaining = list(self._queue)
+
+        async def last_try() -> None:
+            for leftover in remaining:
+                with suppress(ClientError, *TRANSPORT_ERRORS):
+                    await self.remove(leftover)
+                    self._queue.discard(leftover)
+
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(last_try(), LAST_TRY)
+        if self._queue:
+            log.warning(
+                "%d staging objects or multipart uploads are left in the bucket; "
+                "a later start (after %s) or the bucket's lifecycle rule removes them",
+                len(self._queue),
+                STALE_AFTER,
+            )
+
+
+async def sweep_stale(
+    client: S3Client, bucket: str, prefix: str, staging: str, now: datetime | None = None
+) -> int:
+    """Remove multipart uploads and staging objects older than STALE_AFTER; returns the count."""
+    limit = (now or datetime.now(UTC)) - STALE_AFTER
+    stale: list[Leftover] = []
+    async for uploads in client.get_paginator("list_multipart_uploads").paginate(
+        Bucket=bucket, Prefix=prefix
+    ):
+        stale += [
+            Leftover(upload["Key"], upload["UploadId"])
+            for upload in uploads.get("Uploads", [])
+            if upload["Initiated"] < limit
+        ]
+    async for objects in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=staging
+    ):
+        stale += [
+            Leftover(item["Key"])
+            for item in objects.get("Contents", [])
+            if item["LastModified"] < limit
+        ]
+    janitor = Janitor(lambda: client, bucket)
+    for leftover in stale:
+        with suppress(ClientError):
+            await janitor.remove(leftover)
+    return len(stale)
