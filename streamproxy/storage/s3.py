@@ -43,6 +43,18 @@ MAX_PARTS = 10_000
 MiB = 1024 * 1024
 _T = TypeVar("_T")
 
+# One botocore session per process: it parses the S3 service model once (~0.2 s).
+_SESSION: AioSession | None = None
+# (endpoint, bucket) pairs whose conditional writes were seen to hold, in this process.
+_VERIFIED: set[tuple[str | None, str]] = set()
+
+
+def _session() -> AioSession:
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = AioSession()
+    return _SESSION
+
 
 @dataclass(frozen=True)
 class S3Location:
@@ -157,7 +169,7 @@ class S3Storage:
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        session = AioSession()
+        session = _session()
         region = self.region or session.get_config_variable("region") or "us-east-1"
         config = AioConfig(
             # The SDKs' default CRC checksums (2025) break some S3-compatible servers.
@@ -220,6 +232,8 @@ class S3Storage:
     async def _check_conditional_writes(self) -> None:
         """Refuse to start on a server that would let an upload replace a file."""
         client, bucket = self.client, self.bucket
+        if (self.endpoint, bucket) in _VERIFIED:
+            return
         key = f"{self.staging_prefix}probe-{uuid.uuid4().hex}"
         try:
             await client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
@@ -235,11 +249,13 @@ class S3Storage:
         finally:
             with suppress(*S3_ERRORS):
                 await client.delete_object(Bucket=bucket, Key=key)
-        if ignored:
-            raise StorageError(
-                f"the server at {self._where} ignores If-None-Match on {ignored}; "
-                "streamproxy needs conditional writes to never replace a file"
-            )
+        if not ignored:
+            _VERIFIED.add((self.endpoint, bucket))
+            return
+        raise StorageError(
+            f"the server at {self._where} ignores If-None-Match on {ignored}; "
+            "streamproxy needs conditional writes to never replace a file"
+        )
 
     async def _probe_multipart(self, key: str) -> str:
         client, bucket = self.client, self.bucket
