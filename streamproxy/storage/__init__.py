@@ -14,6 +14,8 @@ def open_storage(settings: Settings) -> Storage:
         try:
             from .s3 import S3Storage
         except ImportError as error:
+            if (error.name or "").partition(".")[0] not in {"aiobotocore", "botocore"}:
+                raise
             raise SettingsError(
                 f"--storage {target}: S3 support is not installed ({error.name} is missing): "
                 "pip install 'streamproxy[s3]'"

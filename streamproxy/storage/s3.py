@@ -30,8 +30,16 @@ from botocore.exceptions import ClientError, NoCredentialsError
 from ..settings import Settings, SettingsError
 from .base import FileMissing, Observer, StorageError, StoredMeta
 from .s3cleanup import STALE_AFTER, Janitor, Leftover, sweep_stale
-from .s3meta import TRANSPORT_ERRORS, decode, error_code, http_status, is_missing, storage_error
-from .s3upload import S3_ERRORS, S3Writer
+from .s3meta import (
+    S3_ERRORS,
+    TRANSPORT_ERRORS,
+    decode,
+    error_code,
+    http_status,
+    is_missing,
+    storage_error,
+)
+from .s3upload import S3Writer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -107,7 +115,7 @@ class S3File:
             while remaining > 0:
                 try:
                     data = await body.read(min(storage.chunk_size, remaining))
-                except TRANSPORT_ERRORS as error:
+                except S3_ERRORS as error:
                     raise storage_error(error, "reading the file") from error
                 if not data:
                     raise StorageError("the object is shorter than its metadata says")
@@ -224,6 +232,8 @@ class S3Storage:
             raise StorageError(f"bucket {bucket!r}: {error}") from None
         except TRANSPORT_ERRORS as error:
             raise StorageError(f"cannot reach {self._where}: {error}") from None
+        except S3_ERRORS as error:
+            raise StorageError(f"S3 client set-up failed: {error}") from None
 
     @property
     def _where(self) -> str:

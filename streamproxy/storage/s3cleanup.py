@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from .s3meta import TRANSPORT_ERRORS, error_code
+from .s3meta import S3_ERRORS, error_code
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -73,7 +73,7 @@ class Janitor:
         """Remove now; on failure queue it for the background retries. Never raises."""
         try:
             await self.remove(leftover)
-        except (ClientError, *TRANSPORT_ERRORS) as error:
+        except S3_ERRORS as error:
             log.warning("could not remove %s now (%r); retrying in the background", leftover, error)
             self.later(leftover)
 
@@ -96,7 +96,7 @@ class Janitor:
         while self._queue:
             await asyncio.sleep(delay)
             for leftover in list(self._queue):
-                with suppress(ClientError, *TRANSPORT_ERRORS):
+                with suppress(*S3_ERRORS):
                     await self.remove(leftover)
                     self._queue.discard(leftover)
             delay = min(delay * 2, LAST_RETRY)
@@ -112,7 +112,7 @@ class Janitor:
 
         async def last_try() -> None:
             for leftover in remaining:
-                with suppress(ClientError, *TRANSPORT_ERRORS):
+                with suppress(*S3_ERRORS):
                     await self.remove(leftover)
                     self._queue.discard(leftover)
 
@@ -151,6 +151,6 @@ async def sweep_stale(
         ]
     janitor = Janitor(lambda: client, bucket)
     for leftover in stale:
-        with suppress(ClientError):
+        with suppress(*S3_ERRORS):
             await janitor.remove(leftover)
     return len(stale)

@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .base import FileInfo, StorageError, StorageFull, StorageUnavailable
 
@@ -46,7 +47,15 @@ TAKEN_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 
 # What a network-level failure looks like through aiobotocore.
-TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+TRANSPORT_ERRORS = (
+    BotoConnectionError,
+    HTTPClientError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    OSError,
+)
+# Everything an S3 call may raise that `storage_error` turns into a StorageError.
+S3_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 def encode(info: FileInfo) -> dict[str, str]:
@@ -137,6 +146,8 @@ def storage_error(error: BaseException, doing: str) -> StorageError:
         if code in FULL_CODES or http_status(error) == 507:
             return StorageFull(f"the bucket refused the file while {doing} ({code})")
         return StorageUnavailable(f"object storage answered {code or 'an error'} while {doing}")
+    if not isinstance(error, TRANSPORT_ERRORS):
+        return StorageError(f"S3 client failed ({type(error).__name__}) while {doing}")
     return StorageUnavailable(
         f"object storage is unreachable ({type(error).__name__}) while {doing}; try again shortly"
     )
