@@ -111,6 +111,13 @@ async def test_client_gone_mid_upload_leaves_no_multipart_upload(
     service.assert_nothing_stored()
 
 
+async def test_cap_hit_after_several_parts_leaves_nothing(start_service: ServiceFactory) -> None:
+    service = await start_service(max_size=11 * MiB, s3_part_size=5 * MiB)
+    response = await service.upload(BIG_FILE, filename="over.bin")
+    assert response.status == 413
+    service.assert_nothing_stored()  # the staging multipart upload is aborted before the answer
+
+
 async def test_two_instances_on_one_bucket_race_for_one_name(
     start_service: ServiceFactory,
 ) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 
 from ..settings import Settings, SettingsError
 from .base import FileMissing, Observer, StorageError, StoredMeta
-from .s3cleanup import STALE_AFTER, Janitor, Leftover, sweep_stale
+from .s3cleanup import LAST_TRY, STALE_AFTER, Janitor, Leftover, sweep_stale
 from .s3meta import (
     S3_ERRORS,
     TRANSPORT_ERRORS,
@@ -148,6 +148,7 @@ class S3Storage:
         self._stack: AsyncExitStack | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.janitor = Janitor(lambda: self.client, self.bucket)
+        self._discarding: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
@@ -298,7 +299,16 @@ class S3Storage:
         if removed:
             log.info("removed %d uploads left unfinished for over %s", removed, STALE_AFTER)
 
+    def track(self, discard: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a writer's clean-up as a task that `close` waits for before closing the client."""
+        task = asyncio.ensure_future(discard)
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+        return task
+
     async def close(self) -> None:
+        if self._discarding:
+            await asyncio.wait(self._discarding, timeout=LAST_TRY)
         if self._client is not None:
             await self.janitor.close()
         if self._stack is not None:

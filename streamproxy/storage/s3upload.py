@@ -87,9 +87,9 @@ class S3Writer:
 
     async def _flush(self) -> None:
         """Send the buffer as the next part, once the part before it is through."""
-        if self._sending is not None:
-            sending, self._sending = self._sending, None
-            await sending
+        await self._sent()
+        if self._done:  # aborted while we waited: start nothing more
+            raise StorageError("the upload was aborted")
         part, filled = self._buffer, self._filled
         # A reused buffer may be longer than this part: trimming keeps its memory.
         del part[filled:]
@@ -97,6 +97,12 @@ class S3Writer:
         self._spare, self._filled = None, 0
         number, self._next_part = self._next_part, self._next_part + 1
         self._sending = asyncio.ensure_future(self._send_part(number, part))
+
+    async def _sent(self) -> None:
+        """Wait for the part in flight; it stays on `self` meanwhile, for `_discard` to cancel."""
+        if self._sending is not None:
+            await self._sending
+            self._sending = None
 
     async def _send_part(self, number: int, buffer: bytearray) -> None:
         storage = self._storage
@@ -126,13 +132,11 @@ class S3Writer:
             if self._next_part == 1:
                 return await self._put_whole(names, info)
             await self._flush()
-            assert self._sending is not None
-            sending, self._sending = self._sending, None
-            await sending
+            await self._sent()
             await self._complete_staging()
             return await self._publish_copy(names, info)
         finally:
-            await asyncio.shield(self._discard())
+            await asyncio.shield(self._storage.track(self._discard()))
 
     def _object_arguments(self, info: FileInfo) -> dict[str, Any]:
         return {"ContentType": info.type, "Metadata": encode(info)}
@@ -229,7 +233,7 @@ class S3Writer:
 
     async def abort(self) -> None:
         if not self._done:
-            await asyncio.shield(self._discard())
+            await asyncio.shield(self._storage.track(self._discard()))
 
     async def _discard(self) -> None:
         """Stop what is in flight and remove what was staged; idempotent, never raises."""
