@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from .settings import SETTINGS
+from .storage.base import StorageFull
 
 log = logging.getLogger("streamproxy")
 
@@ -178,6 +179,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.close:
             await send_and_close(request, response)
         return response
+    except StorageFull as error:
+        log.warning("%s %s: storage full: %s", request.method, request.path, error)
+        return response_for(request, insufficient_storage(str(error)))
     except web.HTTPException as error:
         if error.status < 400:
             raise

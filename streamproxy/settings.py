@@ -178,6 +178,12 @@ OPTIONS: tuple[Option, ...] = (
         "seconds an upload may go without receiving a byte before it is dropped",
         metavar="SECONDS",
     ),
+    Option(
+        "shutdown_timeout",
+        float,
+        "seconds transfers in flight may take to finish after SIGTERM",
+        metavar="SECONDS",
+    ),
     Option("log_level", parse_log_level, "debug, info, warning or error", metavar="LEVEL"),
 )
 
@@ -202,6 +208,7 @@ class Settings:
     fsync: bool = True
     chunk_size: int = 512 * 1024
     client_timeout: float = 60.0
+    shutdown_timeout: float = 10.0
     log_level: str = "info"
 
     def with_overrides(self, **changes: Any) -> Settings:

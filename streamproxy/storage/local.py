@@ -289,7 +289,7 @@ class LocalStorage:
         except OSError as error:
             _raise_storage_error(error, f"writing to {self.tmp_dir}")
         finally:
-            with suppress(FileNotFoundError):
+            with suppress(OSError):
                 probe.unlink()
 
     async def check_ready(self) -> None:
