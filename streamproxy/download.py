@@ -7,7 +7,6 @@ several ranges with 416. Here the ETag is the stored MD5, several ranges become
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from .errors import ApiError, bad_request
 from .mediatypes import is_active
 from .preconditions import Outcome, evaluate, if_range_allows
 from .ranges import ByteRange, Unsatisfiable, parse_range
+from .sendfile import SendfileUnavailable, sendfile
+from .settings import SETTINGS
 from .storage.base import STORAGE, FileMissing, LocalFile, StoredFile, StoredMeta
 from .transfers import TRANSFERS
 
@@ -114,22 +115,17 @@ async def send_segment(
         await writer.write(segment.preamble)
     if not segment.length:
         return
-    if isinstance(stored, LocalFile) and _loop_has_sendfile(request):
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("client gone")
-        await writer.drain()
-        await asyncio.get_running_loop().sendfile(
-            transport, stored.file, segment.start, segment.length
-        )
-        return
+    if isinstance(stored, LocalFile):
+        timeout = request.config_dict[SETTINGS].client_timeout
+        try:
+            await sendfile(
+                request.transport, stored.file, segment.start, segment.length, idle_timeout=timeout
+            )
+            return
+        except SendfileUnavailable:
+            pass
     async for chunk in stored.chunks(segment.start, segment.length):
         await writer.write(chunk)
-
-
-def _loop_has_sendfile(request: web.Request) -> bool:
-    """asyncio's own loops implement sendfile; uvloop does not (it raises NotImplementedError)."""
-    return isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop)
 
 
 async def download(request: web.Request) -> web.StreamResponse:

@@ -168,45 +168,49 @@ async def send_and_close(request: web.Request, response: web.StreamResponse) -> 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _from_http_exception(request: web.Request, error: web.HTTPException) -> ApiError:
+    """aiohttp's own errors (no route, wrong method, ...) in our shape."""
+    code = _AIOHTTP_CODES.get(error.status, "internal" if error.status >= 500 else "bad_request")
+    detail = error.text or error.reason
+    if error.status == 404:
+        detail = f"no route for {request.method} {request.path}"
+    elif error.status == 405:
+        detail = f"{request.method} is not allowed on {request.path}"
+    allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
+    return ApiError(error.status, code, detail, allow)
+
+
+def _to_api_error(request: web.Request, error: Exception) -> ApiError:
+    if isinstance(error, ApiError):
+        if error.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, error)
+        return error
+    if isinstance(error, StorageFull):
+        log.warning("%s %s: storage full: %s", request.method, request.path, error)
+        return insufficient_storage(str(error))
+    log.exception(
+        "internal error on %s %s [%s]", request.method, request.path, request.get(REQUEST_ID)
+    )
+    return ApiError(
+        500, "internal", "an unexpected error happened; it was logged with this request's id"
+    )
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as error:
-        if error.status >= 500:
-            log.warning("%s %s: %s", request.method, request.path, error)
-        response = response_for(request, error)
-        if error.close:
+    except web.HTTPException as error:
+        if error.status < 400 or request.writer.output_size:
+            raise
+        return response_for(request, _from_http_exception(request, error))
+    except Exception as error:
+        if request.writer.output_size:
+            # Headers are out, so no error response can follow: aiohttp drops the
+            # connection, which tells the client the body is incomplete.
+            raise
+        api_error = _to_api_error(request, error)
+        response = response_for(request, api_error)
+        if api_error.close:
             await send_and_close(request, response)
         return response
-    except StorageFull as error:
-        log.warning("%s %s: storage full: %s", request.method, request.path, error)
-        return response_for(request, insufficient_storage(str(error)))
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        code = _AIOHTTP_CODES.get(
-            error.status, "internal" if error.status >= 500 else "bad_request"
-        )
-        detail = error.text or error.reason
-        if error.status == 404:
-            detail = f"no route for {request.method} {request.path}"
-        if error.status == 405:
-            detail = f"{request.method} is not allowed on {request.path}"
-        response = response_for(request, ApiError(error.status, code, detail))
-        for name in ("Allow",):
-            if name in error.headers:
-                response.headers[name] = error.headers[name]
-        return response
-    except Exception:
-        log.exception(
-            "internal error on %s %s [%s]", request.method, request.path, request.get(REQUEST_ID)
-        )
-        return response_for(
-            request,
-            ApiError(
-                500,
-                "internal",
-                "an unexpected error happened; it was logged with this request's id",
-            ),
-        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import socket
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from email.parser import BytesParser
@@ -93,14 +95,16 @@ async def test_single_ranges(
     assert response.headers["ETag"] == f'"{md5(DATA)}"'
 
 
-def parse_byteranges(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
+def parse_byteranges(
+    content_type: str, body: bytes, part_type: str = "video/mp4"
+) -> list[tuple[str, bytes]]:
     message = BytesParser().parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     parts: list[Message] = message.get_payload()  # type: ignore[assignment]
     result = []
     for part in parts:
         payload = part.get_payload(decode=True)
         assert isinstance(payload, bytes)
-        assert part["Content-Type"] == "video/mp4"
+        assert part["Content-Type"] == part_type
         result.append((part["Content-Range"], payload))
     return result
 
@@ -359,3 +363,55 @@ async def test_curl_ranges_and_conditionals(service: Service, stored: dict[str, 
     assert out == b"304"
     code, out, _ = await run_program(curl, "-sS", "-I", url)
     assert b"HTTP/1.1 200" in out and f"Content-Length: {SIZE}".encode() in out
+
+
+async def slow_download(url: str, expected_size: int, range_header: str | None = None) -> bytes:
+    """A client with a small receive buffer that waits before reading: the server's socket
+    buffer fills, so the server must wait for it to drain (the EAGAIN path)."""
+    target = aiohttp.client.URL(url)
+    reader, writer = await asyncio.open_connection(target.host, target.port, limit=1 << 16)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    extra = f"Range: {range_header}\r\n" if range_header else ""
+    writer.write(
+        f"GET {target.path_qs} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode()
+    )
+    await asyncio.sleep(0.3)
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b" 200 " in head or b" 206 " in head, head
+    body = bytearray()
+    while len(body) < expected_size:
+        piece = await reader.read(65536)
+        if not piece:
+            break
+        body += piece
+    writer.close()
+    return bytes(body)
+
+
+async def test_sendfile_to_a_slow_reader(service: Service) -> None:
+    big = random_bytes(4 * 1024 * 1024, seed=11)
+    body = await service.upload_json(big, filename="slow.bin")
+    assert await slow_download(body["url"], len(big)) == big
+
+
+async def test_sendfile_under_uvloop(spawn, tmp_path) -> None:
+    """`streamproxy serve` runs on uvloop, which has no loop.sendfile of its own."""
+    pytest.importorskip("uvloop")
+    server = await spawn("--storage", str(tmp_path / "s"))
+    big = random_bytes(3 * 1024 * 1024, seed=12)
+    async with aiohttp.ClientSession() as session:
+        form = aiohttp.FormData()
+        form.add_field("conversationId", "1")
+        form.add_field("file", big, filename="u.bin")
+        async with session.post(server.url + "/files", data=form) as response:
+            url = (await response.json())["url"]
+        async with session.get(url) as response:
+            assert await response.read() == big
+        async with session.get(url, headers={"Range": "bytes=0-9,2000000-2000099"}) as response:
+            parts = parse_byteranges(
+                response.headers["Content-Type"], await response.read(), "application/octet-stream"
+            )
+            assert [p[1] for p in parts] == [big[:10], big[2_000_000:2_000_100]]
+    assert await slow_download(url, len(big)) == big
+    assert any("uvloop" in line or "listening" in line for line in server.log)
