@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from .conftest import Service, md5, random_bytes, require_program, run_program
 
@@ -368,7 +369,7 @@ async def test_curl_ranges_and_conditionals(service: Service, stored: dict[str, 
 async def slow_download(url: str, expected_size: int, range_header: str | None = None) -> bytes:
     """A client with a small receive buffer that waits before reading: the server's socket
     buffer fills, so the server must wait for it to drain (the EAGAIN path)."""
-    target = aiohttp.client.URL(url)
+    target = URL(url)
     reader, writer = await asyncio.open_connection(target.host, target.port, limit=1 << 16)
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
