@@ -60,12 +60,13 @@ async def serve(settings: Settings, ready: Callable[[list[str]], None] | None = 
         await site.start()
         urls = [_format_address(address) for address in runner.addresses]
         log.info(
-            "streamproxy %s listening on %s%s, storing in %s, max size %d bytes",
+            "streamproxy %s listening on %s%s, storing in %s, max size %d bytes, %s loop",
             __version__,
             ", ".join(urls),
             settings.base_path or "/",
             app[STORAGE].description,
             settings.max_size,
+            type(loop).__module__.split(".")[0],
         )
         if ready is not None:
             ready(urls)
