@@ -38,6 +38,7 @@ class Source:
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def origin(self) -> str:
@@ -64,6 +65,10 @@ class Source:
 
     def redirect(self, path: str, location: str, status: int = 302) -> str:
         return self.script(path, response_head(status, 0, {"Location": location}))
+
+    async def first_request(self) -> None:
+        """Wait until a request has been read."""
+        await asyncio.wait_for(self._arrived.wait(), 10)
 
     async def start(self) -> Source:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -95,6 +100,7 @@ class Source:
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
             self.seen.append(Seen(target, headers))
+            self._arrived.set()
             path = target.split("?")[0]
             if path.startswith("http://"):  # a proxy's absolute-form target
                 path = "/" + path.split("/", 3)[3]

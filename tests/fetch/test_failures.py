@@ -297,3 +297,16 @@ async def test_compat_status(start_service: ServiceFactory, source: Source) -> N
     assert response.status == 404
     response, _ = await post_import(service, job(source.file("/e", b"", status=404)))
     assert response.status == 502
+
+
+async def test_imports_count_as_transfers(start_service: ServiceFactory, source: Source) -> None:
+    service = await start_service(fetch_allow=ALLOW_SOURCES, max_transfers=1)
+    slow = asyncio.create_task(post_import(service, job(source.script("/slow", HOLD))))
+    await source.first_request()
+    response, body = await post_import(service, job(source.file("/quick", b"x")))
+    assert (response.status, body["error"]) == (503, "busy")
+    assert response.headers["Retry-After"]
+    await source.close()  # the held import now fails, and frees its slot
+    response, _ = await slow
+    assert response.status == 502
+    service.assert_nothing_stored()
