@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import ssl
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Seen:
 class Source:
     host: str
     port: int = 0
+    tls: ssl.SSLContext | None = None
     routes: dict[str, Callable[[], Sequence[Step]]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     connections: int = 0
@@ -43,7 +45,7 @@ class Source:
     @property
     def origin(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.origin + path
@@ -71,7 +73,7 @@ class Source:
         await asyncio.wait_for(self._arrived.wait(), 10)
 
     async def start(self) -> Source:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ..conftest import Service, ServiceFactory, random_bytes
+from ..conftest import Service, ServiceFactory, random_bytes, require_program, run_program
 from .conftest import ALLOW_SOURCES, import_error, import_ok, job, post_import
 from .sources import HOLD, Source, gzip_bomb, gzipped, response_head
 
@@ -310,3 +311,25 @@ async def test_imports_count_as_transfers(start_service: ServiceFactory, source:
     response, _ = await slow
     assert response.status == 502
     service.assert_nothing_stored()
+
+
+async def test_untrusted_tls_certificate(importer: Service, tmp_path: Path) -> None:
+    """https is verified: a self-signed source is refused, and nothing is stored."""
+    openssl = require_program("openssl", "openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    code, _, error = await run_program(
+        openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+        "-subj", "/CN=127.0.0.2", "-addext", "subjectAltName=IP:127.0.0.2",
+    )  # fmt: skip
+    assert code == 0, error
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    source = await Source("127.0.0.2", tls=context).start()
+    try:
+        url = source.file("/tls.png", b"\x89PNG\r\n\x1a\n")
+        detail = await import_error(importer, url, 502, "source_failed")
+        assert "certificate" in detail
+    finally:
+        await source.close()
+    importer.assert_nothing_stored()
