@@ -29,6 +29,7 @@ def add_routes(app: web.Application, base_path: str) -> None:
         router.add_post(
             base_path + path, upload.upload, name=name, expect_handler=upload.expect_handler
         )
+    # Not "from-url": aiohttp refuses route names with a Python keyword as a part.
     router.add_post(base_path + "/files/from-url", from_url, name="url-upload")
     for path, name in (
         ("/files/download", "download"),

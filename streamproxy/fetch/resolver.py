@@ -24,10 +24,15 @@ class CheckingResolver(AbstractResolver):
     is exempt (it is typically on a private network).
     """
 
-    def __init__(self, policy: FetchPolicy, trusted_host: str | None = None) -> None:
+    def __init__(
+        self,
+        policy: FetchPolicy,
+        trusted_host: str | None = None,
+        inner: AbstractResolver | None = None,
+    ) -> None:
         self._policy = policy
         self._trusted_host = trusted_host
-        self._inner = ThreadedResolver()
+        self._inner = inner or ThreadedResolver()  # getaddrinfo, honouring /etc/hosts
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from ipaddress import ip_address, ip_network
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from streamproxy.fetch.resolver import CheckingResolver
@@ -151,6 +152,47 @@ async def test_resolver_checks_every_address_it_returns() -> None:
     assert {r["host"] for r in await allowing.resolve("localhost", 80)} <= {"127.0.0.1", "::1"}
     trusting = CheckingResolver(FetchPolicy(), trusted_host="localhost")  # the proxy
     assert await trusting.resolve("localhost", 80)
+
+
+class FixedResolver(AbstractResolver):
+    """Answers every name with the same addresses, as a hostile DNS server may."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [("8.8.8.8", "10.0.0.1"), ("2606:4700::1111", "::1"), ("1.1.1.1", "::ffff:169.254.169.254")],
+)
+async def test_one_refused_address_refuses_the_name(addresses: tuple[str, ...]) -> None:
+    resolver = CheckingResolver(FetchPolicy(), inner=FixedResolver(*addresses))
+    with pytest.raises(Refused, match=r"media\.example\.com \("):
+        await resolver.resolve("media.example.com", 443)
+
+
+async def test_public_addresses_are_returned_as_resolved() -> None:
+    resolver = CheckingResolver(FetchPolicy(), inner=FixedResolver("8.8.8.8", "2606:4700::1111"))
+    results = await resolver.resolve("media.example.com", 443)
+    assert [r["host"] for r in results] == ["8.8.8.8", "2606:4700::1111"]
 
 
 def test_check_url_refuses_before_any_lookup() -> None:
