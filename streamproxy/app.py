@@ -13,6 +13,8 @@ from aiohttp import web
 
 from . import download, health, upload
 from .errors import error_middleware
+from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
+from .fetch.handler import from_url
 from .requestlog import echo_request_id, request_id_middleware
 from .settings import SETTINGS, Settings
 from .storage import open_storage
@@ -27,6 +29,8 @@ def add_routes(app: web.Application, base_path: str) -> None:
         router.add_post(
             base_path + path, upload.upload, name=name, expect_handler=upload.expect_handler
         )
+    # Not "from-url": aiohttp refuses route names with a Python keyword as a part.
+    router.add_post(base_path + "/files/from-url", from_url, name="url-upload")
     for path, name in (
         ("/files/download", "download"),
         ("/api/downloadFileStream", "download-hc"),
@@ -45,9 +49,11 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app[SETTINGS] = settings
     app[STORAGE] = storage or open_storage(settings)
     app[TRANSFERS] = TransferSlots(settings.max_transfers)
+    app[FETCH_CLIENT] = FetchClient(settings)
     add_routes(app, settings.base_path)
     app.on_response_prepare.append(echo_request_id)
     app.cleanup_ctx.append(_storage_lifecycle)
+    app.cleanup_ctx.append(fetch_client_lifecycle)
     return app
 
 

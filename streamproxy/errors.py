@@ -25,7 +25,7 @@ UPLOAD_MESSAGE = "An error occurred while uploading file."
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 # Route names whose errors carry Hybrid Chat's upload message and obey --compat-status.
-UPLOAD_ROUTES = frozenset({"upload", "upload-hc", "from-url"})
+UPLOAD_ROUTES = frozenset({"upload", "upload-hc", "url-upload"})
 
 _MESSAGES = {
     "bad_request": "Bad request.",
@@ -41,6 +41,9 @@ _MESSAGES = {
     "busy": "The service is busy; try again shortly.",
     "insufficient_storage": "Storage is full.",
     "not_ready": "Storage is not available.",
+    "source_not_allowed": "The source URL is not allowed.",
+    "source_failed": "The source could not be fetched.",
+    "source_timeout": "The source was too slow.",
     "internal": "Internal error.",
 }
 
@@ -86,6 +89,20 @@ def busy(retry_after: int = 1) -> ApiError:
 
 def insufficient_storage(detail: str) -> ApiError:
     return ApiError(507, "insufficient_storage", detail)
+
+
+def source_not_allowed(detail: str) -> ApiError:
+    """The URL import's scheme, host or address is refused (server-side request forgery)."""
+    return ApiError(400, "source_not_allowed", detail)
+
+
+def source_failed(detail: str) -> ApiError:
+    """The source answered non-2xx, broke off, or sent a bad encoding or the wrong bytes."""
+    return ApiError(502, "source_failed", detail)
+
+
+def source_timeout(detail: str) -> ApiError:
+    return ApiError(504, "source_timeout", detail)
 
 
 _AIOHTTP_CODES = {

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from .fetch.safety import AllowRule, parse_allow_rule
 from .mediatypes import TypeRule, parse_type_rule
 
 ENV_PREFIX = "STREAMPROXY_"
@@ -84,6 +85,20 @@ def parse_positive_int(text: str | int) -> int:
     if value < 1:
         raise ValueError(f"must be at least 1: {text}")
     return value
+
+
+def parse_seconds(text: str | float) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"must be a positive number of seconds: {text}")
+    return value
+
+
+def parse_proxy_url(text: str) -> URL:
+    url = URL(text.strip())
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError(f"not an http(s) proxy URL: {text!r}")
+    return url
 
 
 def parse_chunk_size(text: str | int) -> int:
@@ -174,15 +189,48 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "client_timeout",
-        float,
+        parse_seconds,
         "seconds an upload may go without receiving a byte before it is dropped",
         metavar="SECONDS",
     ),
     Option(
         "shutdown_timeout",
-        float,
+        parse_seconds,
         "seconds transfers in flight may take to finish after SIGTERM",
         metavar="SECONDS",
+    ),
+    Option(
+        "fetch_allow",
+        parse_allow_rule,
+        "let URL imports reach this refused network or host: 10.0.0.0/8, media.internal "
+        "(repeatable)",
+        repeatable=True,
+        metavar="NET_OR_HOST",
+    ),
+    Option(
+        "fetch_timeout",
+        parse_seconds,
+        "total seconds a URL import may take (default 300)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "fetch_connect_timeout",
+        parse_seconds,
+        "seconds to resolve and connect to a URL import's source (default 10)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "fetch_read_timeout",
+        parse_seconds,
+        "seconds a URL import's source may send nothing, before and during the body (default 30)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "fetch_proxy",
+        parse_proxy_url,
+        "send URL imports through this HTTP proxy (proxy variables of the environment "
+        "are never used)",
+        metavar="URL",
     ),
     Option("log_level", parse_log_level, "debug, info, warning or error", metavar="LEVEL"),
 )
@@ -209,6 +257,11 @@ class Settings:
     chunk_size: int = 512 * 1024
     client_timeout: float = 60.0
     shutdown_timeout: float = 10.0
+    fetch_allow: tuple[AllowRule, ...] = ()
+    fetch_timeout: float = 300.0
+    fetch_connect_timeout: float = 10.0
+    fetch_read_timeout: float = 30.0
+    fetch_proxy: URL | None = None
     log_level: str = "info"
 
     def with_overrides(self, **changes: Any) -> Settings:

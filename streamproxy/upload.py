@@ -28,7 +28,7 @@ FORM_LIMITS = FormLimits()
 
 # Which download route an upload route's `url` points at: Hybrid Chat's paths
 # answer with Hybrid Chat's download path.
-DOWNLOAD_ROUTE_FOR = {"upload": "download", "upload-hc": "download-hc", "from-url": "download"}
+DOWNLOAD_ROUTE_FOR = {"upload": "download", "upload-hc": "download-hc", "url-upload": "download"}
 
 
 def preflight(request: web.Request, declared_overhead: int = 0) -> None:
