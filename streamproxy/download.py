@@ -19,6 +19,7 @@ from . import naming
 from .auth import check_api_key
 from .errors import ApiError, bad_request
 from .mediatypes import is_active
+from .metrics import METRICS
 from .preconditions import Outcome, evaluate, if_range_allows
 from .ranges import ByteRange, Unsatisfiable, parse_range
 from .sendfile import SendfileUnavailable, sendfile
@@ -130,7 +131,7 @@ async def send_segment(
 
 async def download(request: web.Request) -> web.StreamResponse:
     name = requested_name(request)
-    storage = request.app[STORAGE]
+    storage = request.config_dict[STORAGE]
     attachment = request.query.get("download", "") in {"1", "true", "yes"}
     try:
         async with storage.open(name) as stored:
@@ -173,11 +174,13 @@ async def _respond(
     response.content_length = sum(len(s.preamble) + s.length for s in segments) + len(trailer)
     if request.method == "HEAD":
         return response
-    with request.app[TRANSFERS].slot():
+    with request.config_dict[TRANSFERS].slot("download"):
         writer = await response.prepare(request)
         assert writer is not None
+        sent = request.config_dict[METRICS].sent
         for segment in segments:
             await send_segment(request, writer, stored, segment)
+            sent.inc(segment.length)
         if trailer:
             await writer.write(trailer)
         await response.write_eof()
@@ -188,7 +191,7 @@ async def stat(request: web.Request) -> web.Response:
     check_api_key(request)
     name = requested_name(request)
     try:
-        meta = await request.app[STORAGE].stat(name)
+        meta = await request.config_dict[STORAGE].stat(name)
     except FileMissing:
         raise ApiError(404, "not_found", f"no file named {name!r}") from None
     return web.json_response(meta.to_public(), headers=_validator_headers(meta))

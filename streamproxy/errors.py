@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .metrics import METRICS, Handler
 from .settings import SETTINGS
 from .storage.base import StorageFull
 
@@ -153,6 +154,9 @@ def is_upload_route(request: web.Request) -> bool:
 
 def response_for(request: web.Request, error: ApiError) -> web.Response:
     """Render an ApiError for this request (its route decides the message and compat status)."""
+    metrics = request.config_dict.get(METRICS)
+    if metrics is not None:
+        metrics.refusals.labels(error.code).inc()
     settings = request.config_dict.get(SETTINGS)
     compat = bool(settings and settings.compat_status)
     response = json_error(
@@ -180,9 +184,6 @@ async def send_and_close(request: web.Request, response: web.StreamResponse) -> 
     await response.prepare(request)
     await response.write_eof()
     request.protocol.force_close()
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _from_http_exception(request: web.Request, error: web.HTTPException) -> ApiError:

@@ -94,6 +94,24 @@ def parse_seconds(text: str | float) -> float:
     return value
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION_FACTORS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds from `30d`, `12h`, `15m`, `45s` or a plain number of seconds."""
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        match = _DURATION_RE.match(text)
+        if not match:
+            raise ValueError(f"not a duration: {text!r} (use 30d, 12h, 15m, 45s)")
+        value = float(match.group(1)) * _DURATION_FACTORS[match.group(2)]
+    if value <= 0:
+        raise ValueError(f"a duration must be positive: {text!r}")
+    return value
+
+
 def parse_proxy_url(text: str) -> URL:
     url = URL(text.strip())
     if url.scheme not in {"http", "https"} or not url.host:
@@ -232,6 +250,18 @@ OPTIONS: tuple[Option, ...] = (
         "are never used)",
         metavar="URL",
     ),
+    Option(
+        "retention",
+        parse_duration,
+        "delete stored files older than this (30d, 12h); default: keep forever",
+        metavar="DURATION",
+    ),
+    Option(
+        "stale_after",
+        parse_duration,
+        "remove unfinished temporaries and uploads older than this (default 24h)",
+        metavar="DURATION",
+    ),
     Option("log_level", parse_log_level, "debug, info, warning or error", metavar="LEVEL"),
 )
 
@@ -262,6 +292,8 @@ class Settings:
     fetch_connect_timeout: float = 10.0
     fetch_read_timeout: float = 30.0
     fetch_proxy: URL | None = None
+    retention: float | None = None
+    stale_after: float = 86400.0
     log_level: str = "info"
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -12,13 +12,15 @@ import contextlib
 from collections.abc import Iterator
 
 from aiohttp import web
+from prometheus_client import Gauge
 
 from .errors import busy
 
 
 class TransferSlots:
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, gauge: Gauge | None = None) -> None:
         self.limit = limit
+        self._gauge = gauge
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -29,14 +31,19 @@ class TransferSlots:
             raise busy()
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self, kind: str) -> Iterator[None]:
+        """Hold one slot for a transfer of this kind (upload, import, download)."""
         self.check()
         self.in_flight += 1
         self._idle.clear()
+        if self._gauge is not None:
+            self._gauge.labels(kind).inc()
         try:
             yield
         finally:
             self.in_flight -= 1
+            if self._gauge is not None:
+                self._gauge.labels(kind).dec()
             if not self.in_flight:
                 self._idle.set()
 

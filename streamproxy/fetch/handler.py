@@ -18,6 +18,7 @@ from yarl import URL
 
 from ..errors import source_failed, source_timeout
 from ..mediatypes import TypePolicy, normalize_media_type
+from ..metrics import METRICS
 from ..naming import BadName, clean_client_name
 from ..pump import Intake
 from ..settings import SETTINGS
@@ -35,7 +36,7 @@ async def from_url(request: web.Request) -> web.Response:
     # size is checked against the source's own headers and bytes.
     preflight(request, declared_overhead=MAX_BODY)
     job = await read_import_request(request, settings.client_timeout)
-    with request.config_dict[TRANSFERS].slot():
+    with request.config_dict[TRANSFERS].slot("import"):
         async with AsyncExitStack() as cleanup:
             sha256 = hashlib.sha256()
             try:
@@ -51,6 +52,7 @@ async def from_url(request: web.Request) -> web.Response:
                         or normalize_media_type(response.headers.get("Content-Type")),
                         filename=job.file_name or name_from_source(response, job.source_url),
                         extra_digests=[sha256],
+                        on_bytes=request.config_dict[METRICS].received.labels("import").inc,
                     )
                     await cleanup.enter_async_context(intake)
                     await intake.pump(SourceBody(response, settings.chunk_size, settings))
