@@ -1,0 +1,1 @@
+"""Benchmarks: streamproxy side by side with nginx and FastAPI on this machine."""

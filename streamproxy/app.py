@@ -13,10 +13,15 @@ from aiohttp import web
 
 from . import download, health, upload
 from .errors import error_middleware
+from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
+from .fetch.handler import from_url
+from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .requestlog import echo_request_id, request_id_middleware
+from .retention import retention_lifecycle
 from .settings import SETTINGS, Settings
 from .storage import open_storage
 from .storage.base import STORAGE, Storage
+from .storage.timed import TimedStorage
 from .transfers import TRANSFERS, TransferSlots
 
 
@@ -27,6 +32,8 @@ def add_routes(app: web.Application, base_path: str) -> None:
         router.add_post(
             base_path + path, upload.upload, name=name, expect_handler=upload.expect_handler
         )
+    # Not "from-url": aiohttp refuses route names with a Python keyword as a part.
+    router.add_post(base_path + "/files/from-url", from_url, name="url-upload")
     for path, name in (
         ("/files/download", "download"),
         ("/api/downloadFileStream", "download-hc"),
@@ -35,19 +42,25 @@ def add_routes(app: web.Application, base_path: str) -> None:
     for path, name in (("/files/stat", "stat"), ("/api/getFileStat", "stat-hc")):
         router.add_get(base_path + path, download.stat, name=name, allow_head=False)
     router.add_get(base_path + "/healthz", health.healthz, name="healthz")
+    router.add_get(base_path + "/metrics", metrics_handler, name="metrics", allow_head=False)
     router.add_get(base_path + "/readyz", health.readyz, name="readyz", allow_head=False)
 
 
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> web.Application:
     """Build the service; `storage` defaults to the one `settings.storage` names."""
     settings = settings or Settings()
-    app = web.Application(middlewares=[request_id_middleware, error_middleware])
+    app = web.Application(middlewares=[request_id_middleware, metrics_middleware, error_middleware])
+    metrics = Metrics()
     app[SETTINGS] = settings
-    app[STORAGE] = storage or open_storage(settings)
-    app[TRANSFERS] = TransferSlots(settings.max_transfers)
+    app[METRICS] = metrics
+    app[STORAGE] = TimedStorage(storage or open_storage(settings), metrics)
+    app[TRANSFERS] = TransferSlots(settings.max_transfers, metrics.in_flight)
+    app[FETCH_CLIENT] = FetchClient(settings)
     add_routes(app, settings.base_path)
     app.on_response_prepare.append(echo_request_id)
     app.cleanup_ctx.append(_storage_lifecycle)
+    app.cleanup_ctx.append(fetch_client_lifecycle)
+    app.cleanup_ctx.append(retention_lifecycle)
     return app
 
 

@@ -7,7 +7,6 @@ several ranges with 416. Here the ETag is the stored MD5, several ranges become
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +19,11 @@ from . import naming
 from .auth import check_api_key
 from .errors import ApiError, bad_request
 from .mediatypes import is_active
+from .metrics import METRICS
 from .preconditions import Outcome, evaluate, if_range_allows
 from .ranges import ByteRange, Unsatisfiable, parse_range
+from .sendfile import SendfileUnavailable, sendfile
+from .settings import SETTINGS
 from .storage.base import STORAGE, FileMissing, LocalFile, StoredFile, StoredMeta
 from .transfers import TRANSFERS
 
@@ -114,27 +116,22 @@ async def send_segment(
         await writer.write(segment.preamble)
     if not segment.length:
         return
-    if isinstance(stored, LocalFile) and _loop_has_sendfile(request):
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("client gone")
-        await writer.drain()
-        await asyncio.get_running_loop().sendfile(
-            transport, stored.file, segment.start, segment.length
-        )
-        return
+    if isinstance(stored, LocalFile):
+        timeout = request.config_dict[SETTINGS].client_timeout
+        try:
+            await sendfile(
+                request.transport, stored.file, segment.start, segment.length, idle_timeout=timeout
+            )
+            return
+        except SendfileUnavailable:
+            pass
     async for chunk in stored.chunks(segment.start, segment.length):
         await writer.write(chunk)
 
 
-def _loop_has_sendfile(request: web.Request) -> bool:
-    """asyncio's own loops implement sendfile; uvloop does not (it raises NotImplementedError)."""
-    return isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop)
-
-
 async def download(request: web.Request) -> web.StreamResponse:
     name = requested_name(request)
-    storage = request.app[STORAGE]
+    storage = request.config_dict[STORAGE]
     attachment = request.query.get("download", "") in {"1", "true", "yes"}
     try:
         async with storage.open(name) as stored:
@@ -177,11 +174,13 @@ async def _respond(
     response.content_length = sum(len(s.preamble) + s.length for s in segments) + len(trailer)
     if request.method == "HEAD":
         return response
-    with request.app[TRANSFERS].slot():
+    with request.config_dict[TRANSFERS].slot("download"):
         writer = await response.prepare(request)
         assert writer is not None
+        sent = request.config_dict[METRICS].sent
         for segment in segments:
             await send_segment(request, writer, stored, segment)
+            sent.inc(segment.length)
         if trailer:
             await writer.write(trailer)
         await response.write_eof()
@@ -192,7 +191,7 @@ async def stat(request: web.Request) -> web.Response:
     check_api_key(request)
     name = requested_name(request)
     try:
-        meta = await request.app[STORAGE].stat(name)
+        meta = await request.config_dict[STORAGE].stat(name)
     except FileMissing:
         raise ApiError(404, "not_found", f"no file named {name!r}") from None
     return web.json_response(meta.to_public(), headers=_validator_headers(meta))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .metrics import METRICS, Handler
 from .settings import SETTINGS
-from .storage.base import FileMissing, StorageError, StorageFull, StorageUnavailable
+from .storage.base import FileMissing, StorageFull, StorageUnavailable
 
 log = logging.getLogger("streamproxy")
 
@@ -25,7 +26,7 @@ UPLOAD_MESSAGE = "An error occurred while uploading file."
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 # Route names whose errors carry Hybrid Chat's upload message and obey --compat-status.
-UPLOAD_ROUTES = frozenset({"upload", "upload-hc", "from-url"})
+UPLOAD_ROUTES = frozenset({"upload", "upload-hc", "url-upload"})
 
 _MESSAGES = {
     "bad_request": "Bad request.",
@@ -42,6 +43,9 @@ _MESSAGES = {
     "insufficient_storage": "Storage is full.",
     "not_ready": "Storage is not available.",
     "storage_unavailable": "Storage is not available; try again shortly.",
+    "source_not_allowed": "The source URL is not allowed.",
+    "source_failed": "The source could not be fetched.",
+    "source_timeout": "The source was too slow.",
     "internal": "Internal error.",
 }
 
@@ -89,15 +93,22 @@ def insufficient_storage(detail: str) -> ApiError:
     return ApiError(507, "insufficient_storage", detail)
 
 
-def from_storage_error(error: StorageError) -> ApiError:
-    """507 for a refusal for space or quota, 503 for a storage that is away, else 500."""
-    if isinstance(error, StorageFull):
-        return insufficient_storage(str(error))
-    if isinstance(error, StorageUnavailable):
-        return ApiError(503, "storage_unavailable", str(error), {"Retry-After": "5"})
-    if isinstance(error, FileMissing):
-        return not_found(f"no file named {str(error)!r}")
-    return ApiError(500, "internal", f"storage failed: {error}")
+def storage_unavailable(detail: str) -> ApiError:
+    return ApiError(503, "storage_unavailable", detail, {"Retry-After": "5"})
+
+
+def source_not_allowed(detail: str) -> ApiError:
+    """The URL import's scheme, host or address is refused (server-side request forgery)."""
+    return ApiError(400, "source_not_allowed", detail)
+
+
+def source_failed(detail: str) -> ApiError:
+    """The source answered non-2xx, broke off, or sent a bad encoding or the wrong bytes."""
+    return ApiError(502, "source_failed", detail)
+
+
+def source_timeout(detail: str) -> ApiError:
+    return ApiError(504, "source_timeout", detail)
 
 
 _AIOHTTP_CODES = {
@@ -148,6 +159,9 @@ def is_upload_route(request: web.Request) -> bool:
 
 def response_for(request: web.Request, error: ApiError) -> web.Response:
     """Render an ApiError for this request (its route decides the message and compat status)."""
+    metrics = request.config_dict.get(METRICS)
+    if metrics is not None:
+        metrics.refusals.labels(error.code).inc()
     settings = request.config_dict.get(SETTINGS)
     compat = bool(settings and settings.compat_status)
     response = json_error(
@@ -177,46 +191,55 @@ async def send_and_close(request: web.Request, response: web.StreamResponse) -> 
     request.protocol.force_close()
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+def _from_http_exception(request: web.Request, error: web.HTTPException) -> ApiError:
+    """aiohttp's own errors (no route, wrong method, ...) in our shape."""
+    code = _AIOHTTP_CODES.get(error.status, "internal" if error.status >= 500 else "bad_request")
+    detail = error.text or error.reason
+    if error.status == 404:
+        detail = f"no route for {request.method} {request.path}"
+    elif error.status == 405:
+        detail = f"{request.method} is not allowed on {request.path}"
+    allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
+    return ApiError(error.status, code, detail, allow)
+
+
+def _to_api_error(request: web.Request, error: Exception) -> ApiError:
+    if isinstance(error, ApiError):
+        if error.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, error)
+        return error
+    if isinstance(error, StorageFull):
+        log.warning("%s %s: storage full: %s", request.method, request.path, error)
+        return insufficient_storage(str(error))
+    if isinstance(error, StorageUnavailable):
+        # An object store that is away or failing: the client may retry, nothing was kept.
+        log.warning("%s %s: storage unavailable: %s", request.method, request.path, error)
+        return storage_unavailable(str(error))
+    if isinstance(error, FileMissing):
+        return not_found(f"no file named {str(error)!r}")
+    log.exception(
+        "internal error on %s %s [%s]", request.method, request.path, request.get(REQUEST_ID)
+    )
+    return ApiError(
+        500, "internal", "an unexpected error happened; it was logged with this request's id"
+    )
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except (ApiError, StorageError) as caught:
-        error = caught if isinstance(caught, ApiError) else from_storage_error(caught)
-        if error.status >= 500:
-            log.warning("%s %s: %s", request.method, request.path, error)
-        response = response_for(request, error)
-        if error.close:
+    except web.HTTPException as error:
+        if error.status < 400 or request.writer.output_size:
+            raise
+        return response_for(request, _from_http_exception(request, error))
+    except Exception as error:
+        if request.writer.output_size:
+            # Headers are out, so no error response can follow: aiohttp drops the
+            # connection, which tells the client the body is incomplete.
+            raise
+        api_error = _to_api_error(request, error)
+        response = response_for(request, api_error)
+        if api_error.close:
             await send_and_close(request, response)
         return response
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        code = _AIOHTTP_CODES.get(
-            error.status, "internal" if error.status >= 500 else "bad_request"
-        )
-        detail = error.text or error.reason
-        if error.status == 404:
-            detail = f"no route for {request.method} {request.path}"
-        if error.status == 405:
-            detail = f"{request.method} is not allowed on {request.path}"
-        response = response_for(request, ApiError(error.status, code, detail))
-        for name in ("Allow",):
-            if name in error.headers:
-                response.headers[name] = error.headers[name]
-        return response
-    except Exception:
-        log.exception(
-            "internal error on %s %s [%s]", request.method, request.path, request.get(REQUEST_ID)
-        )
-        return response_for(
-            request,
-            ApiError(
-                500,
-                "internal",
-                "an unexpected error happened; it was logged with this request's id",
-            ),
-        )

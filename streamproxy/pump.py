@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -38,6 +38,7 @@ class Intake:
         declared_type: str | None,
         filename: str,
         extra_digests: Sequence[Any] = (),
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self._storage = storage
         self._max_size = max_size
@@ -46,6 +47,7 @@ class Intake:
         self.filename = filename
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._digests = (self._md5, *extra_digests)
+        self._on_bytes = on_bytes
         self._writer: StorageWriter | None = None
         self._finished = False
         self.size = 0
@@ -92,6 +94,8 @@ class Intake:
                 if self.media_type is None:
                     self._decide_type(chunk)
                 self.size += len(chunk)
+                if self._on_bytes is not None:
+                    self._on_bytes(len(chunk))
                 if in_flight is not None:
                     await in_flight
                 in_flight = asyncio.ensure_future(writer.write(chunk))

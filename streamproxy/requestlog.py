@@ -14,7 +14,8 @@ import uuid
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .errors import REQUEST_ID, Handler
+from .errors import REQUEST_ID
+from .metrics import Handler
 
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

@@ -16,13 +16,13 @@ from .app import create_app
 from .requestlog import AccessLogger
 from .settings import Settings
 from .storage.base import STORAGE
+from .transfers import TRANSFERS, TransferSlots
 
 log = logging.getLogger("streamproxy")
 
 # aiohttp's read buffer per connection: the request body waits here while the
 # previous chunk is written; larger means fewer, bigger reads, more memory each.
 READ_BUFFER = 256 * 1024
-SHUTDOWN_TIMEOUT = 10.0
 
 
 def configure_logging(level: str) -> None:
@@ -48,7 +48,7 @@ async def serve(settings: Settings, ready: Callable[[list[str]], None] | None = 
         access_log_class=AccessLogger,
         access_log=logging.getLogger("streamproxy.access"),
         read_bufsize=READ_BUFFER,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        shutdown_timeout=0.1,  # our own drain() has waited already
     )
     await runner.setup()
     stop = asyncio.Event()
@@ -60,19 +60,37 @@ async def serve(settings: Settings, ready: Callable[[list[str]], None] | None = 
         await site.start()
         urls = [_format_address(address) for address in runner.addresses]
         log.info(
-            "streamproxy %s listening on %s%s, storing in %s, max size %d bytes",
+            "streamproxy %s listening on %s%s, storing in %s, max size %d bytes, %s loop",
             __version__,
             ", ".join(urls),
             settings.base_path or "/",
             app[STORAGE].description,
             settings.max_size,
+            type(loop).__module__.split(".")[0],
         )
         if ready is not None:
             ready(urls)
         await stop.wait()
-        log.info("shutting down: finishing transfers for up to %gs", SHUTDOWN_TIMEOUT)
+        await drain(runner, app[TRANSFERS], settings.shutdown_timeout)
     finally:
         await runner.cleanup()
+
+
+async def drain(runner: web.AppRunner, transfers: TransferSlots, timeout: float) -> None:
+    """Stop accepting, let transfers in flight finish for up to `timeout` seconds.
+
+    What is still running afterwards is cancelled by the runner's clean-up, and
+    each cancelled upload aborts its staged file: nothing partial is left.
+    """
+    for site in list(runner.sites):
+        await site.stop()
+    log.info(
+        "shutting down: %d transfers in flight, waiting up to %gs",
+        transfers.in_flight,
+        timeout,
+    )
+    if not await transfers.wait_idle(timeout):
+        log.warning("shutting down: aborting %d unfinished transfers", transfers.in_flight)
 
 
 def run(settings: Settings) -> None:

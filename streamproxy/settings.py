@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from .fetch.safety import AllowRule, parse_allow_rule
 from .mediatypes import TypeRule, parse_type_rule
 
 ENV_PREFIX = "STREAMPROXY_"
@@ -84,6 +85,38 @@ def parse_positive_int(text: str | int) -> int:
     if value < 1:
         raise ValueError(f"must be at least 1: {text}")
     return value
+
+
+def parse_seconds(text: str | float) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"must be a positive number of seconds: {text}")
+    return value
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION_FACTORS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds from `30d`, `12h`, `15m`, `45s` or a plain number of seconds."""
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        match = _DURATION_RE.match(text)
+        if not match:
+            raise ValueError(f"not a duration: {text!r} (use 30d, 12h, 15m, 45s)")
+        value = float(match.group(1)) * _DURATION_FACTORS[match.group(2)]
+    if value <= 0:
+        raise ValueError(f"a duration must be positive: {text!r}")
+    return value
+
+
+def parse_proxy_url(text: str) -> URL:
+    url = URL(text.strip())
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError(f"not an http(s) proxy URL: {text!r}")
+    return url
 
 
 def parse_chunk_size(text: str | int) -> int:
@@ -193,9 +226,60 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "client_timeout",
-        float,
+        parse_seconds,
         "seconds an upload may go without receiving a byte before it is dropped",
         metavar="SECONDS",
+    ),
+    Option(
+        "shutdown_timeout",
+        parse_seconds,
+        "seconds transfers in flight may take to finish after SIGTERM",
+        metavar="SECONDS",
+    ),
+    Option(
+        "fetch_allow",
+        parse_allow_rule,
+        "let URL imports reach this refused network or host: 10.0.0.0/8, media.internal "
+        "(repeatable)",
+        repeatable=True,
+        metavar="NET_OR_HOST",
+    ),
+    Option(
+        "fetch_timeout",
+        parse_seconds,
+        "total seconds a URL import may take (default 300)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "fetch_connect_timeout",
+        parse_seconds,
+        "seconds to resolve and connect to a URL import's source (default 10)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "fetch_read_timeout",
+        parse_seconds,
+        "seconds a URL import's source may send nothing, before and during the body (default 30)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "fetch_proxy",
+        parse_proxy_url,
+        "send URL imports through this HTTP proxy (proxy variables of the environment "
+        "are never used)",
+        metavar="URL",
+    ),
+    Option(
+        "retention",
+        parse_duration,
+        "delete stored files older than this (30d, 12h); default: keep forever",
+        metavar="DURATION",
+    ),
+    Option(
+        "stale_after",
+        parse_duration,
+        "remove unfinished temporaries and uploads older than this (default 24h)",
+        metavar="DURATION",
     ),
     Option("log_level", parse_log_level, "debug, info, warning or error", metavar="LEVEL"),
     Option(
@@ -239,6 +323,14 @@ class Settings:
     fsync: bool = True
     chunk_size: int = 512 * 1024
     client_timeout: float = 60.0
+    shutdown_timeout: float = 10.0
+    fetch_allow: tuple[AllowRule, ...] = ()
+    fetch_timeout: float = 300.0
+    fetch_connect_timeout: float = 10.0
+    fetch_read_timeout: float = 30.0
+    fetch_proxy: URL | None = None
+    retention: float | None = None
+    stale_after: float = 86400.0
     log_level: str = "info"
     s3_endpoint: str | None = None
     s3_region: str | None = None

@@ -7,32 +7,52 @@ it waits, which is the load the limit exists to shed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 from aiohttp import web
+from prometheus_client import Gauge
 
 from .errors import busy
 
 
 class TransferSlots:
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, gauge: Gauge | None = None) -> None:
         self.limit = limit
+        self._gauge = gauge
         self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def check(self) -> None:
         """Refuse now if no slot is free (used before a request body is read)."""
         if self.limit is not None and self.in_flight >= self.limit:
             raise busy()
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
+    @contextlib.contextmanager
+    def slot(self, kind: str) -> Iterator[None]:
+        """Hold one slot for a transfer of this kind (upload, import, download)."""
         self.check()
         self.in_flight += 1
+        self._idle.clear()
+        if self._gauge is not None:
+            self._gauge.labels(kind).inc()
         try:
             yield
         finally:
             self.in_flight -= 1
+            if self._gauge is not None:
+                self._gauge.labels(kind).dec()
+            if not self.in_flight:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no transfer is in flight; False if some still are after `timeout`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        return not self.in_flight
 
 
 TRANSFERS: web.AppKey[TransferSlots] = web.AppKey("transfers", TransferSlots)

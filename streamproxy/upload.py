@@ -17,6 +17,7 @@ from . import naming
 from .auth import check_api_key
 from .errors import ApiError, bad_request, response_for, send_and_close, too_large
 from .mediatypes import TypePolicy, normalize_media_type
+from .metrics import METRICS
 from .multipart import FormLimits, FormReader, boundary_from
 from .pump import Intake
 from .settings import SETTINGS, Settings
@@ -28,7 +29,7 @@ FORM_LIMITS = FormLimits()
 
 # Which download route an upload route's `url` points at: Hybrid Chat's paths
 # answer with Hybrid Chat's download path.
-DOWNLOAD_ROUTE_FOR = {"upload": "download", "upload-hc": "download-hc", "from-url": "download"}
+DOWNLOAD_ROUTE_FOR = {"upload": "download", "upload-hc": "download-hc", "url-upload": "download"}
 
 
 def preflight(request: web.Request, declared_overhead: int = 0) -> None:
@@ -103,7 +104,7 @@ async def upload(request: web.Request) -> web.Response:
     conversation_id: str | None = None
     if "conversationId" in request.query:
         conversation_id = conversation_id_or_400(request.query["conversationId"])
-    with request.config_dict[TRANSFERS].slot():
+    with request.config_dict[TRANSFERS].slot("upload"):
         form = FormReader(
             request.content,
             boundary,
@@ -123,6 +124,7 @@ async def upload(request: web.Request) -> web.Response:
                         policy=TypePolicy(settings.allow_type, settings.deny_type),
                         declared_type=normalize_media_type(part.content_type),
                         filename=client_name_or_400(part.filename),
+                        on_bytes=request.config_dict[METRICS].received.labels("upload").inc,
                     )
                     await cleanup.enter_async_context(intake)
                     await intake.pump(part.chunks())

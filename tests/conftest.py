@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
+import re
 import shutil
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,3 +309,72 @@ def http_post_head(path: str, boundary: str, length: int | None, extra: str = ""
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
         f"{length_header}{extra}Connection: close\r\n\r\n"
     ).encode()
+
+
+@dataclass
+class ServerProcess:
+    """`streamproxy serve` in a child process, for what needs a whole process: signals, RSS."""
+
+    process: asyncio.subprocess.Process
+    url: str
+    log: list[str]
+    log_reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+async def spawn_server(
+    *args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> ServerProcess:
+    """Start the command-line server on a free port and wait for its start-up line."""
+    command = [*prefix, sys.executable, "-m", "streamproxy", "serve", "--port", "0", *args]
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+        if not line:
+            raise RuntimeError("server exited before listening:\n" + "".join(log))
+        log.append(line)
+        match = re.search(r"listening on (http://[0-9.]+:\d+)", line)
+        if match:
+            break
+    server = ServerProcess(process, match.group(1), log)
+
+    async def drain() -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            log.append(raw.decode())
+
+    server.log_reader = asyncio.ensure_future(drain())
+    return server
+
+
+async def stop_server(server: ServerProcess, sig: int = signal.SIGTERM) -> int:
+    if server.process.returncode is None:
+        server.process.send_signal(sig)
+    return await asyncio.wait_for(server.process.wait(), 30)
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[Callable[..., Awaitable[ServerProcess]]]:
+    """Start command-line servers; whatever a test leaves running is killed afterwards."""
+    spawned: list[ServerProcess] = []
+
+    async def start(*args: str, **kwargs: Any) -> ServerProcess:
+        server = await spawn_server(*args, **kwargs)
+        spawned.append(server)
+        return server
+
+    yield start
+    for server in spawned:
+        if server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()

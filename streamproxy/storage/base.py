@@ -146,5 +146,11 @@ class Storage(Protocol):
     async def check_ready(self) -> None:
         """Raise StorageError when the storage cannot take a write now."""
 
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Retention: delete stored files created before `cutoff`; how many went."""
+
+    async def remove_stale_temporaries(self, cutoff: datetime) -> int:
+        """Remove staged data (temporaries, unfinished uploads) older than `cutoff`."""
+
 
 STORAGE: web.AppKey[Storage] = web.AppKey("storage", Storage)

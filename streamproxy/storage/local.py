@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -289,11 +290,51 @@ class LocalStorage:
         except OSError as error:
             _raise_storage_error(error, f"writing to {self.tmp_dir}")
         finally:
-            with suppress(FileNotFoundError):
+            with suppress(OSError):
                 probe.unlink()
 
     async def check_ready(self) -> None:
         await self.run_blocking(self._probe_sync)
+
+    def _delete_older_than_sync(self, cutoff: float) -> int:
+        deleted = 0
+        with os.scandir(self.meta_dir) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".json") or entry.stat().st_mtime >= cutoff:
+                    continue
+                name = entry.name.removesuffix(".json")
+                # Bytes first: the name stops being visible before its metadata goes.
+                with suppress(FileNotFoundError):
+                    (self.root / name).unlink()
+                    deleted += 1
+                    log.info("retention: deleted %s", name)
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+        return deleted
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        return await self.run_blocking(self._delete_older_than_sync, cutoff.timestamp())
+
+    def _remove_stale_sync(self, cutoff: float) -> int:
+        removed = 0
+        with os.scandir(self.tmp_dir) as entries:
+            for entry in entries:
+                if entry.stat().st_mtime < cutoff:
+                    with suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+        # Metadata whose bytes never arrived (a crash between the two links).
+        with os.scandir(self.meta_dir) as entries:
+            for entry in entries:
+                name = entry.name.removesuffix(".json")
+                if entry.stat().st_mtime < cutoff and not (self.root / name).exists():
+                    with suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+    async def remove_stale_temporaries(self, cutoff: datetime) -> int:
+        return await self.run_blocking(self._remove_stale_sync, cutoff.timestamp())
 
 
 def remove_temporaries(tmp_dir: Path) -> int:

@@ -2,7 +2,7 @@
 
 Layout under `s3://BUCKET/PREFIX`:
     PREFIX/NAME            the file, with its FileInfo as user metadata (`s3meta`)
-    PREFIX/.tmp/UUID       staging objects of large uploads, never a stored name
+    PREFIX/.tmp/TIME-UUID  staging objects of large uploads, never a stored name
 
 Stored names never contain `/` nor start with a dot, so no name reaches the
 staging area. Many instances may share one bucket and prefix: names are claimed
@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiobotocore.config import AioConfig
@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 
 from ..settings import Settings, SettingsError
 from .base import FileMissing, Observer, StorageError, StoredMeta
-from .s3cleanup import LAST_TRY, STALE_AFTER, Janitor, Leftover, sweep_stale
+from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, Leftover, remove_stale, staging_key
 from .s3meta import (
     S3_ERRORS,
     TRANSPORT_ERRORS,
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamproxy.storage")
 
-STAGING_DIR = ".tmp/"
 MAX_PARTS = 10_000
 MiB = 1024 * 1024
 _T = TypeVar("_T")
@@ -204,7 +203,6 @@ class S3Storage:
         except BaseException:
             await self.close()
             raise
-        await self._sweep()
 
     async def _check_bucket(self) -> None:
         """Start-up's clear message for the usual mistakes; raises StorageError."""
@@ -245,7 +243,7 @@ class S3Storage:
         client, bucket = self.client, self.bucket
         if (self.endpoint, bucket) in _VERIFIED:
             return
-        key = f"{self.staging_prefix}probe-{uuid.uuid4().hex}"
+        key = staging_key(self.staging_prefix)
         try:
             await client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
             try:
@@ -289,15 +287,6 @@ class S3Storage:
         finally:
             await self.janitor.discard(Leftover(key, upload_id))
         return "CompleteMultipartUpload"
-
-    async def _sweep(self) -> None:
-        try:
-            removed = await sweep_stale(self.client, self.bucket, self.prefix, self.staging_prefix)
-        except S3_ERRORS as error:
-            log.warning("could not sweep stale uploads in %s: %s", self.description, error)
-            return
-        if removed:
-            log.info("removed %d uploads left unfinished for over %s", removed, STALE_AFTER)
 
     def track(self, discard: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a writer's clean-up as a task that `close` waits for before closing the client."""
@@ -369,6 +358,30 @@ class S3Storage:
     async def open(self, name: str) -> AsyncIterator[S3File]:
         meta, s3_etag = await self._head(name)
         yield S3File(self, meta, self.key(name), s3_etag)
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Retention: delete files committed before `cutoff` (S3's LastModified is the commit)."""
+        client, expired = self.client, []
+        try:
+            async for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            ):
+                for item in page.get("Contents", []):
+                    name = item["Key"].removeprefix(self.prefix)
+                    if item["LastModified"] < cutoff and "/" not in name and name[:1] != ".":
+                        expired.append(item["Key"])
+            for key in expired:
+                await client.delete_object(Bucket=self.bucket, Key=key)
+                log.info("retention: deleted %s", key.removeprefix(self.prefix))
+        except S3_ERRORS as error:
+            raise storage_error(error, "deleting expired files") from error
+        return len(expired)
+
+    async def remove_stale_temporaries(self, cutoff: datetime) -> int:
+        try:
+            return await remove_stale(self.client, self.bucket, self.prefix, cutoff)
+        except S3_ERRORS as error:
+            raise storage_error(error, "removing stale uploads") from error
 
     async def check_ready(self) -> None:
         try:

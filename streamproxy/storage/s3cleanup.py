@@ -4,18 +4,20 @@ Every staging object and multipart upload a writer made is discarded on every
 way out. When S3 cannot be reached at that moment (the outage that made the
 transfer fail in the first place), the discard is queued here and retried in
 the background until it succeeds, and once more at shutdown. What a crash
-leaves anyway is swept at start-up once it is old enough to belong to no live
-instance; a bucket lifecycle rule (see README) is the last line.
+leaves anyway is removed by the retention sweep once older than
+`--stale-after` (so that it belongs to no live instance); a bucket lifecycle
+rule (see README) is the last line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
@@ -27,8 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamproxy.storage")
 
-# Another instance may still be writing anything younger than this.
-STALE_AFTER = timedelta(days=1)
+STAGING_DIR = ".tmp/"
 FIRST_RETRY = 0.5
 LAST_RETRY = 30.0
 LAST_TRY = 5.0  # seconds spent on the queue at shutdown
@@ -121,17 +122,33 @@ class Janitor:
         if self._queue:
             log.warning(
                 "%d staging objects or multipart uploads are left in the bucket; "
-                "a later start (after %s) or the bucket's lifecycle rule removes them",
+                "the stale sweep (--stale-after) or the bucket's lifecycle rule removes them",
                 len(self._queue),
-                STALE_AFTER,
             )
 
 
-async def sweep_stale(
-    client: S3Client, bucket: str, prefix: str, staging: str, now: datetime | None = None
-) -> int:
-    """Remove multipart uploads and staging objects older than STALE_AFTER; returns the count."""
-    limit = (now or datetime.now(UTC)) - STALE_AFTER
+def staging_key(staging_prefix: str, now: datetime | None = None) -> str:
+    """A fresh staging key that carries its creation time, for `remove_stale`.
+
+    ListMultipartUploads' `Initiated` would do, but not every S3-compatible
+    server fills it in faithfully (moto reports one fixed date), and taking a
+    live upload for a stale one would abort another instance's transfer.
+    """
+    seconds = int((now or datetime.now(UTC)).timestamp())
+    return f"{staging_prefix}{seconds}-{uuid.uuid4().hex}"
+
+
+def _created(key: str, staging_prefix: str, reported: datetime) -> datetime:
+    """The time in a staging key of ours, else what S3 reported."""
+    stamp = key.removeprefix(staging_prefix).partition("-")[0]
+    if key.startswith(staging_prefix) and stamp.isdigit():
+        return datetime.fromtimestamp(int(stamp), UTC)
+    return reported
+
+
+async def remove_stale(client: S3Client, bucket: str, prefix: str, cutoff: datetime) -> int:
+    """Abort multipart uploads and delete staging objects from before `cutoff`; the count."""
+    staging = prefix + STAGING_DIR
     stale: list[Leftover] = []
     async for uploads in client.get_paginator("list_multipart_uploads").paginate(
         Bucket=bucket, Prefix=prefix
@@ -139,7 +156,7 @@ async def sweep_stale(
         stale += [
             Leftover(upload["Key"], upload["UploadId"])
             for upload in uploads.get("Uploads", [])
-            if upload["Initiated"] < limit
+            if _created(upload["Key"], staging, upload["Initiated"]) < cutoff
         ]
     async for objects in client.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=staging
@@ -147,10 +164,13 @@ async def sweep_stale(
         stale += [
             Leftover(item["Key"])
             for item in objects.get("Contents", [])
-            if item["LastModified"] < limit
+            if _created(item["Key"], staging, item["LastModified"]) < cutoff
         ]
     janitor = Janitor(lambda: client, bucket)
+    removed = 0
     for leftover in stale:
         with suppress(*S3_ERRORS):
             await janitor.remove(leftover)
-    return len(stale)
+            removed += 1
+            log.info("removed stale %s", leftover)
+    return removed

@@ -11,7 +11,7 @@ Commit, without ever replacing a name and with nothing visible before it:
 - A file that fits one part is still all in memory: one PutObject with
   `If-None-Match: *` per candidate name, the next name on 412.
 - A larger file went into a multipart upload under a staging key
-  (`PREFIX.tmp/UUID`), which downloads cannot name. Commit completes it there,
+  (`PREFIX.tmp/TIME-UUID`), which downloads cannot name. Commit completes it there,
   then copies it server-side (UploadPartCopy, no byte through us) into a new
   multipart upload on the candidate name, completed with `If-None-Match: *`:
   on 412 that upload is aborted and the next name tried. CopyObject would be
@@ -26,7 +26,6 @@ Every multipart upload and staging object is discarded on every way out; see
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ from botocore.exceptions import ClientError
 
 from .base import FileInfo, NoFreeName, Observer, StorageError, StoredMeta
 from .s3body import PartReader
-from .s3cleanup import Leftover
+from .s3cleanup import Leftover, staging_key
 from .s3meta import S3_ERRORS, encode, is_taken, storage_error
 
 if TYPE_CHECKING:
@@ -58,7 +57,7 @@ class S3Writer:
         self._buffer = bytearray()  # grows for the first part, then is reused
         self._filled = 0  # bytes of the buffer that belong to the current part
         self._spare: bytearray | None = None  # the other buffer, once its part is sent
-        self._staging_key = storage.staging_prefix + uuid.uuid4().hex
+        self._staging_key = staging_key(storage.staging_prefix)
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
         self._next_part = 1

@@ -1,0 +1,81 @@
+"""A storage wrapper that times every operation into the metrics histogram.
+
+Wrapping keeps timing out of each implementation: local and S3 storage stay
+about storing, and both are measured the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from ..metrics import Metrics
+from .base import FileInfo, Observer, Storage, StorageWriter, StoredFile, StoredMeta
+
+
+class TimedWriter:
+    def __init__(self, inner: StorageWriter, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def write(self, chunk: bytes) -> None:
+        with self._metrics.timed("write"):
+            await self._inner.write(chunk)
+
+    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        with self._metrics.timed("commit"):
+            return await self._inner.commit(names, info)
+
+    async def abort(self) -> None:
+        with self._metrics.timed("abort"):
+            await self._inner.abort()
+
+
+class TimedStorage:
+    """Any Storage, with each call timed under its operation name."""
+
+    def __init__(self, inner: Storage, metrics: Metrics) -> None:
+        self.inner = inner
+        self._metrics = metrics
+        self.description = inner.description
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def create_writer(self, observer: Observer) -> TimedWriter:
+        with self._metrics.timed("create"):
+            writer = await self.inner.create_writer(observer)
+        return TimedWriter(writer, self._metrics)
+
+    async def stat(self, name: str) -> StoredMeta:
+        with self._metrics.timed("stat"):
+            return await self.inner.stat(name)
+
+    @asynccontextmanager
+    async def open(self, name: str) -> AsyncIterator[StoredFile]:
+        with self._metrics.timed("open"):
+            opened = self.inner.open(name)
+            stored = await opened.__aenter__()
+        try:
+            yield stored
+        except BaseException as error:
+            if not await opened.__aexit__(type(error), error, error.__traceback__):
+                raise
+        else:
+            await opened.__aexit__(None, None, None)
+
+    async def check_ready(self) -> None:
+        with self._metrics.timed("ready"):
+            await self.inner.check_ready()
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        with self._metrics.timed("retention"):
+            return await self.inner.delete_older_than(cutoff)
+
+    async def remove_stale_temporaries(self, cutoff: datetime) -> int:
+        with self._metrics.timed("cleanup"):
+            return await self.inner.remove_stale_temporaries(cutoff)

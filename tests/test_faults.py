@@ -1,0 +1,179 @@
+"""Faults mid-transfer: disconnects, shutdown, a full disk. Nothing partial is ever left."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .conftest import (
+    ServerProcess,
+    Service,
+    ServiceFactory,
+    field_part,
+    file_part,
+    http_post_head,
+    md5,
+    multipart_body,
+    random_bytes,
+    stop_server,
+)
+
+Spawn = Callable[..., Awaitable[ServerProcess]]
+FILE = random_bytes(3 * 1024 * 1024, seed=3)
+BODY = multipart_body("b", [field_part("conversationId", "1"), file_part(FILE, "f.bin")])
+OFFSETS = {
+    "in the first part headers": 20,
+    "in the file part headers": 120,
+    "early in the file": 200 + 10_000,
+    "mid file": len(BODY) // 2,
+    "just before the closing boundary": len(BODY) - 12,
+}
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("where", list(OFFSETS))
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_client_disconnect_leaves_nothing(service: Service, where: str, how: str) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    writer.write(http_post_head("/files", "b", len(BODY)) + BODY[: OFFSETS[where]])
+    await writer.drain()
+    await asyncio.sleep(0.1)  # let the server start on it
+    if how == "reset":
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    await wait_until(lambda: not service.temporaries())
+    service.assert_nothing_stored()
+    # ... and the server keeps serving.
+    body = await service.upload_json(b"after", filename="after.txt")
+    assert await service.fetch(body["name"]) == b"after"
+
+
+async def test_many_disconnects_then_normal_service(service: Service) -> None:
+    async def abandon(offset: int) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        writer.write(http_post_head("/files", "b", len(BODY)) + BODY[:offset])
+        await writer.drain()
+        writer.close()
+
+    await asyncio.gather(*(abandon(1000 + i * 50_000) for i in range(40)))
+    await wait_until(lambda: not service.temporaries())
+    service.assert_nothing_stored()
+    body = await service.upload_json(FILE, filename="ok.bin")
+    assert body["etag"] == md5(FILE)
+
+
+async def test_start_up_removes_leftover_temporaries(
+    start_service: ServiceFactory, tmp_path
+) -> None:
+    root = tmp_path / "store"
+    (root / ".tmp").mkdir(parents=True)
+    (root / ".tmp" / "0123.part").write_bytes(b"half a file")
+    service = await start_service(root=root)
+    service.assert_nothing_stored()
+
+
+async def test_shutdown_mid_upload_leaves_nothing(spawn: Spawn, tmp_path: Path) -> None:
+    storage = tmp_path / "store"
+    server = await spawn("--storage", str(storage), "--shutdown-timeout", "0.5")
+    port = int(server.url.rsplit(":", 1)[1])
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(http_post_head("/files", "b", len(BODY)) + BODY[: len(BODY) // 2])
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    assert list((storage / ".tmp").iterdir())  # the upload is under way
+    assert await stop_server(server) == 0
+    writer.close()
+    assert list((storage / ".tmp").iterdir()) == []
+    assert [p.name for p in storage.iterdir() if not p.name.startswith(".")] == []
+    assert any("shutting down" in line for line in server.log)
+
+
+async def test_shutdown_lets_a_quick_upload_finish(spawn: Spawn, tmp_path: Path) -> None:
+    storage = tmp_path / "store"
+    server = await spawn("--storage", str(storage), "--shutdown-timeout", "10")
+    port = int(server.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(http_post_head("/files", "b", len(BODY)) + BODY[:1000])
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    server.process.terminate()
+    await asyncio.sleep(0.2)
+    writer.write(BODY[1000:])
+    answer = await asyncio.wait_for(reader.read(), 20)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert await asyncio.wait_for(server.process.wait(), 20) == 0
+    assert (storage / "1_f.bin").read_bytes() == FILE
+
+
+def _can_mount_tmpfs() -> str | None:
+    if shutil.which("unshare") is None:
+        return "needs unshare from Debian's package util-linux"
+    probe = __import__("subprocess").run(
+        ["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        return "needs user and mount namespaces (unshare -Urm) to mount a small tmpfs"
+    return None
+
+
+async def test_disk_full_gives_507_and_leaves_nothing(spawn: Spawn, tmp_path: Path) -> None:
+    reason = _can_mount_tmpfs()
+    if reason:
+        pytest.skip(reason)
+    storage = tmp_path / "small"
+    storage.mkdir()
+    # The server runs in its own mount namespace over a 4 MiB tmpfs; /proc/PID/root
+    # lets the test look inside that namespace.
+    wrapper = (
+        "unshare",
+        "-Urm",
+        "sh",
+        "-c",
+        f'mount -t tmpfs -o size=4m tmpfs "{storage}" && exec "$0" "$@"',
+    )
+    server = await spawn("--storage", str(storage), "--max-size", "10M", prefix=wrapper)
+    inside = Path(f"/proc/{server.pid}/root") / str(storage).lstrip("/")
+    first, second = random_bytes(3_000_000, 1), random_bytes(3_000_000, 2)
+    async with aiohttp.ClientSession() as session:
+        results = []
+        for data in (first, second):
+            form = aiohttp.FormData()
+            form.add_field("conversationId", "1")
+            form.add_field("file", data, filename="big.bin")
+            async with session.post(server.url + "/files", data=form) as response:
+                results.append((response.status, await response.json()))
+        assert results[0][0] == 200
+        assert results[1][0] == 507
+        assert results[1][1]["error"] == "insufficient_storage"
+        assert list((inside / ".tmp").iterdir()) == []
+        visible = sorted(p.name for p in inside.iterdir() if not p.name.startswith("."))
+        assert visible == ["1_big.bin"]
+        assert (inside / "1_big.bin").read_bytes() == first
+        async with session.get(server.url + "/readyz") as response:
+            assert response.status == 200  # space is free again once the temporary is gone
+        async with session.get(
+            server.url + "/files/download", params={"filename": "1_big.bin"}
+        ) as response:
+            assert md5(await response.read()) == md5(first)
+    await stop_server(server)
+    assert json.dumps(results[1][1])  # the error body was JSON
