@@ -241,3 +241,24 @@ async def test_command_says_why_it_cannot_start(moto_server: MotoServer) -> None
     )
     assert code == 1
     assert b"cannot start: bucket 'missing-bucket' does not exist" in stderr
+
+
+async def test_stale_sweep_spares_live_uploads_of_other_instances(
+    start_service: ServiceFactory, moto_server: MotoServer
+) -> None:
+    first = await start_service()
+    store = first.store
+    assert isinstance(store, S3Store)
+    client, staging = moto_server.client, store.prefix + ".tmp/"
+    kept = await first.upload_json(b"kept", filename="kept.txt")
+    # A crash long ago left a staging object and a multipart upload; another
+    # instance is uploading right now. (moto reports one fixed 2010 date as
+    # every upload's Initiated, so only the time in our keys can tell them apart.)
+    client.put_object(Bucket=BUCKET, Key=f"{staging}1000-crashed", Body=b"half")
+    client.create_multipart_upload(Bucket=BUCKET, Key=f"{staging}1000-abandoned")
+    live_key = f"{staging}{int(time.time())}-live"
+    live = client.create_multipart_upload(Bucket=BUCKET, Key=live_key)
+    await start_service(storage=first.settings.storage, stale_after=600.0)  # sweeps at start
+    await eventually(lambda: store.temporaries() == [f"multipart upload of {live_key}"])
+    client.abort_multipart_upload(Bucket=BUCKET, Key=live_key, UploadId=live["UploadId"])
+    first.assert_clean({kept["name"]})
