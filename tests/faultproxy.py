@@ -88,7 +88,10 @@ class FaultProxy:
             )
             if not any(line.startswith("expect:") for line in lines):
                 await reader.readexactly(length)
-            writer.write(self._canned)
+            answer = self._canned
+            if head.startswith(b"HEAD "):  # the headers only, as HTTP has it
+                answer = answer.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+            writer.write(answer)
             await writer.drain()
         writer.close()
 

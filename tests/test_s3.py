@@ -12,13 +12,16 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 
 from streamproxy.settings import Settings
 from streamproxy.storage import open_storage
+from streamproxy.storage import s3 as s3_module
 from streamproxy.storage.base import StorageError
+from streamproxy.storage.s3 import S3Storage
 
 from .conftest import (
     Service,
@@ -262,3 +265,35 @@ async def test_stale_sweep_spares_live_uploads_of_other_instances(
     await eventually(lambda: store.temporaries() == [f"multipart upload of {live_key}"])
     client.abort_multipart_upload(Bucket=BUCKET, Key=live_key, UploadId=live["UploadId"])
     first.assert_clean({kept["name"]})
+
+
+async def test_start_fails_clearly_for_denied_credentials(fault_proxy: FaultProxy) -> None:
+    fault_proxy.reject(403, "InvalidAccessKeyId")
+    storage = open_storage(Settings(storage=f"s3://{BUCKET}/x", s3_endpoint=fault_proxy.endpoint))
+    with pytest.raises(StorageError, match=f"access to bucket '{BUCKET}' .* is denied"):
+        await storage.start()
+
+
+async def test_start_refuses_a_server_that_ignores_if_none_match(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that would let an upload replace a file is refused, not trusted."""
+    monkeypatch.setattr(s3_module, "_VERIFIED", set())
+    storage = open_storage(Settings(storage=f"s3://{BUCKET}/x", s3_endpoint=moto_server.endpoint))
+    assert isinstance(storage, S3Storage)
+    check_bucket = storage._check_bucket
+
+    async def check_then_forget_conditions() -> None:
+        await check_bucket()
+        client: Any = storage.client
+        put_object = client.put_object
+
+        async def unconditional_put(**arguments: Any) -> Any:
+            arguments.pop("IfNoneMatch", None)
+            return await put_object(**arguments)
+
+        client.put_object = unconditional_put
+
+    monkeypatch.setattr(storage, "_check_bucket", check_then_forget_conditions)
+    with pytest.raises(StorageError, match="ignores If-None-Match on PutObject"):
+        await storage.start()
