@@ -117,7 +117,8 @@ async def test_retention_deletes_expired_files(start_service: ServiceFactory) ->
     old = await service.upload_json(b"old", filename="old.txt")
 
     async def gone() -> bool:
-        return service.stored_names() == set()
+        # The sweep unlinks the bytes, then the metadata: wait for both.
+        return service.stored_names() == set() and service.meta_names() == set()
 
     await wait_for(gone)
     service.assert_nothing_stored()
