@@ -133,6 +133,19 @@ def parse_log_level(text: str) -> str:
     return level
 
 
+def parse_log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"text", "json"}:
+        raise ValueError(f"not a log format: {text!r} (text or json)")
+    return value
+
+
+def parse_secret(text: str) -> str:
+    if len(text) < 16:
+        raise ValueError("a signing key needs at least 16 characters")
+    return text
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its flag, how to parse a value, and what it means."""
@@ -262,6 +275,26 @@ OPTIONS: tuple[Option, ...] = (
         "remove unfinished temporaries and uploads older than this (default 24h)",
         metavar="DURATION",
     ),
+    Option(
+        "signing_key",
+        parse_secret,
+        "sign download links with this key; unsigned or expired links get 403 "
+        "(repeatable: the first signs, all verify)",
+        repeatable=True,
+        metavar="KEY",
+    ),
+    Option(
+        "link_ttl",
+        parse_duration,
+        "how long a signed download link stays valid (default 7d)",
+        metavar="DURATION",
+    ),
+    Option(
+        "log_format",
+        parse_log_format,
+        "text (default) or json, one object per line",
+        metavar="FORMAT",
+    ),
     Option("log_level", parse_log_level, "debug, info, warning or error", metavar="LEVEL"),
 )
 
@@ -294,6 +327,9 @@ class Settings:
     fetch_proxy: URL | None = None
     retention: float | None = None
     stale_after: float = 86400.0
+    signing_key: tuple[str, ...] = ()
+    link_ttl: float = 7 * 86400.0
+    log_format: str = "text"
     log_level: str = "info"
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import HttpVersion11, web
 
-from . import naming
+from . import naming, signing
 from .auth import check_api_key
 from .errors import ApiError, bad_request, response_for, send_and_close, too_large
 from .mediatypes import TypePolicy, normalize_media_type
@@ -61,7 +61,10 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
 def download_url(request: web.Request, settings: Settings, meta: StoredMeta) -> str:
     """Absolute URL of the file, from --public-url or else the request's own origin."""
     route_name = DOWNLOAD_ROUTE_FOR.get(request.match_info.route.name or "", "download")
-    relative = request.app.router[route_name].url_for().with_query(filename=meta.name)
+    query = {"filename": meta.name}
+    if settings.signing_key:
+        query.update(signing.sign(meta.name, settings.signing_key, settings.link_ttl))
+    relative = request.app.router[route_name].url_for().with_query(query)
     base = settings.public_url or request.url.origin()
     return str(base).rstrip("/") + str(relative)
 
