@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages some tests drive (curl as a real client); installed when running
 # as root, otherwise the tests that need them skip and name the package.
-DEB_PACKAGES := curl
+DEB_PACKAGES := curl clamav-daemon
 
 .PHONY: serve test lint format system-packages clean
 

@@ -19,6 +19,7 @@ from .limits import limits
 from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .requestlog import echo_request_id, request_id_middleware
 from .retention import retention_lifecycle
+from .scan import SCANNER, Scanner
 from .settings import SETTINGS, Settings
 from .storage import open_storage
 from .storage.base import STORAGE, Storage
@@ -57,6 +58,11 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app[METRICS] = metrics
     app[STORAGE] = TimedStorage(storage or open_storage(settings), metrics)
     app[TRANSFERS] = TransferSlots(settings.max_transfers, metrics.in_flight)
+    app[SCANNER] = (
+        Scanner(settings.clamd, fail_open=settings.clamd_fail_open, timeout=settings.clamd_timeout)
+        if settings.clamd is not None
+        else None
+    )
     app[FETCH_CLIENT] = FetchClient(settings)
     add_routes(app, settings.base_path)
     app.on_response_prepare.append(echo_request_id)

@@ -21,6 +21,7 @@ from yarl import URL
 
 from .fetch.safety import AllowRule, parse_allow_rule
 from .mediatypes import TypeRule, parse_type_rule
+from .scan import ClamdAddress
 
 ENV_PREFIX = "STREAMPROXY_"
 DEFAULT_MAX_SIZE = 5 * 1024 * 1024
@@ -131,6 +132,10 @@ def parse_log_level(text: str) -> str:
     if level not in {"debug", "info", "warning", "error"}:
         raise ValueError(f"not a log level: {text!r} (debug, info, warning or error)")
     return level
+
+
+def parse_clamd_address(text: str) -> ClamdAddress:
+    return ClamdAddress.parse(text)
 
 
 def parse_log_format(text: str) -> str:
@@ -295,6 +300,24 @@ OPTIONS: tuple[Option, ...] = (
         "text (default) or json, one object per line",
         metavar="FORMAT",
     ),
+    Option(
+        "clamd",
+        parse_clamd_address,
+        "scan every upload with clamd at tcp://host:port or a unix socket path",
+        metavar="ADDRESS",
+    ),
+    Option(
+        "clamd_fail_open",
+        parse_bool,
+        "store uploads unscanned when clamd cannot be reached (default: refuse, 503)",
+        flag_only=True,
+    ),
+    Option(
+        "clamd_timeout",
+        parse_seconds,
+        "seconds clamd may take to read a chunk or give its verdict (default 120)",
+        metavar="SECONDS",
+    ),
     Option("log_level", parse_log_level, "debug, info, warning or error", metavar="LEVEL"),
 )
 
@@ -330,6 +353,9 @@ class Settings:
     signing_key: tuple[str, ...] = ()
     link_ttl: float = 7 * 86400.0
     log_format: str = "text"
+    clamd: ClamdAddress | None = None
+    clamd_fail_open: bool = False
+    clamd_timeout: float = 120.0
     log_level: str = "info"
 
     def with_overrides(self, **changes: Any) -> Settings:

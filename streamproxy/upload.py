@@ -20,6 +20,7 @@ from .mediatypes import TypePolicy, normalize_media_type
 from .metrics import METRICS
 from .multipart import FormLimits, FormReader, boundary_from
 from .pump import Intake
+from .scan import SCANNER
 from .settings import SETTINGS, Settings
 from .storage.base import STORAGE, StoredMeta
 from .transfers import TRANSFERS
@@ -128,6 +129,7 @@ async def upload(request: web.Request) -> web.Response:
                         declared_type=normalize_media_type(part.content_type),
                         filename=client_name_or_400(part.filename),
                         on_bytes=request.config_dict[METRICS].received.labels("upload").inc,
+                        scanner=request.config_dict[SCANNER],
                     )
                     await cleanup.enter_async_context(intake)
                     await intake.pump(part.chunks())

@@ -216,11 +216,14 @@ async def test_limits(start_service: ServiceFactory) -> None:
 
 async def test_json_logs_carry_the_request_id(spawn, tmp_path) -> None:
     server = await spawn("--storage", str(tmp_path / "s"), "--log-format", "json")
-    async with aiohttp.ClientSession() as session, session.get(
-        server.url + "/files/download",
-        params={"filename": "1_nothing.txt"},
-        headers={"X-Request-Id": "trace-42"},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            server.url + "/files/download",
+            params={"filename": "1_nothing.txt"},
+            headers={"X-Request-Id": "trace-42"},
+        ) as response,
+    ):
         assert response.status == 404
         assert (await response.json())["requestId"] == "trace-42"
     await stop_server(server)
