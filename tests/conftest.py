@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from streamproxy import create_app
 from streamproxy.server import READ_BUFFER
 from streamproxy.settings import Settings
+from streamproxy.transfers import TRANSFERS
 
 
 @dataclass
@@ -38,6 +39,10 @@ class Service:
     def port(self) -> int:
         assert self.server.port is not None
         return self.server.port
+
+    def in_flight(self) -> int:
+        """Transfers the service is handling right now."""
+        return self.server.app[TRANSFERS].in_flight
 
     def stored_names(self) -> set[str]:
         """Visible files: what a download could return."""
@@ -121,6 +126,15 @@ async def start_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
 async def service(start_service: ServiceFactory) -> Service:
     """The service with default settings (5 MiB cap, no keys, no type rules)."""
     return await start_service()
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 10) -> None:
+    """Wait until `condition()` holds: the server works in its own time, even on a busy machine."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
 
 
 def md5(data: bytes) -> str:

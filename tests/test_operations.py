@@ -15,6 +15,7 @@ from yarl import URL
 from .conftest import (
     Service,
     ServiceFactory,
+    eventually,
     field_part,
     file_part,
     http_post_head,
@@ -101,7 +102,7 @@ async def test_transfers_in_flight_gauge(service: Service) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(http_post_head("/files", "b", len(body)) + body[:100])
     await writer.drain()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: service.in_flight() == 1)
     assert value(await scrape(service), "streamproxy_transfers_in_flight", kind="upload") == 1
     writer.write(body[100:])
     assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")

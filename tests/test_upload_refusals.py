@@ -14,6 +14,7 @@ from streamproxy.mediatypes import parse_type_rule
 from .conftest import (
     Service,
     ServiceFactory,
+    eventually,
     field_part,
     file_part,
     http_post_head,
@@ -347,7 +348,7 @@ async def test_busy_when_transfers_are_in_flight(start_service: ServiceFactory) 
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(head + body[:100])  # holds the only slot
     await writer.drain()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: service.in_flight() == 1)
     response = await service.upload(b"second")
     await expect_error(response, 503, "busy")
     assert int(response.headers["Retry-After"]) >= 1
