@@ -17,6 +17,7 @@ from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
 from .limits import limits
 from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
+from .openapi import openapi_json
 from .requestlog import echo_request_id, request_id_middleware
 from .retention import retention_lifecycle
 from .scan import SCANNER, Scanner
@@ -44,6 +45,7 @@ def add_routes(app: web.Application, base_path: str) -> None:
     for path, name in (("/files/stat", "stat"), ("/api/getFileStat", "stat-hc")):
         router.add_get(base_path + path, download.stat, name=name, allow_head=False)
     router.add_get(base_path + "/files/limits", limits, name="limits", allow_head=False)
+    router.add_get(base_path + "/openapi.json", openapi_json, name="openapi", allow_head=False)
     router.add_get(base_path + "/healthz", health.healthz, name="healthz")
     router.add_get(base_path + "/metrics", metrics_handler, name="metrics", allow_head=False)
     router.add_get(base_path + "/readyz", health.readyz, name="readyz", allow_head=False)
