@@ -71,7 +71,12 @@ class Intake:
                 self._scan = await self._scanner.open()
             except ScannerUnavailable as error:
                 self._scanner_failed(error)
-        self._writer = await self._storage.create_writer(self._observe)
+        try:
+            self._writer = await self._storage.create_writer(self._observe)
+        except BaseException:
+            if self._scan is not None:
+                self._scan.close()
+            raise
         return self
 
     def _scanner_failed(self, error: ScannerUnavailable) -> None:
