@@ -15,6 +15,7 @@ from . import download, health, upload
 from .errors import error_middleware
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
+from .page import add_page_routes
 from .requestlog import echo_request_id, request_id_middleware
 from .settings import SETTINGS, Settings
 from .storage import open_storage
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app[TRANSFERS] = TransferSlots(settings.max_transfers)
     app[FETCH_CLIENT] = FetchClient(settings)
     add_routes(app, settings.base_path)
+    if settings.ui:
+        add_page_routes(app.router, settings.base_path)
     app.on_response_prepare.append(echo_request_id)
     app.cleanup_ctx.append(_storage_lifecycle)
     app.cleanup_ctx.append(fetch_client_lifecycle)
