@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestServer
 
 from streamproxy import Settings, create_app
 
-from .conftest import Service, ServiceFactory
-from .test_settings import parse
+from ..conftest import Service, ServiceFactory
+from ..test_settings import parse
 
 
 async def get(service: Service, path: str, **kwargs: Any) -> tuple[aiohttp.ClientResponse, str]:
