@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,8 +103,6 @@ class CliRun:
     stderr: str
 
     def json_lines(self) -> list[dict[str, Any]]:
-        import json
-
         return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
 
 

@@ -15,7 +15,7 @@ from streamproxy.mediatypes import parse_type_rule
 
 from ..conftest import md5, random_bytes
 from ..fetch.conftest import ALLOW_SOURCES
-from ..fetch.sources import Source
+from ..fetch.sources import Source, response_head
 from .conftest import Recorded
 
 PNG = b"\x89PNG\r\n\x1a\n" + random_bytes(3000, seed=3)
@@ -210,6 +210,37 @@ async def test_an_interrupted_download_resumes_with_range_and_if_range(
     assert request.headers["Range"] == f"bytes={kept}-"
     assert request.headers["If-Range"] == f'"{md5(data)}"'
     assert request.status == 206
+
+
+async def test_a_connection_cut_by_the_server_keeps_the_bytes_and_resumes(
+    start_source: Any, tmp_path: Path
+) -> None:
+    """A scripted server sends half the body and hangs up; the next call asks for the rest."""
+    data = random_bytes(400_000, seed=15)
+    half = len(data) // 2
+    source: Source = await start_source()
+    validators = {"ETag": f'"{md5(data)}"', "Content-Type": "video/webm"}
+    source.script("/files/download", response_head(200, len(data), validators) + data[:half])
+    stored = FileStat(name="r_cut.webm", type="video/webm", size=len(data), etag=md5(data))
+    target = tmp_path / "cut.webm"
+    async with MediaClient(source.origin) as client:
+        with pytest.raises(MediaError) as raised:
+            await client.download(stored, target)
+        # What arrived is on disk (aiohttp drops what it had buffered when the cut came).
+        kept = target.stat().st_size
+        assert 0 < kept <= half
+        assert target.read_bytes() == data[:kept]
+        assert raised.value.code == "interrupted"
+        assert f"{kept} bytes are in {target}: download again to resume" in raised.value.detail
+
+        rest = {**validators, "Content-Range": f"bytes {kept}-{len(data) - 1}/{len(data)}"}
+        source.script("/files/download", response_head(206, len(data) - kept, rest) + data[kept:])
+        resumed = await client.download(stored, target)
+    assert target.read_bytes() == data
+    assert (resumed.resumed_from, resumed.verified) == (kept, True)
+    assert source.seen[-1].target == "/files/download?filename=r_cut.webm"
+    assert source.seen[-1].headers["range"] == f"bytes={kept}-"
+    assert source.seen[-1].headers["if-range"] == f'"{md5(data)}"'
 
 
 async def test_a_half_file_at_the_target_is_resumed_by_name(
