@@ -66,6 +66,22 @@ def require_chromium() -> Path:
     return CHROMIUM
 
 
+DROPPED_FILE = """
+() => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File(["dropped text"], "dropped.txt", {type: "text/plain"}));
+  return transfer;
+}
+"""
+INLINE_SCRIPT = """
+() => {
+  const script = document.createElement("script");
+  script.textContent = "window.inlineRan = true";
+  document.head.append(script);
+}
+"""
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     chromium = require_chromium()
@@ -228,3 +244,15 @@ async def test_the_page_uploads_plays_seeks_and_imports(
     if os.environ.get("STREAMPROXY_UPDATE_SCREENSHOT") or not SCREENSHOT.exists():
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
+
+    # Drag and drop: a file dropped on the zone is uploaded like a picked one.
+    dropped = await page.evaluate_handle(DROPPED_FILE)
+    await page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    card = await finished(page, "dropped.txt")
+    assert await card.locator(".name").inner_text() == "13318_dropped.txt"
+    assert await card.locator(".type").inner_text() == "text/plain"
+
+    # The policy is in force (and the listener above would have seen a breach).
+    await page.evaluate(INLINE_SCRIPT)
+    assert await page.evaluate("window.inlineRan === undefined")
+    assert any("Content Security Policy" in problem for problem in policy_problems)
