@@ -31,7 +31,7 @@ from .errors import (
 )
 from .message import build_media_message, label_for
 from .results import DownloadResult, FileStat, UploadResult
-from .sources import DEFAULT_CHUNK, ChunkPayload, Progress, UploadSource, counted, open_body
+from .sources import DEFAULT_CHUNK, ChunkPayload, Counted, Progress, UploadSource, open_body
 
 # Connecting should be quick; a transfer may pause (a slow disk, a busy server) but not stall.
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=300)
@@ -159,8 +159,7 @@ class MediaClient:
             ) as response:
                 yield response
         except aiohttp.ClientError as error:
-            # aiohttp wraps what the body's source raised (our own size check among it).
-            raise _cause(error) or _network_error(error, self.server) from error
+            raise _network_error(error, self.server) from error
         except TimeoutError as error:
             raise MediaError(None, TIMEOUT, f"{self.server} took too long to answer") from error
 
@@ -208,10 +207,9 @@ class MediaClient:
             form = aiohttp.MultipartWriter("form-data")
             field = form.append(conversation, {"Content-Type": "text/plain; charset=utf-8"})
             field.set_content_disposition("form-data", name="conversationId")
+            sent = Counted(body.chunks, body.size, progress)
             payload = ChunkPayload(
-                counted(body.chunks, body.size, progress),
-                body.size,
-                content_type=mime_type or "application/octet-stream",
+                sent, body.size, content_type=mime_type or "application/octet-stream"
             )
             if body.file_name is None:
                 payload.set_content_disposition("form-data", name="file")
@@ -219,10 +217,15 @@ class MediaClient:
                 payload.set_content_disposition("form-data", name="file", filename=body.file_name)
             form.append_payload(payload)
             # Expect: 100-continue lets the service refuse (size, key, busy) before the body.
-            async with self._request(
-                "POST", self.endpoint("files"), data=form, expect100=True
-            ) as response:
-                answer = await self._json(response)
+            try:
+                async with self._request(
+                    "POST", self.endpoint("files"), data=form, expect100=True
+                ) as response:
+                    answer = await self._json(response)
+            except MediaError:
+                if sent.failure is not None:
+                    raise sent.failure from None
+                raise
         finally:
             body.close()
         return UploadResult.from_json(answer, body.file_name, conversation)
@@ -439,16 +442,6 @@ def _mismatch(target: Path, *, resumed: bool) -> MediaError:
     else:
         detail = f"the bytes written to {target} do not match the service's ETag (MD5)"
     return MediaError(None, CHECKSUM_MISMATCH, detail)
-
-
-def _cause(error: BaseException) -> MediaError | None:
-    """A MediaError somewhere in the chain of causes, if there is one."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, MediaError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _network_error(error: aiohttp.ClientError, server: URL) -> MediaError:

@@ -81,24 +81,45 @@ async def _read_file(file: IO[bytes], size: int, chunk_size: int) -> AsyncIterat
         yield chunk
 
 
-async def counted(
-    chunks: AsyncIterable[bytes], size: int | None, progress: Progress | None
-) -> AsyncIterator[bytes]:
-    """Pass chunks through, reporting progress and holding the source to its size."""
-    done = 0
-    if progress is not None:
-        progress(0, size)
-    async for chunk in chunks:
-        if not chunk:
-            continue
-        done += len(chunk)
-        if size is not None and done > size:
-            raise MediaError(None, SOURCE_CHANGED, f"the source gave more than {size} bytes")
-        yield chunk
+class Counted:
+    """Chunks passed through with progress reports, the source held to its size.
+
+    What the source or the progress callback raises is kept in `failure`:
+    aiohttp wraps it in a connection error, and the upload re-raises the
+    original (a caller's own exception, a local read error) instead.
+    """
+
+    def __init__(
+        self, chunks: AsyncIterable[bytes], size: int | None, progress: Progress | None
+    ) -> None:
+        self.chunks = chunks
+        self.size = size
+        self.progress = progress
+        self.failure: BaseException | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._counted():
+                yield chunk
+        except BaseException as error:
+            self.failure = error
+            raise
+
+    async def _counted(self) -> AsyncIterator[bytes]:
+        done, size, progress = 0, self.size, self.progress
         if progress is not None:
-            progress(done, size)
-    if size is not None and done != size:
-        raise MediaError(None, SOURCE_CHANGED, f"the source gave {done} bytes, not {size}")
+            progress(0, size)
+        async for chunk in self.chunks:
+            if not chunk:
+                continue
+            done += len(chunk)
+            if size is not None and done > size:
+                raise MediaError(None, SOURCE_CHANGED, f"the source gave more than {size} bytes")
+            yield chunk
+            if progress is not None:
+                progress(done, size)
+        if size is not None and done != size:
+            raise MediaError(None, SOURCE_CHANGED, f"the source gave {done} bytes, not {size}")
 
 
 class ChunkPayload(AsyncIterablePayload):

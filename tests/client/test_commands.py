@@ -256,7 +256,7 @@ async def test_the_entry_point_takes_server_and_key_from_the_environment(
 ) -> None:
     """`python -m streamproxy` in a child process, its stderr a terminal (bars allowed)."""
     served: Recorded = await start_recorded(api_key=("k1", "k2"))
-    big = write(tmp_path / "big.bin", random_bytes(3_000_000, seed=14))
+    big = write(tmp_path / "big.bin", random_bytes(1_000_000, seed=14))
     env = {**os.environ, "STREAMPROXY_SERVER": served.url, "STREAMPROXY_CLIENT_API_KEY": "k2"}
     controller, terminal = pty.openpty()
     try:
@@ -276,7 +276,7 @@ async def test_the_entry_point_takes_server_and_key_from_the_environment(
         os.close(terminal)
     os.close(controller)
     assert process.returncode == 0
-    assert stdout.decode().startswith(f"{big} -> t_big.bin (2.9 MiB")
+    assert stdout.decode().startswith(f"{big} -> t_big.bin (976.6 KiB")
     (upload,) = served.seen.to("/files", "POST")
     assert upload.headers["Authorization"] == "Bearer k2"
     # Usage errors exit 2 from the real entry point too.

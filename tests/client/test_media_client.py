@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 from collections.abc import AsyncIterator
@@ -19,6 +20,10 @@ from ..fetch.sources import Source, response_head
 from .conftest import Recorded
 
 PNG = b"\x89PNG\r\n\x1a\n" + random_bytes(3000, seed=3)
+
+
+class Cut(Exception):
+    """The test's own interruption of a transfer."""
 
 
 async def test_upload_streams_a_path_and_returns_a_typed_result(
@@ -85,6 +90,22 @@ async def test_an_iterator_that_breaks_its_declared_size_fails(
     with pytest.raises(MediaError) as raised:
         await client.upload(chunks(b"x" * 10), conversation_id="s", file_name="a", size=20)
     assert raised.value.code == "source_changed"
+    served.service.assert_nothing_stored()
+
+
+async def test_a_progress_callback_that_raises_stops_the_upload(
+    served: Recorded, client: MediaClient
+) -> None:
+    def stop(done: int, total: int | None) -> None:
+        if done > 300_000:
+            raise Cut
+
+    with pytest.raises(Cut):
+        await client.upload(random_bytes(2_000_000), conversation_id="c", progress=stop)
+    for _ in range(100):  # the service sees the connection end and aborts the upload
+        if not served.service.temporaries():
+            break
+        await asyncio.sleep(0.05)
     served.service.assert_nothing_stored()
 
 
@@ -174,10 +195,6 @@ async def test_download_writes_and_verifies_the_file(
     assert (downloaded.size, downloaded.received, downloaded.status) == (len(data), len(data), 200)
     assert downloaded.verified and downloaded.etag == md5(data)
     assert calls[0] == 0 and calls[-1] == len(data)
-
-
-class Cut(Exception):
-    """The test's own interruption of a transfer."""
 
 
 async def test_an_interrupted_download_resumes_with_range_and_if_range(
