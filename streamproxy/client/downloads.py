@@ -15,6 +15,12 @@ import re
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+import aiohttp
+
+from .errors import CHECKSUM_MISMATCH, INTERRUPTED, MediaError
+from .results import DownloadResult
+from .sources import Progress
+
 if TYPE_CHECKING:
     from _hashlib import HASH
 
@@ -100,3 +106,89 @@ def safe_local_name(name: str) -> str:
     if not name or "/" in name or "\\" in name or name in {".", ".."} or "\0" in name:
         raise ValueError(f"{name!r} cannot be used as a file name here; give -o PATH")
     return name
+
+
+async def receive(
+    response: aiohttp.ClientResponse,
+    target: Path,
+    offset: int,
+    progress: Progress | None,
+    chunk_size: int,
+    *,
+    whole_file: bool = True,
+) -> DownloadResult:
+    """Write the body after the first `offset` bytes of `target`, hashing the whole file.
+
+    Each chunk is written before the next is read, so an interruption leaves
+    on disk everything that arrived: the start a later call resumes from.
+    """
+    etag = response.headers.get("ETag")
+    expected = md5_etag(etag) if whole_file else None
+    digest = await md5_of_prefix(target, offset) if expected else None
+    length = response.content_length
+    total = None if length is None else offset + length
+    received = 0
+    file = target.open("r+b") if offset else target.open("wb")
+    try:
+        file.seek(offset)
+        file.truncate()
+        if progress is not None:
+            progress(offset, total)
+        try:
+            async for chunk in response.content.iter_chunked(chunk_size):
+                await asyncio.to_thread(write_and_hash, file, digest, chunk)
+                received += len(chunk)
+                if progress is not None:
+                    progress(offset + received, total)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise MediaError(
+                None,
+                INTERRUPTED,
+                f"the download broke off ({error or type(error).__name__}); "
+                f"{offset + received} bytes are in {target}: download again to resume",
+            ) from error
+    finally:
+        file.close()
+    if expected and digest is not None and digest.hexdigest() != expected:
+        raise mismatch(target, resumed=bool(offset))
+    return DownloadResult(
+        path=target,
+        size=offset + received,
+        received=received,
+        status=response.status,
+        etag=md5_etag(etag) or etag,
+        type=response.content_type,
+        resumed_from=offset,
+        verified=bool(expected),
+        content_range=response.headers.get("Content-Range"),
+    )
+
+
+async def check_complete(
+    target: Path, size: int, etag: str, media_type: str | None
+) -> DownloadResult:
+    """The file is all there already (a finished earlier run): check it, fetch nothing."""
+    expected = md5_etag(etag)
+    if expected and (await md5_of_prefix(target, size)).hexdigest() != expected:
+        raise mismatch(target, resumed=True)
+    return DownloadResult(
+        path=target,
+        size=size,
+        received=0,
+        status=None,
+        etag=expected or etag,
+        type=media_type,
+        resumed_from=size,
+        verified=bool(expected),
+    )
+
+
+def mismatch(target: Path, *, resumed: bool) -> MediaError:
+    if resumed:
+        detail = (
+            f"the bytes already in {target} were not the start of this file; "
+            "download again without resuming"
+        )
+    else:
+        detail = f"the bytes written to {target} do not match the service's ETag (MD5)"
+    return MediaError(None, CHECKSUM_MISMATCH, detail)

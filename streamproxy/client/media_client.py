@@ -7,7 +7,6 @@ key and a connection pool. Every call returns a typed result or raises
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -22,7 +21,6 @@ from .. import __version__
 from . import downloads
 from .downloads import RangeSpec
 from .errors import (
-    CHECKSUM_MISMATCH,
     CONNECTION_FAILED,
     INTERRUPTED,
     TIMEOUT,
@@ -325,7 +323,7 @@ class MediaClient:
             else:
                 size, etag, media_type = await self.head(item)
             if offset == size and etag:
-                return await self._check_complete(target, size, etag, media_type)
+                return await downloads.check_complete(target, size, etag, media_type)
             if offset < size and etag:
                 headers = {"Range": f"bytes={offset}-", "If-Range": downloads.quoted(etag)}
             else:
@@ -341,82 +339,7 @@ class MediaClient:
                 offset = 0  # If-Range: the file changed, or no resume was asked for
             else:
                 raise await self._refusal(response)
-            return await self._receive(response, target, offset, progress)
-
-    async def _receive(
-        self,
-        response: aiohttp.ClientResponse,
-        target: Path,
-        offset: int,
-        progress: Progress | None,
-        *,
-        whole_file: bool = True,
-    ) -> DownloadResult:
-        """Write the body after the first `offset` bytes of `target`, hashing the whole file."""
-        expected = downloads.md5_etag(response.headers.get("ETag")) if whole_file else None
-        digest = await downloads.md5_of_prefix(target, offset) if expected else None
-        length = response.content_length
-        total = None if length is None else offset + length
-        received = 0
-        file = target.open("r+b") if offset else target.open("wb")
-        try:
-            file.seek(offset)
-            file.truncate()
-            if progress is not None:
-                progress(offset, total)
-            try:
-                async for chunk in response.content.iter_chunked(self.chunk_size):
-                    await asyncio.to_thread(downloads.write_and_hash, file, digest, chunk)
-                    received += len(chunk)
-                    if progress is not None:
-                        progress(offset + received, total)
-            except (aiohttp.ClientError, TimeoutError) as error:
-                raise MediaError(
-                    None,
-                    INTERRUPTED,
-                    f"the download broke off ({error or type(error).__name__}); "
-                    f"{offset + received} bytes are in {target}: download again to resume",
-                ) from error
-        finally:
-            file.close()
-        verified = False
-        if expected and digest is not None:
-            if digest.hexdigest() != expected:
-                raise _mismatch(target, resumed=bool(offset))
-            verified = True
-        return DownloadResult(
-            path=target,
-            size=offset + received,
-            received=received,
-            status=response.status,
-            etag=downloads.md5_etag(response.headers.get("ETag")) or response.headers.get("ETag"),
-            type=response.content_type,
-            resumed_from=offset,
-            verified=verified,
-            content_range=response.headers.get("Content-Range"),
-        )
-
-    async def _check_complete(
-        self, target: Path, size: int, etag: str, media_type: str | None
-    ) -> DownloadResult:
-        """The file is already all there: check it, fetch nothing."""
-        expected = downloads.md5_etag(etag)
-        verified = False
-        if expected:
-            digest = await downloads.md5_of_prefix(target, size)
-            if digest.hexdigest() != expected:
-                raise _mismatch(target, resumed=True)
-            verified = True
-        return DownloadResult(
-            path=target,
-            size=size,
-            received=0,
-            status=None,
-            etag=expected or etag,
-            type=media_type,
-            resumed_from=size,
-            verified=verified,
-        )
+            return await downloads.receive(response, target, offset, progress, self.chunk_size)
 
     async def _download_range(
         self, url: URL, target: Path, range_value: str, progress: Progress | None
@@ -430,18 +353,9 @@ class MediaClient:
                         200, UNEXPECTED_RESPONSE, "the service sent the whole file, not the range"
                     )
                 raise await self._refusal(response)
-            return await self._receive(response, target, 0, progress, whole_file=False)
-
-
-def _mismatch(target: Path, *, resumed: bool) -> MediaError:
-    if resumed:
-        detail = (
-            f"the bytes already in {target} were not the start of this file; "
-            "download again without resuming"
-        )
-    else:
-        detail = f"the bytes written to {target} do not match the service's ETag (MD5)"
-    return MediaError(None, CHECKSUM_MISMATCH, detail)
+            return await downloads.receive(
+                response, target, 0, progress, self.chunk_size, whole_file=False
+            )
 
 
 def _network_error(error: aiohttp.ClientError, server: URL) -> MediaError:
