@@ -18,6 +18,7 @@ from .fetch.handler import from_url
 from .limits import limits
 from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .openapi import openapi_json
+from .page import add_page_routes
 from .requestlog import echo_request_id, request_id_middleware
 from .retention import retention_lifecycle
 from .scan import SCANNER, Scanner
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     )
     app[FETCH_CLIENT] = FetchClient(settings)
     add_routes(app, settings.base_path)
+    if settings.ui:
+        add_page_routes(app.router, settings.base_path)
     app.on_response_prepare.append(echo_request_id)
     app.cleanup_ctx.append(_storage_lifecycle)
     app.cleanup_ctx.append(fetch_client_lifecycle)

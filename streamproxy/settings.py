@@ -160,11 +160,13 @@ class Option:
     help: str
     repeatable: bool = False
     flag_only: bool = False  # a switch: `--compat-status` sets True
+    negated: bool = False  # a switch for a setting that is on by default: `--no-ui` sets False
     metavar: str | None = None
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        prefix = "--no-" if self.negated else "--"
+        return prefix + self.name.replace("_", "-")
 
     @property
     def env(self) -> str:
@@ -319,6 +321,12 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     Option("log_level", parse_log_level, "debug, info, warning or error", metavar="LEVEL"),
+    Option(
+        "ui",
+        parse_bool,
+        "do not serve the test page at the base path (STREAMPROXY_UI=false)",
+        negated=True,
+    ),
 )
 
 _OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -357,6 +365,7 @@ class Settings:
     clamd_fail_open: bool = False
     clamd_timeout: float = 120.0
     log_level: str = "info"
+    ui: bool = True
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -413,8 +422,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare every option on a command-line parser; defaults stay None so sources merge."""
     parser.add_argument("--config", metavar="FILE", help="TOML file holding any of these settings")
     for option in OPTIONS:
-        if option.flag_only:
-            parser.add_argument(option.flag, action="store_const", const=True, help=option.help)
+        if option.flag_only or option.negated:
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                action="store_const",
+                const=not option.negated,
+                help=option.help,
+            )
         elif option.repeatable:
             parser.add_argument(
                 option.flag, action="append", metavar=option.metavar, help=option.help

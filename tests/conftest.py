@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from streamproxy import create_app
@@ -106,10 +107,13 @@ async def start_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
 
     async def start(**overrides: Any) -> Service:
         root = overrides.pop("root", tmp_path / f"data{len(started)}")
+        # A test's own hook on the app before it starts (signals, recording middleware).
+        prepare: Callable[[web.Application], None] | None = overrides.pop("prepare", None)
         settings = Settings(storage=str(root), **overrides)
-        server = TestServer(
-            create_app(settings), host="127.0.0.1", port=0, read_bufsize=READ_BUFFER
-        )
+        app = create_app(settings)
+        if prepare is not None:
+            prepare(app)
+        server = TestServer(app, host="127.0.0.1", port=0, read_bufsize=READ_BUFFER)
         await server.start_server()
         session = aiohttp.ClientSession()
         started.append((server, session))
