@@ -21,12 +21,18 @@ from .metrics import Handler
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def assign_request_id(request: web.Request) -> str:
+    """The client's id when it looks like one, else a new one; kept on the request."""
+    if REQUEST_ID not in request:
+        offered = request.headers.get("X-Request-Id", "")
+        request[REQUEST_ID] = offered if _ID_RE.match(offered) else uuid.uuid4().hex
+    current_request_id.set(request[REQUEST_ID])  # each request runs in a task of its own
+    return request[REQUEST_ID]
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    offered = request.headers.get("X-Request-Id", "")
-    request_id = offered if _ID_RE.match(offered) else uuid.uuid4().hex
-    request[REQUEST_ID] = request_id
-    current_request_id.set(request_id)  # this handler runs in a task of its own
+    assign_request_id(request)
     return await handler(request)
 
 

@@ -20,6 +20,7 @@ from .mediatypes import TypePolicy, normalize_media_type
 from .metrics import METRICS
 from .multipart import FormLimits, FormReader, boundary_from
 from .pump import Intake
+from .requestlog import assign_request_id
 from .scan import SCANNER
 from .settings import SETTINGS, Settings
 from .storage.base import STORAGE, StoredMeta
@@ -45,6 +46,7 @@ def preflight(request: web.Request, declared_overhead: int = 0) -> None:
 
 async def expect_handler(request: web.Request) -> web.StreamResponse | None:
     """Answer `Expect: 100-continue` with the final error before the client sends the body."""
+    assign_request_id(request)  # this runs before the middlewares do
     if request.headers.get("Expect", "").lower() != "100-continue":
         raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
     try:

@@ -91,9 +91,10 @@ async def test_expect_100_continue_gets_413_instead_of_continue(
     head = http_post_head("/files", "b", 50_000_000, "Expect: 100-continue\r\n")
     answer = await raw_request(service.port, head, [])
     assert not answer.startswith(b"HTTP/1.1 100"), answer[:200]
-    status, _, body = parse_answer(answer)
+    status, headers, body = parse_answer(answer)
     assert status == 413
     assert json.loads(body)["error"] == "too_large"
+    assert json.loads(body)["requestId"] == headers["x-request-id"]
 
 
 async def test_expect_100_continue_goes_ahead_when_acceptable(service: Service) -> None:
