@@ -5,9 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# Debian packages some tests drive (curl as a real client); installed when running
-# as root, otherwise the tests that need them skip and name the package.
-DEB_PACKAGES := curl
+# Debian packages some tests drive (curl as a real client; clamd for virus scanning;
+# Chromium for the test page, through Playwright; ffmpeg to make the video it plays);
+# installed when running as root, otherwise the tests that need them skip and name
+# the package.
+DEB_PACKAGES := curl clamav-daemon chromium ffmpeg
 
 .PHONY: serve test lint format system-packages clean
 

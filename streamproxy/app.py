@@ -15,9 +15,13 @@ from . import download, health, upload
 from .errors import error_middleware
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
+from .limits import limits
 from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
+from .openapi import openapi_json
+from .page import add_page_routes
 from .requestlog import echo_request_id, request_id_middleware
 from .retention import retention_lifecycle
+from .scan import SCANNER, Scanner
 from .settings import SETTINGS, Settings
 from .storage import open_storage
 from .storage.base import STORAGE, Storage
@@ -41,6 +45,8 @@ def add_routes(app: web.Application, base_path: str) -> None:
         router.add_get(base_path + path, download.download, name=name)
     for path, name in (("/files/stat", "stat"), ("/api/getFileStat", "stat-hc")):
         router.add_get(base_path + path, download.stat, name=name, allow_head=False)
+    router.add_get(base_path + "/files/limits", limits, name="limits", allow_head=False)
+    router.add_get(base_path + "/openapi.json", openapi_json, name="openapi", allow_head=False)
     router.add_get(base_path + "/healthz", health.healthz, name="healthz")
     router.add_get(base_path + "/metrics", metrics_handler, name="metrics", allow_head=False)
     router.add_get(base_path + "/readyz", health.readyz, name="readyz", allow_head=False)
@@ -55,8 +61,15 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app[METRICS] = metrics
     app[STORAGE] = TimedStorage(storage or open_storage(settings), metrics)
     app[TRANSFERS] = TransferSlots(settings.max_transfers, metrics.in_flight)
+    app[SCANNER] = (
+        Scanner(settings.clamd, fail_open=settings.clamd_fail_open, timeout=settings.clamd_timeout)
+        if settings.clamd is not None
+        else None
+    )
     app[FETCH_CLIENT] = FetchClient(settings)
     add_routes(app, settings.base_path)
+    if settings.ui:
+        add_page_routes(app.router, settings.base_path)
     app.on_response_prepare.append(echo_request_id)
     app.cleanup_ctx.append(_storage_lifecycle)
     app.cleanup_ctx.append(fetch_client_lifecycle)

@@ -1,4 +1,8 @@
-"""The `streamproxy` command: `streamproxy serve [flags]` runs the service."""
+"""The `streamproxy` command: `serve` runs the service; the client commands talk to one.
+
+`streamproxy serve [flags]` runs the service. `upload`, `fetch`, `download`,
+`stat` and `message` are the connector's side (see `client/commands.py`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .client.commands import COMMANDS, add_client_commands
+from .client.commands import run as run_client
 from .settings import SettingsError, add_arguments, load_settings
 from .storage.base import StorageError
 
@@ -14,7 +20,7 @@ from .storage.base import StorageError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamproxy",
-        description="Streaming media transfer service for chat platforms.",
+        description="Streaming media transfer service for chat platforms, and its client.",
     )
     parser.add_argument("--version", action="version", version=f"streamproxy {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -25,12 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(--max-size is STREAMPROXY_MAX_SIZE) and a key of the --config TOML file.",
     )
     add_arguments(serve)
+    add_client_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    if arguments.command in COMMANDS:
+        return run_client(arguments)
     if arguments.command != "serve":
         parser.print_help()
         return 2

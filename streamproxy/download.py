@@ -15,7 +15,7 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from . import naming
+from . import naming, signing
 from .auth import check_api_key
 from .errors import ApiError, bad_request
 from .mediatypes import is_active
@@ -131,6 +131,9 @@ async def send_segment(
 
 async def download(request: web.Request) -> web.StreamResponse:
     name = requested_name(request)
+    keys = request.config_dict[SETTINGS].signing_key
+    if keys:
+        signing.verify(name, request.query, keys)
     storage = request.config_dict[STORAGE]
     attachment = request.query.get("download", "") in {"1", "true", "yes"}
     try:

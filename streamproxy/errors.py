@@ -89,6 +89,14 @@ def busy(retry_after: int = 1) -> ApiError:
     )
 
 
+def infected(signature: str) -> ApiError:
+    return ApiError(422, "infected", f"the file contains malware: {signature}")
+
+
+def scanner_unavailable(reason: str) -> ApiError:
+    return ApiError(503, "scanner_unavailable", f"the virus scanner is unavailable: {reason}")
+
+
 def insufficient_storage(detail: str) -> ApiError:
     return ApiError(507, "insufficient_storage", detail)
 

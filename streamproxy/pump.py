@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from . import naming
-from .errors import too_large, type_not_allowed
+from .errors import infected, scanner_unavailable, too_large, type_not_allowed
 from .mediatypes import TypePolicy
+from .scan import ClamdStream, Scanner, ScannerUnavailable
 from .sniff import choose_type, sniff_bytes
 from .storage.base import FileInfo, Storage, StorageWriter, StoredMeta, now_utc
+
+log = logging.getLogger("streamproxy")
 
 
 class Intake:
@@ -39,6 +43,7 @@ class Intake:
         filename: str,
         extra_digests: Sequence[Any] = (),
         on_bytes: Callable[[int], None] | None = None,
+        scanner: Scanner | None = None,
     ) -> None:
         self._storage = storage
         self._max_size = max_size
@@ -48,6 +53,8 @@ class Intake:
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._digests = (self._md5, *extra_digests)
         self._on_bytes = on_bytes
+        self._scanner = scanner
+        self._scan: ClamdStream | None = None
         self._writer: StorageWriter | None = None
         self._finished = False
         self.size = 0
@@ -59,8 +66,28 @@ class Intake:
             digest.update(chunk)
 
     async def __aenter__(self) -> Intake:
-        self._writer = await self._storage.create_writer(self._observe)
+        if self._scanner is not None:
+            try:
+                self._scan = await self._scanner.open()
+            except ScannerUnavailable as error:
+                self._scanner_failed(error)
+        try:
+            self._writer = await self._storage.create_writer(self._observe)
+        except BaseException:
+            if self._scan is not None:
+                self._scan.close()
+            raise
         return self
+
+    def _scanner_failed(self, error: ScannerUnavailable) -> None:
+        """Fail closed (503), or with --clamd-fail-open go on unscanned, saying so."""
+        if self._scan is not None:
+            self._scan.close()
+            self._scan = None
+        assert self._scanner is not None
+        if not self._scanner.fail_open:
+            raise scanner_unavailable(str(error)) from error
+        log.warning("storing %r unscanned: %s", self.filename, error)
 
     async def __aexit__(
         self,
@@ -68,6 +95,8 @@ class Intake:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if self._scan is not None:
+            self._scan.close()
         if not self._finished and self._writer is not None:
             self._finished = True
             # Shielded: a second cancellation must not leave the temporary behind.
@@ -99,16 +128,38 @@ class Intake:
                 if in_flight is not None:
                     await in_flight
                 in_flight = asyncio.ensure_future(writer.write(chunk))
+                if self._scan is not None:
+                    await self._feed_scanner(chunk)
             if in_flight is not None:
                 await in_flight
                 in_flight = None
             if self.media_type is None:
                 self._decide_type(b"")
+            await self._check_verdict()
         finally:
             if in_flight is not None and not in_flight.done():
                 # Let the write finish (the writer's abort waits for it anyway),
                 # and keep its own error from masking the one that got us here.
                 in_flight.add_done_callback(_consume_result)
+
+    async def _feed_scanner(self, chunk: bytes) -> None:
+        assert self._scan is not None
+        try:
+            await self._scan.feed(chunk)
+        except ScannerUnavailable as error:
+            self._scanner_failed(error)
+
+    async def _check_verdict(self) -> None:
+        if self._scan is None:
+            return
+        try:
+            signature = await self._scan.verdict()
+        except ScannerUnavailable as error:
+            self._scanner_failed(error)
+            return
+        if signature is not None:
+            log.warning("refused %r: clamd found %s", self.filename, signature)
+            raise infected(signature)
 
     @property
     def etag(self) -> str:

@@ -15,15 +15,24 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from .errors import REQUEST_ID
+from .logs import current_request_id
 from .metrics import Handler
 
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def assign_request_id(request: web.Request) -> str:
+    """The client's id when it looks like one, else a new one; kept on the request."""
+    if REQUEST_ID not in request:
+        offered = request.headers.get("X-Request-Id", "")
+        request[REQUEST_ID] = offered if _ID_RE.match(offered) else uuid.uuid4().hex
+    current_request_id.set(request[REQUEST_ID])  # each request runs in a task of its own
+    return request[REQUEST_ID]
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    offered = request.headers.get("X-Request-Id", "")
-    request[REQUEST_ID] = offered if _ID_RE.match(offered) else uuid.uuid4().hex
+    assign_request_id(request)
     return await handler(request)
 
 
@@ -35,18 +44,28 @@ async def echo_request_id(request: web.Request, response: web.StreamResponse) ->
 
 
 class AccessLogger(AbstractAccessLogger):
-    """`client "METHOD path" status bytes duration-ms id`"""
+    """`client "METHOD path" status bytes duration` (the query is left out: it may hold a
+    signed link's signature), with the fields also as attributes for JSON lines."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
             return
+        fields = {
+            "remote": request.remote,
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "bytes": response.body_length,
+            "duration_ms": round(time * 1000, 1),
+            "request_id": request.get(REQUEST_ID, "-"),
+        }
         self.logger.info(
-            '%s "%s %s" %d %d %.1fms %s',
+            '%s "%s %s" %d %d %.1fms',
             request.remote,
             request.method,
-            request.path_qs,
+            request.path,
             response.status,
             response.body_length,
             time * 1000,
-            request.get(REQUEST_ID, "-"),
+            extra=fields,
         )

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Callable
 
 from aiohttp import web
 
 from . import __version__
 from .app import create_app
+from .logs import configure_logging
 from .requestlog import AccessLogger
 from .settings import Settings
 from .storage.base import STORAGE
@@ -23,14 +23,6 @@ log = logging.getLogger("streamproxy")
 # aiohttp's read buffer per connection: the request body waits here while the
 # previous chunk is written; larger means fewer, bigger reads, more memory each.
 READ_BUFFER = 256 * 1024
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _format_address(address: object) -> str:
@@ -95,7 +87,7 @@ async def drain(runner: web.AppRunner, transfers: TransferSlots, timeout: float)
 
 def run(settings: Settings) -> None:
     """Blocking entry point: uvloop when installed, then `serve`."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop

@@ -21,6 +21,7 @@ from yarl import URL
 
 from .fetch.safety import AllowRule, parse_allow_rule
 from .mediatypes import TypeRule, parse_type_rule
+from .scan import ClamdAddress
 
 ENV_PREFIX = "STREAMPROXY_"
 DEFAULT_MAX_SIZE = 5 * 1024 * 1024
@@ -152,6 +153,23 @@ def parse_log_level(text: str) -> str:
     return level
 
 
+def parse_clamd_address(text: str) -> ClamdAddress:
+    return ClamdAddress.parse(text)
+
+
+def parse_log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"text", "json"}:
+        raise ValueError(f"not a log format: {text!r} (text or json)")
+    return value
+
+
+def parse_secret(text: str) -> str:
+    if len(text) < 16:
+        raise ValueError("a signing key needs at least 16 characters")
+    return text
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its flag, how to parse a value, and what it means."""
@@ -161,11 +179,13 @@ class Option:
     help: str
     repeatable: bool = False
     flag_only: bool = False  # a switch: `--compat-status` sets True
+    negated: bool = False  # a switch for a setting that is on by default: `--no-ui` sets False
     metavar: str | None = None
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        prefix = "--no-" if self.negated else "--"
+        return prefix + self.name.replace("_", "-")
 
     @property
     def env(self) -> str:
@@ -281,6 +301,44 @@ OPTIONS: tuple[Option, ...] = (
         "remove unfinished temporaries and uploads older than this (default 24h)",
         metavar="DURATION",
     ),
+    Option(
+        "signing_key",
+        parse_secret,
+        "sign download links with this key; unsigned or expired links get 403 "
+        "(repeatable: the first signs, all verify)",
+        repeatable=True,
+        metavar="KEY",
+    ),
+    Option(
+        "link_ttl",
+        parse_duration,
+        "how long a signed download link stays valid (default 7d)",
+        metavar="DURATION",
+    ),
+    Option(
+        "log_format",
+        parse_log_format,
+        "text (default) or json, one object per line",
+        metavar="FORMAT",
+    ),
+    Option(
+        "clamd",
+        parse_clamd_address,
+        "scan every upload with clamd at tcp://host:port or a unix socket path",
+        metavar="ADDRESS",
+    ),
+    Option(
+        "clamd_fail_open",
+        parse_bool,
+        "store uploads unscanned when clamd cannot be reached (default: refuse, 503)",
+        flag_only=True,
+    ),
+    Option(
+        "clamd_timeout",
+        parse_seconds,
+        "seconds clamd may take to read a chunk or give its verdict (default 120)",
+        metavar="SECONDS",
+    ),
     Option("log_level", parse_log_level, "debug, info, warning or error", metavar="LEVEL"),
     Option(
         "s3_endpoint",
@@ -299,6 +357,12 @@ OPTIONS: tuple[Option, ...] = (
         parse_part_size,
         "S3 multipart part size (default 8M, at least 5M; grows so the cap fits 10,000 parts)",
         metavar="BYTES",
+    ),
+    Option(
+        "ui",
+        parse_bool,
+        "do not serve the test page at the base path (STREAMPROXY_UI=false)",
+        negated=True,
     ),
 )
 
@@ -331,10 +395,17 @@ class Settings:
     fetch_proxy: URL | None = None
     retention: float | None = None
     stale_after: float = 86400.0
+    signing_key: tuple[str, ...] = ()
+    link_ttl: float = 7 * 86400.0
+    log_format: str = "text"
+    clamd: ClamdAddress | None = None
+    clamd_fail_open: bool = False
+    clamd_timeout: float = 120.0
     log_level: str = "info"
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_part_size: int = 8 * 1024 * 1024
+    ui: bool = True
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -391,8 +462,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare every option on a command-line parser; defaults stay None so sources merge."""
     parser.add_argument("--config", metavar="FILE", help="TOML file holding any of these settings")
     for option in OPTIONS:
-        if option.flag_only:
-            parser.add_argument(option.flag, action="store_const", const=True, help=option.help)
+        if option.flag_only or option.negated:
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                action="store_const",
+                const=not option.negated,
+                help=option.help,
+            )
         elif option.repeatable:
             parser.add_argument(
                 option.flag, action="append", metavar=option.metavar, help=option.help

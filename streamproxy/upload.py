@@ -13,13 +13,15 @@ from contextlib import AsyncExitStack
 
 from aiohttp import HttpVersion11, web
 
-from . import naming
+from . import naming, signing
 from .auth import check_api_key
 from .errors import ApiError, bad_request, response_for, send_and_close, too_large
 from .mediatypes import TypePolicy, normalize_media_type
 from .metrics import METRICS
 from .multipart import FormLimits, FormReader, boundary_from
 from .pump import Intake
+from .requestlog import assign_request_id
+from .scan import SCANNER
 from .settings import SETTINGS, Settings
 from .storage.base import STORAGE, StoredMeta
 from .transfers import TRANSFERS
@@ -44,6 +46,7 @@ def preflight(request: web.Request, declared_overhead: int = 0) -> None:
 
 async def expect_handler(request: web.Request) -> web.StreamResponse | None:
     """Answer `Expect: 100-continue` with the final error before the client sends the body."""
+    assign_request_id(request)  # this runs before the middlewares do
     if request.headers.get("Expect", "").lower() != "100-continue":
         raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
     try:
@@ -61,7 +64,10 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
 def download_url(request: web.Request, settings: Settings, meta: StoredMeta) -> str:
     """Absolute URL of the file, from --public-url or else the request's own origin."""
     route_name = DOWNLOAD_ROUTE_FOR.get(request.match_info.route.name or "", "download")
-    relative = request.app.router[route_name].url_for().with_query(filename=meta.name)
+    query = {"filename": meta.name}
+    if settings.signing_key:
+        query.update(signing.sign(meta.name, settings.signing_key, settings.link_ttl))
+    relative = request.app.router[route_name].url_for().with_query(query)
     base = settings.public_url or request.url.origin()
     return str(base).rstrip("/") + str(relative)
 
@@ -125,6 +131,7 @@ async def upload(request: web.Request) -> web.Response:
                         declared_type=normalize_media_type(part.content_type),
                         filename=client_name_or_400(part.filename),
                         on_bytes=request.config_dict[METRICS].received.labels("upload").inc,
+                        scanner=request.config_dict[SCANNER],
                     )
                     await cleanup.enter_async_context(intake)
                     await intake.pump(part.chunks())

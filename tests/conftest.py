@@ -21,11 +21,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from streamproxy import create_app
 from streamproxy.server import READ_BUFFER
 from streamproxy.settings import Settings
+from streamproxy.transfers import TRANSFERS
 
 from .s3support import BUCKET, FAKE_AWS, MotoServer, S3Store
 
@@ -77,6 +79,10 @@ class Service:
     def port(self) -> int:
         assert self.server.port is not None
         return self.server.port
+
+    def in_flight(self) -> int:
+        """Transfers the service is handling right now."""
+        return self.server.app[TRANSFERS].in_flight
 
     def stored_names(self) -> set[str]:
         """Visible files: what a download could return."""
@@ -186,6 +192,8 @@ async def start_service(
 
     async def start(**overrides: Any) -> Service:
         root = Path(overrides.pop("root", tmp_path / f"data{len(started)}"))
+        # A test's own hook on the app before it starts (signals, recording middleware).
+        prepare: Callable[[web.Application], None] | None = overrides.pop("prepare", None)
         store: Store
         if moto is None:
             overrides.setdefault("storage", str(root))
@@ -196,9 +204,10 @@ async def start_service(
             prefix = overrides["storage"].removeprefix(f"s3://{BUCKET}/").strip("/") + "/"
             store = S3Store(moto, prefix)
         settings = Settings(**overrides)
-        server = TestServer(
-            create_app(settings), host="127.0.0.1", port=0, read_bufsize=READ_BUFFER
-        )
+        app = create_app(settings)
+        if prepare is not None:
+            prepare(app)
+        server = TestServer(app, host="127.0.0.1", port=0, read_bufsize=READ_BUFFER)
         await server.start_server()
         session = aiohttp.ClientSession()
         started.append((server, session))
@@ -215,6 +224,15 @@ async def start_service(
 async def service(start_service: ServiceFactory) -> Service:
     """The service with default settings (5 MiB cap, no keys, no type rules)."""
     return await start_service()
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 10) -> None:
+    """Wait until `condition()` holds: the server works in its own time, even on a busy machine."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
 
 
 def md5(data: bytes) -> str:

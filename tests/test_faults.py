@@ -18,6 +18,7 @@ from .conftest import (
     ServerProcess,
     Service,
     ServiceFactory,
+    eventually,
     field_part,
     file_part,
     http_post_head,
@@ -39,28 +40,20 @@ OFFSETS = {
 }
 
 
-async def wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.parametrize("where", list(OFFSETS))
 @pytest.mark.parametrize("how", ["close", "reset"])
 async def test_client_disconnect_leaves_nothing(service: Service, where: str, how: str) -> None:
     _reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(http_post_head("/files", "b", len(BODY)) + BODY[: OFFSETS[where]])
     await writer.drain()
-    await asyncio.sleep(0.1)  # let the server start on it
+    await eventually(lambda: service.in_flight() == 1)  # the server is on it
     if how == "reset":
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()
     with contextlib.suppress(ConnectionError):
         await writer.wait_closed()
-    await wait_until(lambda: not service.temporaries())
+    await eventually(lambda: not service.temporaries())
     service.assert_nothing_stored()
     # ... and the server keeps serving.
     body = await service.upload_json(b"after", filename="after.txt")
@@ -75,7 +68,7 @@ async def test_many_disconnects_then_normal_service(service: Service) -> None:
         writer.close()
 
     await asyncio.gather(*(abandon(1000 + i * 50_000) for i in range(40)))
-    await wait_until(lambda: not service.temporaries())
+    await eventually(lambda: not service.temporaries())
     service.assert_nothing_stored()
     body = await service.upload_json(FILE, filename="ok.bin")
     assert body["etag"] == md5(FILE)
@@ -98,8 +91,7 @@ async def test_shutdown_mid_upload_leaves_nothing(spawn: Spawn, tmp_path: Path) 
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(http_post_head("/files", "b", len(BODY)) + BODY[: len(BODY) // 2])
     await writer.drain()
-    await asyncio.sleep(0.3)
-    assert list((storage / ".tmp").iterdir())  # the upload is under way
+    await eventually(lambda: any((storage / ".tmp").iterdir()))  # the upload is under way
     assert await stop_server(server) == 0
     writer.close()
     assert list((storage / ".tmp").iterdir()) == []
@@ -114,9 +106,9 @@ async def test_shutdown_lets_a_quick_upload_finish(spawn: Spawn, tmp_path: Path)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(http_post_head("/files", "b", len(BODY)) + BODY[:1000])
     await writer.drain()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: any((storage / ".tmp").iterdir()))
     server.process.terminate()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: any("shutting down" in line for line in server.log))
     writer.write(BODY[1000:])
     answer = await asyncio.wait_for(reader.read(), 20)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
 
 from .conftest import (
     Service,
     ServiceFactory,
+    eventually,
     field_part,
     file_part,
     http_post_head,
     multipart_body,
     random_bytes,
+    stop_server,
 )
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -97,7 +102,7 @@ async def test_transfers_in_flight_gauge(service: Service) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(http_post_head("/files", "b", len(body)) + body[:100])
     await writer.drain()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: service.in_flight() == 1)
     assert value(await scrape(service), "streamproxy_transfers_in_flight", kind="upload") == 1
     writer.write(body[100:])
     assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
@@ -147,3 +152,86 @@ async def test_stale_temporaries_are_swept(start_service: ServiceFactory, tmp_pa
     service.assert_clean({kept["name"]})  # stored files are not touched without --retention
     samples = await scrape(service)
     assert value(samples, "streamproxy_retention_deleted_total", what="staged") == 2
+
+
+KEY = "a-signing-key-of-some-length"
+
+
+async def test_signed_links(start_service: ServiceFactory) -> None:
+    service = await start_service(signing_key=(KEY,), link_ttl=3600.0)
+    body = await service.upload_json(b"signed bytes", filename="s.txt")
+    url = URL(body["url"])
+    assert set(url.query) == {"filename", "expires", "signature"}
+    assert int(url.query["expires"]) == pytest.approx(time.time() + 3600, abs=5)
+    async with service.session.get(url) as response:
+        assert response.status == 200
+        assert await response.read() == b"signed bytes"
+    alias = url.with_path("/api/downloadFileStream", keep_query=True)  # as the agent desk does
+    async with service.session.head(alias) as response:
+        assert response.status == 200
+    refused = {
+        "missing": url.with_query(filename=body["name"]),
+        "tampered": url.update_query(signature="A" + url.query["signature"][1:]),
+        "other file": url.update_query(filename="11111_other.txt"),
+        "extended": url.update_query(expires=str(int(url.query["expires"]) + 10)),
+    }
+    for case, bad in refused.items():
+        async with service.session.get(bad) as response:
+            assert response.status == 403, case
+            assert (await response.json())["error"] == "forbidden"
+
+
+async def test_expired_link_and_key_rotation(start_service: ServiceFactory) -> None:
+    from streamproxy import signing
+
+    service = await start_service(signing_key=("new-key-0123456789", KEY))
+    body = await service.upload_json(b"x", filename="r.txt")
+    name = body["name"]
+    old_link = signing.sign(name, [KEY], ttl=60)  # signed before the rotation
+    async with service.session.get(
+        service.url + "/files/download", params={"filename": name, **old_link}
+    ) as response:
+        assert response.status == 200
+    expired = signing.sign(name, ["new-key-0123456789"], ttl=-10)
+    async with service.session.get(
+        service.url + "/files/download", params={"filename": name, **expired}
+    ) as response:
+        assert response.status == 403
+        assert "expired" in (await response.json())["detail"]
+
+
+async def test_limits(start_service: ServiceFactory) -> None:
+    from streamproxy.mediatypes import parse_type_rule
+
+    service = await start_service(
+        max_size=1234,
+        allow_type=(parse_type_rule("image/*"),),
+        deny_type=(parse_type_rule(".svg"),),
+    )
+    async with service.session.get(service.url + "/files/limits") as response:
+        assert await response.json() == {
+            "maxSize": 1234,
+            "allowTypes": ["image/*"],
+            "denyTypes": [".svg"],
+            "signedLinks": False,
+        }
+
+
+async def test_json_logs_carry_the_request_id(spawn, tmp_path) -> None:
+    server = await spawn("--storage", str(tmp_path / "s"), "--log-format", "json")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            server.url + "/files/download",
+            params={"filename": "1_nothing.txt"},
+            headers={"X-Request-Id": "trace-42"},
+        ) as response,
+    ):
+        assert response.status == 404
+        assert (await response.json())["requestId"] == "trace-42"
+    await stop_server(server)
+    lines = [json.loads(line) for line in server.log if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "streamproxy.access"]
+    assert access and access[-1]["request_id"] == "trace-42"
+    assert access[-1]["status"] == 404 and access[-1]["path"] == "/files/download"
+    assert all({"time", "level", "logger", "message", "request_id"} <= set(line) for line in lines)

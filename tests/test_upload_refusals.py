@@ -14,6 +14,7 @@ from streamproxy.mediatypes import parse_type_rule
 from .conftest import (
     Service,
     ServiceFactory,
+    eventually,
     field_part,
     file_part,
     http_post_head,
@@ -90,9 +91,10 @@ async def test_expect_100_continue_gets_413_instead_of_continue(
     head = http_post_head("/files", "b", 50_000_000, "Expect: 100-continue\r\n")
     answer = await raw_request(service.port, head, [])
     assert not answer.startswith(b"HTTP/1.1 100"), answer[:200]
-    status, _, body = parse_answer(answer)
+    status, headers, body = parse_answer(answer)
     assert status == 413
     assert json.loads(body)["error"] == "too_large"
+    assert json.loads(body)["requestId"] == headers["x-request-id"]
 
 
 async def test_expect_100_continue_goes_ahead_when_acceptable(service: Service) -> None:
@@ -347,7 +349,7 @@ async def test_busy_when_transfers_are_in_flight(start_service: ServiceFactory) 
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(head + body[:100])  # holds the only slot
     await writer.drain()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: service.in_flight() == 1)
     response = await service.upload(b"second")
     await expect_error(response, 503, "busy")
     assert int(response.headers["Retry-After"]) >= 1

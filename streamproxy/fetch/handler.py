@@ -21,6 +21,7 @@ from ..mediatypes import TypePolicy, normalize_media_type
 from ..metrics import METRICS
 from ..naming import BadName, clean_client_name
 from ..pump import Intake
+from ..scan import SCANNER
 from ..settings import SETTINGS
 from ..storage.base import STORAGE
 from ..transfers import TRANSFERS
@@ -53,6 +54,7 @@ async def from_url(request: web.Request) -> web.Response:
                         filename=job.file_name or name_from_source(response, job.source_url),
                         extra_digests=[sha256],
                         on_bytes=request.config_dict[METRICS].received.labels("import").inc,
+                        scanner=request.config_dict[SCANNER],
                     )
                     await cleanup.enter_async_context(intake)
                     await intake.pump(SourceBody(response, settings.chunk_size, settings))
