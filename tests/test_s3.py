@@ -155,12 +155,21 @@ async def test_outage_mid_transfer_is_503_and_leaves_nothing(
 ) -> None:
     service = await start_service(s3_endpoint=fault_proxy.endpoint, **BIG)
 
+    async def cut_once_uploading() -> None:
+        await eventually(lambda: bool(service.temporaries()))  # a part is on its way
+        fault_proxy.cut()
+
+    cutting = asyncio.create_task(cut_once_uploading())
+    last = len(BIG_FILE) - 256 * 1024
+
     async def body() -> AsyncIterator[bytes]:
-        for start in range(0, len(BIG_FILE), 256 * 1024):
-            if start == 6 * MiB:  # the first part is on its way: S3 goes away
-                await eventually(lambda: bool(service.temporaries()))
-                fault_proxy.cut()
+        # All but the last chunk: enough for the server to start its multipart
+        # upload (how much it reads ahead depends on timing); without the last
+        # chunk it cannot commit before S3 goes away.
+        for start in range(0, last, 256 * 1024):
             yield BIG_FILE[start : start + 256 * 1024]
+        await asyncio.wait_for(asyncio.shield(cutting), 30)
+        yield BIG_FILE[last:]
 
     form = aiohttp.FormData()
     form.add_field("conversationId", "1")
@@ -168,6 +177,7 @@ async def test_outage_mid_transfer_is_503_and_leaves_nothing(
     async with service.session.post(service.url + "/files", data=form) as response:
         assert response.status == 503, await response.text()
         answer = await response.json()
+    await cutting
     assert answer["error"] == "storage_unavailable"
     assert answer["message"] == "An error occurred while uploading file."
     async with service.session.get(service.url + "/readyz") as response:
