@@ -249,10 +249,10 @@ def random_bytes(size: int, seed: int = 0) -> bytes:
     return bytes(out[:size])
 
 
-async def run_program(*args: str) -> tuple[int, bytes, bytes]:
+async def run_program(*args: str, cwd: Path | None = None) -> tuple[int, bytes, bytes]:
     """Run a program without blocking the event loop the server under test runs on."""
     process = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=cwd
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
