@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .metrics import METRICS, Handler
 from .settings import SETTINGS
-from .storage.base import StorageFull
+from .storage.base import FileMissing, StorageFull, StorageUnavailable
 
 log = logging.getLogger("streamproxy")
 
@@ -42,6 +42,7 @@ _MESSAGES = {
     "busy": "The service is busy; try again shortly.",
     "insufficient_storage": "Storage is full.",
     "not_ready": "Storage is not available.",
+    "storage_unavailable": "Storage is not available; try again shortly.",
     "source_not_allowed": "The source URL is not allowed.",
     "source_failed": "The source could not be fetched.",
     "source_timeout": "The source was too slow.",
@@ -98,6 +99,10 @@ def scanner_unavailable(reason: str) -> ApiError:
 
 def insufficient_storage(detail: str) -> ApiError:
     return ApiError(507, "insufficient_storage", detail)
+
+
+def storage_unavailable(detail: str) -> ApiError:
+    return ApiError(503, "storage_unavailable", detail, {"Retry-After": "5"})
 
 
 def source_not_allowed(detail: str) -> ApiError:
@@ -214,6 +219,12 @@ def _to_api_error(request: web.Request, error: Exception) -> ApiError:
     if isinstance(error, StorageFull):
         log.warning("%s %s: storage full: %s", request.method, request.path, error)
         return insufficient_storage(str(error))
+    if isinstance(error, StorageUnavailable):
+        # An object store that is away or failing: the client may retry, nothing was kept.
+        log.warning("%s %s: storage unavailable: %s", request.method, request.path, error)
+        return storage_unavailable(str(error))
+    if isinstance(error, FileMissing):
+        return not_found(f"no file named {str(error)!r}")
     log.exception(
         "internal error on %s %s [%s]", request.method, request.path, request.get(REQUEST_ID)
     )

@@ -127,6 +127,25 @@ def parse_chunk_size(text: str | int) -> int:
     return value
 
 
+S3_MIN_PART = 5 * 1024**2
+S3_MAX_PART = 4 * 1024**3  # a part may overshoot by a chunk; S3 takes 5 GiB at most
+
+
+def parse_part_size(text: str | int) -> int:
+    """S3 refuses parts under 5 MiB (except the last) and over 5 GiB."""
+    value = parse_size(text)
+    if not S3_MIN_PART <= value <= S3_MAX_PART:
+        raise ValueError(f"S3 part size must be between 5M and 4G: {text}")
+    return value
+
+
+def parse_endpoint(text: str) -> str:
+    url = URL(text.strip())
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError(f"not an http(s) endpoint URL: {text!r}")
+    return str(url)
+
+
 def parse_log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -322,6 +341,24 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log_level", parse_log_level, "debug, info, warning or error", metavar="LEVEL"),
     Option(
+        "s3_endpoint",
+        parse_endpoint,
+        "S3-compatible endpoint (MinIO, Ceph RGW); default: AWS for the region",
+        metavar="URL",
+    ),
+    Option(
+        "s3_region",
+        str,
+        "S3 region; default: AWS_REGION / AWS_DEFAULT_REGION / the AWS config, else us-east-1",
+        metavar="REGION",
+    ),
+    Option(
+        "s3_part_size",
+        parse_part_size,
+        "S3 multipart part size (default 8M, at least 5M; grows so the cap fits 10,000 parts)",
+        metavar="BYTES",
+    ),
+    Option(
         "ui",
         parse_bool,
         "do not serve the test page at the base path (STREAMPROXY_UI=false)",
@@ -365,6 +402,9 @@ class Settings:
     clamd_fail_open: bool = False
     clamd_timeout: float = 120.0
     log_level: str = "info"
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_part_size: int = 8 * 1024 * 1024
     ui: bool = True
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -1,4 +1,8 @@
-"""Shared fixtures: a real streamproxy on loopback, over a real directory, and clients for it."""
+"""Shared fixtures: a real streamproxy on loopback, over each storage kind, and clients for it.
+
+Every test that starts a service runs twice, on a local directory (`local`) and
+on S3 through moto's server (`s3`), unless marked `local_only` or `s3_only`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +29,51 @@ from streamproxy.server import READ_BUFFER
 from streamproxy.settings import Settings
 from streamproxy.transfers import TRANSFERS
 
+from .s3support import BUCKET, FAKE_AWS, MotoServer, S3Store
+
+
+class LocalStore:
+    """What a local storage directory holds, seen from outside the service."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def stored_names(self) -> set[str]:
+        return {p.name for p in self.root.iterdir() if not p.name.startswith(".")}
+
+    def temporaries(self) -> list[str]:
+        return sorted(p.name for p in (self.root / ".tmp").iterdir())
+
+    def meta_names(self) -> set[str]:
+        return {p.name.removesuffix(".json") for p in (self.root / ".meta").iterdir()}
+
+
+Store = LocalStore | S3Store
+
 
 @dataclass
 class Service:
-    """A running service: its base URL, its storage directory and a client session."""
+    """A running service: its base URL, what its storage holds, and a client session.
+
+    The inspection methods work on either storage; `root` only on local storage
+    (a test that needs it is marked `local_only`).
+    """
 
     url: str
-    root: Path
+    store: Store
     settings: Settings
     session: aiohttp.ClientSession
     server: TestServer
+
+    @property
+    def kind(self) -> str:
+        return "local" if isinstance(self.store, LocalStore) else "s3"
+
+    @property
+    def root(self) -> Path:
+        if not isinstance(self.store, LocalStore):
+            raise AssertionError("a storage directory exists only for local storage: local_only")
+        return self.store.root
 
     @property
     def port(self) -> int:
@@ -47,13 +86,14 @@ class Service:
 
     def stored_names(self) -> set[str]:
         """Visible files: what a download could return."""
-        return {p.name for p in self.root.iterdir() if not p.name.startswith(".")}
+        return self.store.stored_names()
 
     def temporaries(self) -> list[str]:
-        return sorted(p.name for p in (self.root / ".tmp").iterdir())
+        """Staged bytes: temporary files, or S3 staging objects and multipart uploads."""
+        return self.store.temporaries()
 
     def meta_names(self) -> set[str]:
-        return {p.name.removesuffix(".json") for p in (self.root / ".meta").iterdir()}
+        return self.store.meta_names()
 
     def assert_nothing_stored(self) -> None:
         assert self.stored_names() == set()
@@ -98,18 +138,72 @@ class Service:
 
 
 ServiceFactory = Callable[..., Awaitable[Service]]
+STORAGE_KINDS = ("local", "s3")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "local_only: runs on local storage only (say why)")
+    config.addinivalue_line("markers", "s3_only: runs on S3 storage only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that starts a service runs once per storage kind (ids `local`, `s3`)."""
+    if "storage_kind" not in metafunc.fixturenames:
+        return
+    kinds: tuple[str, ...] = STORAGE_KINDS
+    if metafunc.definition.get_closest_marker("local_only"):
+        kinds = ("local",)
+    elif metafunc.definition.get_closest_marker("s3_only"):
+        kinds = ("s3",)
+    metafunc.parametrize("storage_kind", kinds)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """moto's S3 server for the whole session, with fake credentials in our environment."""
+    pytest.importorskip("aiobotocore", reason="S3 tests need the s3 extra")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_AWS.items():
+            patch.setenv(name, value)
+        log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+        with MotoServer.running(log_path) as server:
+            yield server
+
+
+def _s3_prefix(root: Path) -> str:
+    """One prefix per storage root a test names, so two services given one root share it."""
+    return "t-" + hashlib.sha1(str(root).encode()).hexdigest()[:16] + "/"
 
 
 @pytest.fixture
-async def start_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
-    """Start services with settings overrides; all are stopped at the end of the test."""
+async def start_service(
+    tmp_path: Path, storage_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[ServiceFactory]:
+    """Start services with settings overrides; all are stopped at the end of the test.
+
+    `root=PATH` names the storage: a directory, or for S3 a prefix derived from it
+    (two services given the same root share their files). `storage=`, and for S3
+    `s3_endpoint=`, override that outright.
+    """
     started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+    moto: MotoServer | None = None
+    if storage_kind == "s3":
+        moto = request.getfixturevalue("moto_server")
 
     async def start(**overrides: Any) -> Service:
-        root = overrides.pop("root", tmp_path / f"data{len(started)}")
+        root = Path(overrides.pop("root", tmp_path / f"data{len(started)}"))
         # A test's own hook on the app before it starts (signals, recording middleware).
         prepare: Callable[[web.Application], None] | None = overrides.pop("prepare", None)
-        settings = Settings(storage=str(root), **overrides)
+        store: Store
+        if moto is None:
+            overrides.setdefault("storage", str(root))
+            store = LocalStore(Path(overrides["storage"]))
+        else:
+            overrides.setdefault("storage", f"s3://{BUCKET}/{_s3_prefix(root)}")
+            overrides.setdefault("s3_endpoint", moto.endpoint)
+            prefix = overrides["storage"].removeprefix(f"s3://{BUCKET}/").strip("/") + "/"
+            store = S3Store(moto, prefix)
+        settings = Settings(**overrides)
         app = create_app(settings)
         if prepare is not None:
             prepare(app)
@@ -118,7 +212,7 @@ async def start_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
         session = aiohttp.ClientSession()
         started.append((server, session))
         url = f"http://127.0.0.1:{server.port}"
-        return Service(url, Path(root), settings, session, server)
+        return Service(url, store, settings, session, server)
 
     yield start
     for server, session in started:

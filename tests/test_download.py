@@ -318,6 +318,7 @@ async def test_missing_parameter_and_unknown_name(service: Service) -> None:
     assert response.status == 404
 
 
+@pytest.mark.local_only  # a symlink planted in the storage directory
 async def test_symlink_inside_the_root_is_not_followed(service: Service, tmp_path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("private")

@@ -19,7 +19,7 @@ from aiohttp import web
 
 
 class StorageError(Exception):
-    """Storage failed in a way the client cannot fix (mapped to 500 or 503)."""
+    """Storage failed in a way the client cannot fix (mapped to 500; subclasses say more)."""
 
 
 class FileMissing(StorageError):
@@ -28,6 +28,10 @@ class FileMissing(StorageError):
 
 class StorageFull(StorageError):
     """The disk or bucket refused the write for lack of space or quota (507)."""
+
+
+class StorageUnavailable(StorageError):
+    """The storage cannot be reached or answered with a server error now (503)."""
 
 
 class NoFreeName(StorageError):

@@ -300,7 +300,7 @@ class LocalStorage:
         deleted = 0
         with os.scandir(self.meta_dir) as entries:
             for entry in entries:
-                if not entry.name.endswith(".json") or entry.stat().st_mtime >= cutoff:
+                if not entry.name.endswith(".json") or _mtime(entry) >= cutoff:
                     continue
                 name = entry.name.removesuffix(".json")
                 # Bytes first: the name stops being visible before its metadata goes.
@@ -319,7 +319,7 @@ class LocalStorage:
         removed = 0
         with os.scandir(self.tmp_dir) as entries:
             for entry in entries:
-                if entry.stat().st_mtime < cutoff:
+                if _mtime(entry) < cutoff:
                     with suppress(FileNotFoundError):
                         os.unlink(entry.path)
                         removed += 1
@@ -327,7 +327,7 @@ class LocalStorage:
         with os.scandir(self.meta_dir) as entries:
             for entry in entries:
                 name = entry.name.removesuffix(".json")
-                if entry.stat().st_mtime < cutoff and not (self.root / name).exists():
+                if _mtime(entry) < cutoff and not (self.root / name).exists():
                     with suppress(FileNotFoundError):
                         os.unlink(entry.path)
                         removed += 1
@@ -335,6 +335,14 @@ class LocalStorage:
 
     async def remove_stale_temporaries(self, cutoff: datetime) -> int:
         return await self.run_blocking(self._remove_stale_sync, cutoff.timestamp())
+
+
+def _mtime(entry: os.DirEntry[str]) -> float:
+    """An entry's mtime; one removed since the listing (a finished upload) counts as new."""
+    try:
+        return entry.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def remove_temporaries(tmp_dir: Path) -> int:

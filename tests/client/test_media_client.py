@@ -135,7 +135,7 @@ async def test_a_refused_upload_raises_with_status_code_and_detail(
     served.service.assert_nothing_stored()
 
 
-async def test_api_key_is_sent_as_bearer(start_recorded: Any) -> None:
+async def test_api_key_is_sent_as_bearer(start_recorded: Any, tmp_path: Path) -> None:
     served: Recorded = await start_recorded(api_key=("secret",))
     async with MediaClient(served.url) as anonymous:
         with pytest.raises(MediaError) as missing:
@@ -150,7 +150,7 @@ async def test_api_key_is_sent_as_bearer(start_recorded: Any) -> None:
     assert (refused.value.status, refused.value.code) == (403, "forbidden")
     # Downloads stay open: the client does not send the key where it is not needed.
     async with MediaClient(served.url) as anonymous:
-        downloaded = await anonymous.download(result, served.service.root.parent / "a.txt")
+        downloaded = await anonymous.download(result, tmp_path / "a.txt")
     assert downloaded.verified
     (download,) = served.seen.to("/files/download")
     assert "Authorization" not in download.headers

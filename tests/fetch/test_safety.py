@@ -343,6 +343,7 @@ async def test_outbound_proxy(
     assert len(proxy.seen) == 1
 
 
+@pytest.mark.local_only  # the S3 client honours HTTP(S)_PROXY, as AWS SDKs do
 async def test_environment_proxy_is_ignored(
     start_service: ServiceFactory,
     start_source: SourceFactory,

@@ -1,0 +1,176 @@
+"""Never leave parts behind: aborts and deletes that must happen even when S3 is away.
+
+Every staging object and multipart upload a writer made is discarded on every
+way out. When S3 cannot be reached at that moment (the outage that made the
+transfer fail in the first place), the discard is queued here and retried in
+the background until it succeeds, and once more at shutdown. What a crash
+leaves anyway is removed by the retention sweep once older than
+`--stale-after` (so that it belongs to no live instance); a bucket lifecycle
+rule (see README) is the last line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from .s3meta import S3_ERRORS, error_code
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
+
+log = logging.getLogger("streamproxy.storage")
+
+STAGING_DIR = ".tmp/"
+FIRST_RETRY = 0.5
+LAST_RETRY = 30.0
+LAST_TRY = 5.0  # seconds spent on the queue at shutdown
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A staging object (upload_id None) or a multipart upload to be removed."""
+
+    key: str
+    upload_id: str | None = None
+
+
+class Janitor:
+    """Removes leftovers now if it can, later if it must."""
+
+    def __init__(self, client: Callable[[], S3Client], bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._queue: set[Leftover] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def remove(self, leftover: Leftover) -> None:
+        client = self._client()
+        try:
+            if leftover.upload_id is None:
+                await client.delete_object(Bucket=self._bucket, Key=leftover.key)
+            else:
+                await client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=leftover.key, UploadId=leftover.upload_id
+                )
+        except ClientError as error:
+            if error_code(error) not in {"NoSuchUpload", "NoSuchKey"}:
+                raise
+
+    async def discard(self, leftover: Leftover) -> None:
+        """Remove now; on failure queue it for the background retries. Never raises."""
+        try:
+            await self.remove(leftover)
+        except S3_ERRORS as error:
+            log.warning("could not remove %s now (%r); retrying in the background", leftover, error)
+            self.later(leftover)
+
+    def later(self, leftover: Leftover) -> None:
+        self._queue.add(leftover)
+        if not self._closed and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._retry())
+
+    def after_creation(self, key: str) -> Callable[[asyncio.Future[str]], None]:
+        """A done-callback for a CreateMultipartUpload whose caller was cancelled meanwhile."""
+
+        def callback(created: asyncio.Future[str]) -> None:
+            if not created.cancelled() and created.exception() is None:
+                self.later(Leftover(key, created.result()))
+
+        return callback
+
+    async def _retry(self) -> None:
+        delay = FIRST_RETRY
+        while self._queue:
+            await asyncio.sleep(delay)
+            for leftover in list(self._queue):
+                with suppress(*S3_ERRORS):
+                    await self.remove(leftover)
+                    self._queue.discard(leftover)
+            delay = min(delay * 2, LAST_RETRY)
+
+    async def close(self) -> None:
+        """One last try for what is still queued, then log what the next start must sweep."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        remaining = list(self._queue)
+
+        async def last_try() -> None:
+            for leftover in remaining:
+                with suppress(*S3_ERRORS):
+                    await self.remove(leftover)
+                    self._queue.discard(leftover)
+
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(last_try(), LAST_TRY)
+        if self._queue:
+            log.warning(
+                "%d staging objects or multipart uploads are left in the bucket; "
+                "the stale sweep (--stale-after) or the bucket's lifecycle rule removes them",
+                len(self._queue),
+            )
+
+
+def staging_key(staging_prefix: str, now: datetime | None = None) -> str:
+    """A fresh staging key that carries its creation time, for `remove_stale`.
+
+    ListMultipartUploads' `Initiated` would do, but not every S3-compatible
+    server fills it in faithfully (moto reports one fixed date), and taking a
+    live upload for a stale one would abort another instance's transfer.
+    """
+    seconds = int((now or datetime.now(UTC)).timestamp())
+    return f"{staging_prefix}{seconds}-{uuid.uuid4().hex}"
+
+
+def _created(key: str, staging_prefix: str, reported: datetime) -> datetime:
+    """The time in a staging key of ours, else what S3 reported."""
+    stamp = key.removeprefix(staging_prefix).partition("-")[0]
+    if key.startswith(staging_prefix) and stamp.isdigit():
+        return datetime.fromtimestamp(int(stamp), UTC)
+    return reported
+
+
+async def remove_stale(client: S3Client, bucket: str, prefix: str, cutoff: datetime) -> int:
+    """Abort multipart uploads and delete staging objects from before `cutoff`; the count."""
+    staging = prefix + STAGING_DIR
+    stale: list[Leftover] = []
+    async for uploads in client.get_paginator("list_multipart_uploads").paginate(
+        Bucket=bucket, Prefix=prefix
+    ):
+        stale += [
+            Leftover(upload["Key"], upload["UploadId"])
+            for upload in uploads.get("Uploads", [])
+            if _created(upload["Key"], staging, upload["Initiated"]) < cutoff
+        ]
+    async for objects in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=staging
+    ):
+        stale += [
+            Leftover(item["Key"])
+            for item in objects.get("Contents", [])
+            if _created(item["Key"], staging, item["LastModified"]) < cutoff
+        ]
+    janitor = Janitor(lambda: client, bucket)
+    removed = 0
+    for leftover in stale:
+        with suppress(*S3_ERRORS):
+            await janitor.remove(leftover)
+            removed += 1
+            log.info("removed stale %s", leftover)
+    return removed

@@ -1,0 +1,256 @@
+"""One upload into S3, and its commit that never replaces a file.
+
+Bytes gather in a part buffer. A full part starts uploading in the background
+when the next chunk arrives, while the pump goes on filling the next buffer;
+the next part waits for the previous one to finish. So a transfer holds at most
+two parts, and a slow bucket slows the client instead of growing memory. The two
+buffers are reused part after part: allocating a fresh 8 MiB buffer per part
+left glibc holding freed ones, adding about half again to the peak RSS.
+
+Commit, without ever replacing a name and with nothing visible before it:
+- A file that fits one part is still all in memory: one PutObject with
+  `If-None-Match: *` per candidate name, the next name on 412.
+- A larger file went into a multipart upload under a staging key
+  (`PREFIX.tmp/TIME-UUID`), which downloads cannot name. Commit completes it there,
+  then copies it server-side (UploadPartCopy, no byte through us) into a new
+  multipart upload on the candidate name, completed with `If-None-Match: *`:
+  on 412 that upload is aborted and the next name tried. CopyObject would be
+  one call, but not every S3-compatible server honours its If-None-Match
+  (moto silently replaces), whereas the conditional CompleteMultipartUpload is
+  the primitive AWS, MinIO and moto all implement; start-up checks it.
+
+Every multipart upload and staging object is discarded on every way out; see
+`s3cleanup` for when S3 itself is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from .base import FileInfo, NoFreeName, Observer, StorageError, StoredMeta
+from .s3body import PartReader
+from .s3cleanup import Leftover, staging_key
+from .s3meta import S3_ERRORS, encode, is_taken, storage_error
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
+    from .s3 import S3Storage
+
+# Server-side copy: 1 GiB per UploadPartCopy (S3 allows 5 GiB), a few at once.
+COPY_PART = 1024**3
+COPY_CONCURRENCY = 4
+
+
+class S3Writer:
+    """Stages one upload; see the module docstring."""
+
+    def __init__(self, storage: S3Storage, observer: Observer, part_size: int) -> None:
+        self._storage = storage
+        self._observer = observer
+        self._part_size = part_size
+        self._buffer = bytearray()  # grows for the first part, then is reused
+        self._filled = 0  # bytes of the buffer that belong to the current part
+        self._spare: bytearray | None = None  # the other buffer, once its part is sent
+        self._staging_key = staging_key(storage.staging_prefix)
+        self._upload_id: str | None = None
+        self._parts: list[CompletedPartTypeDef] = []
+        self._next_part = 1
+        self._sending: asyncio.Task[None] | None = None
+        self._taking: asyncio.Future[None] | None = None
+        self._staged = False  # the staging upload was (perhaps) completed into an object
+        self._done = False
+
+    # --- writing ------------------------------------------------------------------
+
+    def _take(self, chunk: bytes) -> None:
+        """On a worker thread: hash and buffer in the same trip (hashlib releases the GIL)."""
+        self._observer(chunk)
+        end = self._filled + len(chunk)
+        # In place while it fits; past the end the slice assignment grows the buffer.
+        self._buffer[self._filled : min(end, len(self._buffer))] = chunk
+        self._filled = end
+
+    async def write(self, chunk: bytes) -> None:
+        if self._done:
+            raise StorageError("the upload is already finished")
+        if self._filled >= self._part_size:
+            await self._flush()
+        self._taking = self._storage.run_blocking(self._take, chunk)
+        await self._taking
+
+    async def _flush(self) -> None:
+        """Send the buffer as the next part, once the part before it is through."""
+        await self._sent()
+        if self._done:  # aborted while we waited: start nothing more
+            raise StorageError("the upload was aborted")
+        part, filled = self._buffer, self._filled
+        # A reused buffer may be longer than this part: trimming keeps its memory.
+        del part[filled:]
+        self._buffer = self._spare or bytearray(self._part_size + self._storage.chunk_size)
+        self._spare, self._filled = None, 0
+        number, self._next_part = self._next_part, self._next_part + 1
+        self._sending = asyncio.ensure_future(self._send_part(number, part))
+
+    async def _sent(self) -> None:
+        """Wait for the part in flight; it stays on `self` meanwhile, for `_discard` to cancel."""
+        if self._sending is not None:
+            await self._sending
+            self._sending = None
+
+    async def _send_part(self, number: int, buffer: bytearray) -> None:
+        storage = self._storage
+        if self._upload_id is None:
+            self._upload_id = await storage.create_upload(self._staging_key)
+        body = PartReader(buffer)
+        try:
+            response = await storage.client.upload_part(
+                Bucket=storage.bucket,
+                Key=self._staging_key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+        except S3_ERRORS as error:
+            raise storage_error(error, f"uploading part {number}") from error
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        if body.release():  # the request is complete: reuse the buffer for a later part
+            self._spare = buffer
+
+    # --- commit ---------------------------------------------------------------------
+
+    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        if self._done:
+            raise StorageError("the upload is already finished")
+        try:
+            if self._next_part == 1:
+                return await self._put_whole(names, info)
+            await self._flush()
+            await self._sent()
+            await self._complete_staging()
+            return await self._publish_copy(names, info)
+        finally:
+            await asyncio.shield(self._storage.track(self._discard()))
+
+    def _object_arguments(self, info: FileInfo) -> dict[str, Any]:
+        return {"ContentType": info.type, "Metadata": encode(info)}
+
+    async def _put_whole(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        storage = self._storage
+        for name in names:
+            try:
+                await storage.client.put_object(
+                    Bucket=storage.bucket,
+                    Key=storage.key(name),
+                    Body=PartReader(self._buffer),
+                    IfNoneMatch="*",
+                    **self._object_arguments(info),
+                )
+            except S3_ERRORS as error:
+                if is_taken(error):
+                    continue
+                raise storage_error(error, "saving the file") from error
+            return StoredMeta(name, info)
+        raise NoFreeName("every candidate name is taken")
+
+    async def _complete_staging(self) -> None:
+        storage = self._storage
+        assert self._upload_id is not None
+        self._staged = True
+        parts = sorted(self._parts, key=lambda part: part["PartNumber"])
+        try:
+            await storage.client.complete_multipart_upload(
+                Bucket=storage.bucket,
+                Key=self._staging_key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except S3_ERRORS as error:
+            raise storage_error(error, "completing the upload") from error
+        self._upload_id = None
+
+    async def _publish_copy(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        storage = self._storage
+        for name in names:
+            key = storage.key(name)
+            if await storage.exists(key):
+                continue  # known taken: spare the copy (the condition below still decides)
+            upload_id = await storage.create_upload(key, **self._object_arguments(info))
+            try:
+                parts = await self._copy_parts(key, upload_id, info.size)
+                await storage.client.complete_multipart_upload(
+                    Bucket=storage.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+            except BaseException as error:
+                await asyncio.shield(storage.janitor.discard(Leftover(key, upload_id)))
+                if isinstance(error, ClientError) and is_taken(error):
+                    continue
+                if isinstance(error, S3_ERRORS):
+                    raise storage_error(error, "publishing the file") from error
+                raise
+            return StoredMeta(name, info)
+        raise NoFreeName("every candidate name is taken")
+
+    async def _copy_parts(self, key: str, upload_id: str, size: int) -> list[CompletedPartTypeDef]:
+        storage = self._storage
+        gate = asyncio.Semaphore(COPY_CONCURRENCY)
+        source = {"Bucket": storage.bucket, "Key": self._staging_key}
+
+        async def copy(number: int, start: int) -> CompletedPartTypeDef:
+            end = min(start + COPY_PART, size) - 1
+            async with gate:
+                response = await storage.client.upload_part_copy(
+                    Bucket=storage.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,  # type: ignore[arg-type]
+                    CopySourceRange=f"bytes={start}-{end}",
+                )
+            return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(copy(index + 1, start))
+                    for index, start in enumerate(range(0, size, COPY_PART))
+                ]
+        except BaseExceptionGroup as failures:
+            raise failures.exceptions[0] from None  # the others were cancelled because of it
+        return [task.result() for task in tasks]
+
+    # --- abort ------------------------------------------------------------------------
+
+    async def abort(self) -> None:
+        if not self._done:
+            await asyncio.shield(self._storage.track(self._discard()))
+
+    async def _discard(self) -> None:
+        """Stop what is in flight and remove what was staged; idempotent, never raises."""
+        self._done = True
+        if self._taking is not None and not self._taking.done():
+            # A worker thread may still be appending to the buffer: let it finish.
+            with suppress(BaseException):
+                await asyncio.shield(self._taking)
+        self._buffer, self._spare, self._filled = bytearray(), None, 0
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            sending.cancel()
+            with suppress(BaseException):
+                await sending
+        janitor = self._storage.janitor
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            await janitor.discard(Leftover(self._staging_key, upload_id))
+        if self._staged:
+            self._staged = False
+            await janitor.discard(Leftover(self._staging_key))
