@@ -4,7 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# The service needs only its runtime packages; the tests need the dev extra too.
+SERVE_STAMP := $(VENV)/.serve-stamp
+STAMP := $(VENV)/.dev-stamp
 # Debian packages some tests drive (curl as a real client; clamd for virus scanning;
 # Chromium for the test page, through Playwright; ffmpeg to make the video it plays);
 # installed when running as root, otherwise the tests that need them skip and name
@@ -13,13 +15,19 @@ DEB_PACKAGES := curl clamav-daemon chromium ffmpeg
 
 .PHONY: serve test lint format system-packages clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,speed]'
-	@touch $(STAMP)
 
-serve: $(STAMP)
+$(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[speed]'
+	@touch $@
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,speed]'
+	@touch $@ $(SERVE_STAMP)
+
+serve: $(SERVE_STAMP)
 	$(BIN)/streamproxy serve $(ARGS)
 
 lint: $(STAMP)
