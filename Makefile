@@ -1,21 +1,28 @@
 # Two commands do all the set-up on a fresh machine: `make serve` and `make test`.
 # Each creates .venv and installs into it on first use (and again when pyproject.toml changes).
+# `make bench` (full, < 15 min) and `make bench-quick` (< 3 min) also install the `bench`
+# extra; the harness installs nginx-light and wrk with apt-get when run as root.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 # Debian packages some tests drive (curl as a real client); installed when running
 # as root, otherwise the tests that need them skip and name the package.
 DEB_PACKAGES := curl
 
-.PHONY: serve test lint format system-packages clean
+.PHONY: serve test lint format system-packages clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,speed]'
 	@touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,speed,bench]'
+	@touch $(BENCH_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/streamproxy serve $(ARGS)
@@ -42,6 +49,13 @@ system-packages:
 
 test: lint system-packages
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# BENCH_ARGS passes options through: make bench BENCH_ARGS="--scenarios 'upload-*'"
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
