@@ -287,10 +287,8 @@ def targets_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
         ]
     )
     slow = _cell(cells, "slow-clients", "streamproxy")
-    alone, with_trickle = (
-        (slow.extra("alone_MBps"), slow.extra("with_trickle_MBps")) if slow else (None, None)
-    )
-    kept = with_trickle / alone if alone and with_trickle else None
+    alone = _cell(cells, "upload-big", "streamproxy")
+    kept = slow.median / alone.median if slow and alone and alone.median else None
     rows.append(
         [
             "fast upload's rate while slow clients trickle, vs alone",
@@ -348,14 +346,16 @@ def slow_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> list[
             failed = cells.get(("slow-clients", server))
             rows.append([server, failed.status() if failed else "not run", "", "", ""])
             continue
-        alone, crowded = cell.extra("alone_MBps"), cell.extra("with_trickle_MBps")
+        big = _cell(cells, "upload-big", server)
+        alone = big.median if big else None
         trickle = cell.extra("trickle_MBps")
         rows.append(
             [
                 server,
-                fmt_rate(alone or 0, "MB/s"),
-                fmt_rate(crowded or 0, "MB/s"),
-                fmt_ratio(crowded / alone if alone and crowded else None),
+                fmt_rate(alone, "MB/s") if alone else "—",
+                f"{fmt_rate(cell.median, 'MB/s')} ({fmt_rate(cell.low, 'MB/s')}-"
+                f"{fmt_rate(cell.high, 'MB/s')})",
+                fmt_ratio(cell.median / alone if alone else None),
                 f"{trickle:.1f}" if trickle is not None else "—",
             ]
         )
@@ -363,7 +363,7 @@ def slow_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> list[
         [
             "server",
             "fast upload alone, MB/s",
-            "with the slow clients, MB/s",
+            "with the slow clients, MB/s (min-max)",
             "with / alone",
             "slow clients' aggregate, MB/s",
         ],
@@ -488,11 +488,14 @@ def render(
     if slow:
         lines += ["", "## Slow clients", ""]
         lines += slow
+        trickle = result.settings.get("trickle_count", "?")
+        rate = result.settings.get("trickle_rate", 0) // 1024
         lines += [
             "",
-            "The fast upload is measured alone, then again while the slow uploads trickle "
-            "(they start, connect, and run for a second first). The last column is what the "
-            "slow uploads got through meanwhile; they ask for 64 KiB/s each.",
+            f"'Alone' is the big-upload scenario's median in this run. The fast upload runs "
+            f"after the {trickle} slow uploads have connected and trickled for a second; "
+            f"the last column is what they got through meanwhile (they ask for {rate} KiB/s "
+            f"each, {trickle * rate * 1024 / 1e6:.1f} MB/s together).",
         ]
     lines += ["", "## Plots", ""]
     for name, caption in PLOTS:
