@@ -1,8 +1,9 @@
 """Command line: `python -m benchmarks [--quick] [--scenarios KEY ...] [--rounds N]`.
 
-A full run of every scenario against every server writes `benchmarks/RESULTS.md` and
-the plots beside it; anything else (quick, a subset, extra streamproxy flags) writes
-to `benchmarks/out/`, so it can never overwrite the committed full results.
+A full run of every scenario against every server writes `benchmarks/RESULTS.md`, the
+plots and the raw figures (`results.json`) beside it; anything else (quick, a subset,
+extra streamproxy flags) writes to `benchmarks/out/`, so it can never overwrite the
+committed full results.
 """
 
 from __future__ import annotations
@@ -72,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             note=arguments.note,
         )
         result = run(options)
-        OUT_DIR.mkdir(exist_ok=True)
-        raw = OUT_DIR / f"results-{result.profile}.json"
+    official = result.complete and result.profile == "full" and result.rounds >= 3
+    if not arguments.from_json:
+        # The full run's raw figures sit beside RESULTS.md (re-render with --from-json).
+        raw = BENCH_DIR / "results.json" if official else OUT_DIR / f"results-{result.profile}.json"
+        raw.parent.mkdir(exist_ok=True)
         raw.write_text(json.dumps(result.to_json(), indent=1))
         print(f"raw results: {raw}", file=sys.stderr)
-    official = result.complete and result.profile == "full" and result.rounds >= 3
     output = arguments.output or (
         BENCH_DIR / "RESULTS.md" if official else OUT_DIR / f"RESULTS-{result.profile}.md"
     )

@@ -267,6 +267,21 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             group="upload",
         ),
     ]
+    # The size ladder right after the big upload, before any concurrency: a Python
+    # process keeps the heap it grew, so RSS against file size is only readable on a
+    # process that has not yet held hundreds of uploads at once.
+    for size in profile.ladder_sizes:
+        count = max(1, profile.ladder_bytes // size)
+        scenarios.append(
+            Scenario(
+                f"upload-{size_key(size)}",
+                f"{count} x {human_size(size)} uploads, one at a time",
+                "MB/s",
+                uploads(size, count, 1),
+                size=size,
+                group="upload-size",
+            )
+        )
     for concurrency, count in sorted(profile.medium_uploads.items()):
         scenarios.append(
             Scenario(
@@ -328,18 +343,6 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             group="import",
         ),
     ]
-    for size in profile.ladder_sizes:
-        count = max(1, profile.ladder_bytes // size)
-        scenarios.append(
-            Scenario(
-                f"upload-{size_key(size)}",
-                f"{count} x {human_size(size)} uploads, one at a time",
-                "MB/s",
-                uploads(size, count, 1),
-                size=size,
-                group="upload-size",
-            )
-        )
     scenarios.append(
         Scenario(
             "slow-clients",
