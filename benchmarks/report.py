@@ -559,9 +559,9 @@ def render(
 # -- plots ------------------------------------------------------------------------------
 
 PLOTS = (
-    ("throughput-vs-concurrency.png", "5 MB upload throughput against concurrency"),
+    ("throughput-vs-concurrency.png", "upload throughput against concurrency"),
     ("rss-vs-size.png", "server RSS against the size of one upload"),
-    ("rss-vs-concurrency.png", "server RSS against concurrent 5 MB uploads"),
+    ("rss-vs-concurrency.png", "server RSS against concurrent uploads"),
 )
 COLORS = {
     "nginx": "tab:green",
@@ -590,6 +590,7 @@ def plot(result: SuiteResult, cells: dict[tuple[str, str], Cell], directory: Pat
     )
     sizes = [s for s in sizes if s["unit"] == "MB/s"]
     servers = ordered_servers(result.servers)
+    medium = human_size(int(result.settings.get("medium", 5_000_000)))
 
     def series(
         scenarios: list[dict[str, Any]], server: str, x: Callable[[dict[str, Any]], float]
@@ -623,7 +624,7 @@ def plot(result: SuiteResult, cells: dict[tuple[str, str], Cell], directory: Pat
         axes.set_xscale("log", base=2)
         axes.set_xticks([s["concurrency"] for s in concurrency])
         axes.set_xticklabels([str(s["concurrency"]) for s in concurrency])
-        axes.set_xlabel("concurrent uploads (5 MB each)")
+        axes.set_xlabel(f"concurrent uploads ({medium} each)")
         axes.set_ylabel("MB/s (median, min-max)")
         axes.set_ylim(bottom=0)
         axes.set_title(f"Upload throughput against concurrency ({result.profile} run)")
@@ -683,7 +684,7 @@ def plot(result: SuiteResult, cells: dict[tuple[str, str], Cell], directory: Pat
     rss_plot(
         concurrency,
         lambda s: s["concurrency"],
-        "concurrent uploads (5 MB each)",
+        f"concurrent uploads ({medium} each)",
         f"Server RSS against concurrency ({result.profile} run)",
         PLOTS[2][0],
         [str(s["concurrency"]) for s in concurrency],

@@ -70,6 +70,7 @@ QUICK = Profile(
     name="quick",
     rounds=1,
     big=128 * MiB,
+    medium=1_000_000,  # the "5 MB" scenarios with 1 MB files: 256 in flight all the same
     medium_uploads={64: 64, 256: 256},
     ladder_sizes=(MiB, 16 * MiB),
     ladder_bytes=32 * MiB,
