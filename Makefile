@@ -1,5 +1,7 @@
 # Two commands do all the set-up on a fresh machine: `make serve` and `make test`.
 # Each creates .venv and installs into it on first use (and again when pyproject.toml changes).
+# `make bench` (full, < 15 min) and `make bench-quick` (< 3 min) also install the `bench`
+# extra; the harness installs nginx-light and wrk with apt-get when run as root.
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,12 +10,14 @@ BIN := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.serve-stamp
 STAMP := $(VENV)/.dev-stamp
 # Debian packages some tests drive (curl as a real client; clamd for virus scanning;
-# Chromium for the test page, through Playwright; ffmpeg to make the video it plays);
+# Chromium for the test page, through Playwright; ffmpeg to make the video it plays;
+# nginx for the benchmarks' smoke test);
 # installed when running as root, otherwise the tests that need them skip and name
 # the package.
-DEB_PACKAGES := curl clamav-daemon chromium ffmpeg
+DEB_PACKAGES := curl clamav-daemon chromium ffmpeg nginx-light
+BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: serve test lint format system-packages clean
+.PHONY: serve test lint format system-packages clean bench bench-quick
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +30,10 @@ $(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,speed]'
 	@touch $@ $(SERVE_STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,speed,bench]'
+	@touch $(BENCH_STAMP)
 
 serve: $(SERVE_STAMP)
 	$(BIN)/streamproxy serve $(ARGS)
@@ -52,6 +60,13 @@ system-packages:
 
 test: lint system-packages
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# BENCH_ARGS passes options through: make bench BENCH_ARGS="--scenarios 'upload-*'"
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

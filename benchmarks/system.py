@@ -1,0 +1,132 @@
+"""The machine and its tools: Debian packages the suite drives, versions, and a description.
+
+nginx (Debian's nginx-light) and wrk are installed with apt-get when the suite runs
+as root and they are missing; otherwise the scenarios that need them say so.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# program -> the Debian package that provides it
+DEBIAN_PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "curl": "curl"}
+
+
+def find_program(name: str) -> str | None:
+    """A program on PATH or in the sbin directories a non-login shell may not list."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/local/sbin")
+
+
+def ensure_programs(names: list[str], install: bool = True) -> dict[str, str | None]:
+    """Paths of the programs, installing the missing ones' packages as root with apt-get."""
+    missing = [name for name in names if find_program(name) is None]
+    if install and missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        packages = sorted({DEBIAN_PACKAGES[name] for name in missing})
+        print(f"installing Debian packages: {' '.join(packages)}", file=sys.stderr)
+        command = ["install", "-y", "-q", "--no-install-recommends", *packages]
+        if not _apt_get(command):
+            _apt_get(["update", "-q"])
+            _apt_get(command)
+    return {name: find_program(name) for name in names}
+
+
+def _apt_get(arguments: list[str]) -> bool:
+    done = subprocess.run(
+        ["apt-get", *arguments],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def _first_line(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_total() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                kib = int(line.split()[1])
+                return f"{kib / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def git_revision(repo: Path) -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+def describe_machine(programs: dict[str, str | None]) -> dict[str, str]:
+    """What RESULTS.md says about the machine and the software under test."""
+    nginx = programs.get("nginx")
+    wrk = programs.get("wrk")
+    nginx_version = _first_line([nginx, "-v"]) if nginx else "not installed"
+    wrk_version = _first_line([wrk, "--version"]) if wrk else "not installed"
+    return {
+        "CPU": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "RAM": memory_total(),
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+        "aiohttp": package_version("aiohttp"),
+        "uvloop": package_version("uvloop"),
+        "nginx": re.sub(r"^nginx version:\s*", "", nginx_version),
+        "FastAPI": package_version("fastapi"),
+        "Starlette": package_version("starlette"),
+        "uvicorn": package_version("uvicorn"),
+        "httptools": package_version("httptools"),
+        "wrk": re.sub(r"\s*Copyright.*$", "", wrk_version),
+    }
