@@ -52,8 +52,17 @@ def add_routes(app: web.Application, base_path: str) -> None:
     router.add_get(base_path + "/readyz", health.readyz, name="readyz", allow_head=False)
 
 
-def create_app(settings: Settings | None = None, storage: Storage | None = None) -> web.Application:
-    """Build the service; `storage` defaults to the one `settings.storage` names."""
+def create_app(
+    settings: Settings | None = None,
+    storage: Storage | None = None,
+    *,
+    retention_sweep: bool = True,
+) -> web.Application:
+    """Build the service; `storage` defaults to the one `settings.storage` names.
+
+    `retention_sweep=False` leaves the retention sweep to another process (the
+    first worker under `--workers`).
+    """
     settings = settings or Settings()
     app = web.Application(middlewares=[request_id_middleware, metrics_middleware, error_middleware])
     metrics = Metrics()
@@ -73,7 +82,8 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.on_response_prepare.append(echo_request_id)
     app.cleanup_ctx.append(_storage_lifecycle)
     app.cleanup_ctx.append(fetch_client_lifecycle)
-    app.cleanup_ctx.append(retention_lifecycle)
+    if retention_sweep:
+        app.cleanup_ctx.append(retention_lifecycle)
     return app
 
 

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         run(settings)
-    except (OSError, SettingsError, StorageError) as error:
+    except (OSError, SettingsError, StorageError, RuntimeError) as error:
         print(f"streamproxy: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -7,6 +7,7 @@ several ranges with 416. Here the ETag is the stored MD5, several ranges become
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,8 +25,10 @@ from .preconditions import Outcome, evaluate, if_range_allows
 from .ranges import ByteRange, Unsatisfiable, parse_range
 from .sendfile import SendfileUnavailable, sendfile
 from .settings import SETTINGS
-from .storage.base import STORAGE, FileMissing, LocalFile, StoredFile, StoredMeta
+from .storage.base import STORAGE, FileMissing, StoredFile, StoredMeta
 from .transfers import TRANSFERS
+
+log = logging.getLogger("streamproxy")
 
 # Served on active types (HTML, SVG, XML, script): a sandboxed, opaque origin where
 # no script runs, so a stored file can never act as a page of this service.
@@ -116,11 +119,15 @@ async def send_segment(
         await writer.write(segment.preamble)
     if not segment.length:
         return
-    if isinstance(stored, LocalFile):
+    if stored.local_file is not None:
         timeout = request.config_dict[SETTINGS].client_timeout
         try:
             await sendfile(
-                request.transport, stored.file, segment.start, segment.length, idle_timeout=timeout
+                request.transport,
+                stored.local_file,
+                segment.start,
+                segment.length,
+                idle_timeout=timeout,
             )
             return
         except SendfileUnavailable:
@@ -173,20 +180,32 @@ async def _respond(
     status, content_type, segments, trailer, extra = plan_body(meta, ranges)
     headers.update(extra)
     headers["Content-Type"] = content_type
+    if stored.content is not None:
+        # Small enough to have been read whole: one response, one write.
+        content = stored.content
+        body = b"".join(s.preamble + content[s.start : s.start + s.length] for s in segments)
+        request.config_dict[METRICS].sent.inc(sum(s.length for s in segments))
+        return web.Response(status=status, headers=headers, body=body + trailer)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = sum(len(s.preamble) + s.length for s in segments) + len(trailer)
     if request.method == "HEAD":
         return response
     with request.config_dict[TRANSFERS].slot("download"):
-        writer = await response.prepare(request)
-        assert writer is not None
         sent = request.config_dict[METRICS].sent
-        for segment in segments:
-            await send_segment(request, writer, stored, segment)
-            sent.inc(segment.length)
-        if trailer:
-            await writer.write(trailer)
-        await response.write_eof()
+        try:
+            writer = await response.prepare(request)
+            assert writer is not None
+            for segment in segments:
+                await send_segment(request, writer, stored, segment)
+                sent.inc(segment.length)
+            if trailer:
+                await writer.write(trailer)
+            await response.write_eof()
+        except ConnectionError:
+            # The client left mid-body (players and download managers do): nothing
+            # to answer and nothing to log as an error. aiohttp sees the closed
+            # connection and logs the request as it ended.
+            log.debug("client left during %s", request.path_qs)
     return response
 
 

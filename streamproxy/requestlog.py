@@ -7,9 +7,11 @@ user's report can be matched to the server's log.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
+import secrets
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -21,11 +23,30 @@ from .metrics import Handler
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+# New ids: a random prefix per process and a counter, unique without a syscall each.
+_PREFIX = secrets.token_hex(6)
+_COUNTER = itertools.count(1)
+
+
+def _reseed() -> None:
+    """Worker processes forked from one parent must not share the prefix."""
+    global _PREFIX, _COUNTER
+    _PREFIX = secrets.token_hex(6)
+    _COUNTER = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
+def new_request_id() -> str:
+    return f"{_PREFIX}{next(_COUNTER):08x}"
+
+
 def assign_request_id(request: web.Request) -> str:
     """The client's id when it looks like one, else a new one; kept on the request."""
     if REQUEST_ID not in request:
         offered = request.headers.get("X-Request-Id", "")
-        request[REQUEST_ID] = offered if _ID_RE.match(offered) else uuid.uuid4().hex
+        request[REQUEST_ID] = offered if _ID_RE.match(offered) else new_request_id()
     current_request_id.set(request[REQUEST_ID])  # each request runs in a task of its own
     return request[REQUEST_ID]
 

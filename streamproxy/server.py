@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -32,9 +33,17 @@ def _format_address(address: object) -> str:
     return str(address)
 
 
-async def serve(settings: Settings, ready: Callable[[list[str]], None] | None = None) -> None:
-    """Serve until a signal arrives; `ready` gets the bound URLs once listening."""
-    app = create_app(settings)
+async def serve(
+    settings: Settings,
+    ready: Callable[[list[str]], None] | None = None,
+    worker: int | None = None,
+) -> None:
+    """Serve until a signal arrives; `ready` gets the bound URLs once listening.
+
+    `worker` is the index of a worker process under `--workers`: only the first
+    one sweeps for retention.
+    """
+    app = create_app(settings, retention_sweep=worker in (None, 0))
     runner = web.AppRunner(
         app,
         access_log_class=AccessLogger,
@@ -48,12 +57,15 @@ async def serve(settings: Settings, ready: Callable[[list[str]], None] | None = 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(
+            runner, settings.host, settings.port, reuse_port=settings.reuse_port or None
+        )
         await site.start()
         urls = [_format_address(address) for address in runner.addresses]
         log.info(
-            "streamproxy %s listening on %s%s, storing in %s, max size %d bytes, %s loop",
+            "streamproxy %s %slistening on %s%s, storing in %s, max size %d bytes, %s loop",
             __version__,
+            "" if worker is None else f"worker {worker} ",
             ", ".join(urls),
             settings.base_path or "/",
             app[STORAGE].description,
@@ -85,13 +97,23 @@ async def drain(runner: web.AppRunner, transfers: TransferSlots, timeout: float)
         log.warning("shutting down: aborting %d unfinished transfers", transfers.in_flight)
 
 
-def run(settings: Settings) -> None:
-    """Blocking entry point: uvloop when installed, then `serve`."""
-    configure_logging(settings.log_level, settings.log_format)
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed, else on asyncio's own loop."""
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(settings))
+        runner.run(main)
+
+
+def run(settings: Settings) -> None:
+    """Blocking entry point: one process, or a supervisor of `--workers` processes."""
+    if settings.workers > 1:
+        from .workers import run_workers
+
+        run_workers(settings)
+        return
+    configure_logging(settings.log_level, settings.log_format)
+    run_loop(serve(settings))

@@ -227,6 +227,12 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "workers",
+        parse_positive_int,
+        "worker processes sharing the port with SO_REUSEPORT (default 1)",
+        metavar="N",
+    ),
+    Option(
         "compat_status",
         parse_bool,
         "answer every 4xx of the upload routes with 404, as Hybrid Chat documents",
@@ -242,6 +248,12 @@ OPTIONS: tuple[Option, ...] = (
         "chunk_size",
         parse_chunk_size,
         "bytes handed to storage per write (default 512k)",
+        metavar="BYTES",
+    ),
+    Option(
+        "cache_size",
+        parse_size,
+        "memory for copies of small (<= 64k) local files, per process (default 32M; 0: none)",
         metavar="BYTES",
     ),
     Option(
@@ -386,6 +398,8 @@ class Settings:
     compat_status: bool = False
     fsync: bool = True
     chunk_size: int = 512 * 1024
+    cache_size: int = 32 * 1024 * 1024
+    workers: int = 1
     client_timeout: float = 60.0
     shutdown_timeout: float = 10.0
     fetch_allow: tuple[AllowRule, ...] = ()
@@ -406,6 +420,11 @@ class Settings:
     s3_region: str | None = None
     s3_part_size: int = 8 * 1024 * 1024
     ui: bool = True
+
+    # Set by the supervisor of `--workers`, never by users: the storage was prepared
+    # (crash leftovers removed) before the workers started; workers share the port.
+    storage_prepared: bool = False
+    reuse_port: bool = False
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)

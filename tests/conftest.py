@@ -353,6 +353,7 @@ async def spawn_server(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
+        start_new_session=True,  # a group of its own: teardown can end its workers too
     )
     assert process.stderr is not None
     log: list[str] = []
@@ -393,6 +394,6 @@ async def spawn() -> AsyncIterator[Callable[..., Awaitable[ServerProcess]]]:
 
     yield start
     for server in spawned:
-        if server.process.returncode is None:
-            server.process.kill()
-            await server.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.process.pid, signal.SIGKILL)
+        await server.process.wait()

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from .conftest import Service, md5, random_bytes, require_program, run_program
+from .conftest import Service, ServiceFactory, md5, random_bytes, require_program, run_program
 
 DATA = random_bytes(10_000, seed=7)
 SIZE = len(DATA)
@@ -417,3 +417,34 @@ async def test_sendfile_under_uvloop(spawn, tmp_path) -> None:
             assert [p[1] for p in parts] == [big[:10], big[2_000_000:2_000_100]]
     assert await slow_download(url, len(big)) == big
     assert "uvloop loop" in server.log[0]
+
+
+@pytest.mark.local_only
+async def test_small_file_copies_follow_the_disk(service: Service) -> None:
+    """Small files are served from memory; a file replaced or removed on disk is noticed."""
+    first = await service.upload_json(b"first version", filename="note.txt")
+    name = first["name"]
+    assert await service.fetch(name) == b"first version"
+    assert await service.fetch(name) == b"first version"  # from the copy in memory
+    (service.root / name).unlink()  # what a retention sweep does
+    (service.root / ".meta" / f"{name}.json").unlink()
+    response, _ = await get(service, name)
+    assert response.status == 404
+    second = await service.upload_json(b"second, longer version", filename="note.txt")
+    assert second["name"] == name  # the name was free again
+    assert await service.fetch(name) == b"second, longer version"
+    response, body = await get(service, name, {"Range": "bytes=0-5,8-13"})
+    assert response.status == 206 and b"second" in body and b"longer" in body
+
+
+@pytest.mark.parametrize("cache_size", [0, 1024])
+async def test_small_files_without_or_with_a_tiny_cache(
+    start_service: ServiceFactory, cache_size: int
+) -> None:
+    service = await start_service(cache_size=cache_size)
+    payloads = {f"f{i}.bin": random_bytes(900, seed=i) for i in range(4)}
+    names = {name: (await service.upload_json(data, filename=name))["name"]
+             for name, data in payloads.items()}  # fmt: skip
+    for _ in range(2):
+        for name, data in payloads.items():
+            assert await service.fetch(names[name]) == data

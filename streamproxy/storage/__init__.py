@@ -25,4 +25,10 @@ def open_storage(settings: Settings) -> Storage:
         raise SettingsError(
             f"--storage {target}: unsupported storage URL (use a directory or s3://bucket/prefix)"
         )
-    return LocalStorage(target, fsync=settings.fsync, chunk_size=settings.chunk_size)
+    return LocalStorage(
+        target,
+        fsync=settings.fsync,
+        chunk_size=settings.chunk_size,
+        cache_size=settings.cache_size,
+        clean_on_start=not settings.storage_prepared,
+    )

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol
 
 from aiohttp import web
 
@@ -108,19 +108,19 @@ class StorageWriter(Protocol):
 
 
 class StoredFile(Protocol):
-    """An open stored file, ready to send."""
+    """An open stored file, ready to send.
+
+    Two optional shortcuts, plain attributes so the download checks them for free:
+    `content` holds the whole file when it was small enough to read with its
+    metadata; `local_file` is an open local file the download can sendfile from.
+    """
 
     meta: StoredMeta
+    content: bytes | None
+    local_file: IO[bytes] | None
 
     def chunks(self, start: int, length: int) -> AsyncIterator[bytes]:
         """The bytes `start` .. `start + length - 1`, in chunks of bounded size."""
-
-
-@runtime_checkable
-class LocalFile(Protocol):
-    """A stored file that is an open local file: the download can use sendfile."""
-
-    file: IO[bytes]
 
 
 class Storage(Protocol):

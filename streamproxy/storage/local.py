@@ -36,6 +36,7 @@ from .base import (
     StorageFull,
     StoredMeta,
 )
+from .smallfiles import SMALL_FILE, CachedFile, Identity, SmallFileCache
 
 log = logging.getLogger("streamproxy.storage")
 
@@ -156,19 +157,37 @@ class LocalWriter:
 
 
 class LocalFileHandle:
-    """An open stored file: the descriptor pins the inode for the whole download."""
+    """An opened stored file: its whole content when small, else an open descriptor,
+    which pins the inode for the whole download (sendfile reads from it)."""
 
-    def __init__(self, meta: StoredMeta, file: IO[bytes], storage: LocalStorage) -> None:
+    def __init__(
+        self,
+        meta: StoredMeta,
+        storage: LocalStorage,
+        *,
+        local_file: IO[bytes] | None = None,
+        content: bytes | None = None,
+    ) -> None:
         self.meta = meta
-        self.file = file
+        self.local_file = local_file
+        self.content = content
         self._storage = storage
 
+    def close(self) -> None:
+        if self.local_file is not None:
+            self.local_file.close()
+
     async def chunks(self, start: int, length: int) -> AsyncIterator[bytes]:
+        if self.content is not None:
+            yield self.content[start : start + length]
+            return
+        assert self.local_file is not None
         chunk_size = self._storage.chunk_size
         offset, remaining = start, length
         while remaining > 0:
             size = min(chunk_size, remaining)
-            data = await self._storage.run_blocking(os.pread, self.file.fileno(), size, offset)
+            fd = self.local_file.fileno()
+            data = await self._storage.run_blocking(os.pread, fd, size, offset)
             if not data:
                 raise StorageError("the file is shorter than its metadata says")
             offset += len(data)
@@ -179,8 +198,18 @@ class LocalFileHandle:
 class LocalStorage:
     """Files in a directory; see the module docstring for the layout and the commit."""
 
-    def __init__(self, root: str | Path, *, fsync: bool = True, chunk_size: int = 512 * 1024):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        fsync: bool = True,
+        chunk_size: int = 512 * 1024,
+        cache_size: int = 32 * 1024 * 1024,
+        clean_on_start: bool = True,
+    ):
         self.root = Path(root).resolve()
+        self._clean_on_start = clean_on_start
+        self._cache = SmallFileCache(cache_size) if cache_size else None
         self.meta_dir = self.root / META_DIR
         self.tmp_dir = self.root / TMP_DIR
         self.fsync = fsync
@@ -204,7 +233,7 @@ class LocalStorage:
                 directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StorageError(f"cannot create {error.filename}: {error.strerror}") from error
-        removed = remove_temporaries(self.tmp_dir)
+        removed = remove_temporaries(self.tmp_dir) if self._clean_on_start else 0
         if removed:
             log.info("removed %d unfinished temporary files from %s", removed, self.tmp_dir)
 
@@ -245,7 +274,7 @@ class LocalStorage:
         except (ValueError, TypeError, KeyError) as error:
             raise StorageError(f"metadata of {name!r} is unreadable: {error}") from error
 
-    def _open_sync(self, name: str) -> LocalFileHandle:
+    def _open_sync(self, name: str) -> tuple[LocalFileHandle, Identity]:
         try:
             fd = os.open(self.root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -264,18 +293,42 @@ class LocalStorage:
                 raise StorageError(
                     f"{name!r} is {status.st_size} bytes but its metadata says {info.size}"
                 )
+            meta = StoredMeta(name, info)
+            if status.st_size <= SMALL_FILE:
+                content = os.pread(fd, status.st_size, 0)
+                file.close()
+                return LocalFileHandle(meta, self, content=content), Identity.of(status)
         except BaseException:
             file.close()
             raise
-        return LocalFileHandle(StoredMeta(name, info), file, self)
+        return LocalFileHandle(meta, self, local_file=file), Identity.of(status)
+
+    def _cached(self, name: str) -> LocalFileHandle | None:
+        """A cached small file that is still the one under `name`, checked with one stat."""
+        if self._cache is None:
+            return None
+        try:
+            status = os.stat(self.root / name, follow_symlinks=False)
+        except OSError:
+            return None
+        entry = self._cache.get(name, Identity.of(status))
+        if entry is None:
+            return None
+        return LocalFileHandle(entry.meta, self, content=entry.content)
 
     @asynccontextmanager
     async def open(self, name: str) -> AsyncIterator[LocalFileHandle]:
-        handle = await self.run_blocking(self._open_sync, name)
+        cached = self._cached(name)
+        if cached is not None:
+            handle = cached
+        else:
+            handle, identity = await self.run_blocking(self._open_sync, name)
+            if handle.content is not None and self._cache is not None:
+                self._cache.put(name, CachedFile(identity, handle.meta, handle.content))
         try:
             yield handle
         finally:
-            handle.file.close()
+            handle.close()
 
     async def stat(self, name: str) -> StoredMeta:
         if not (await self.run_blocking((self.root / name).is_file)):
