@@ -9,6 +9,7 @@ name plus our sidecar suffixes fits every common file system's 255-byte limit.
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 import unicodedata
@@ -96,12 +97,20 @@ def base_name(conversation_id: str | None, clean_name: str, media_type: str) -> 
     return _fit(stem, extension, MAX_STORED_NAME_BYTES)
 
 
+# Suffixes need to be unlikely to collide, not unpredictable (names are public in
+# URLs), so a seeded generator does, without a system call per name.
+_SUFFIXES = random.Random(secrets.randbits(64))
+
+
 def candidates(base: str) -> Iterator[str]:
-    """The base name, then the base with a short random suffix before the extension."""
+    """The base name, then the base with a short random suffix before the extension.
+
+    Lazy: the suffixed names are only made when the storage finds the name taken.
+    """
     yield base
     stem, extension = _split(base)
     for _ in range(SUFFIX_ATTEMPTS):
-        suffix = "-" + secrets.token_hex(3)
+        suffix = f"-{_SUFFIXES.getrandbits(24):06x}"
         yield _fit(stem, suffix + extension, MAX_STORED_NAME_BYTES)
 
 

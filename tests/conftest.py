@@ -376,6 +376,25 @@ async def spawn_server(
     return server
 
 
+def staged_files(pid: int, root: Path) -> int:
+    """Files a server process (or its workers) has open in `root/.tmp`: uploads under way.
+
+    Unnamed temporaries (O_TMPFILE) have no name to list, but /proc shows them.
+    """
+    tmp = str(root / ".tmp") + "/"
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(child) for child in children.read_text().split()]
+    count = 0
+    for process in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{process}/fd"):
+                with contextlib.suppress(OSError):
+                    count += os.readlink(f"/proc/{process}/fd/{fd}").startswith(tmp)
+    return count
+
+
 async def stop_server(server: ServerProcess, sig: int = signal.SIGTERM) -> int:
     if server.process.returncode is None:
         server.process.send_signal(sig)

@@ -25,6 +25,7 @@ from .conftest import (
     md5,
     multipart_body,
     random_bytes,
+    staged_files,
     stop_server,
 )
 
@@ -91,7 +92,7 @@ async def test_shutdown_mid_upload_leaves_nothing(spawn: Spawn, tmp_path: Path) 
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(http_post_head("/files", "b", len(BODY)) + BODY[: len(BODY) // 2])
     await writer.drain()
-    await eventually(lambda: any((storage / ".tmp").iterdir()))  # the upload is under way
+    await eventually(lambda: staged_files(server.pid, storage) == 1)  # the upload is under way
     assert await stop_server(server) == 0
     writer.close()
     assert list((storage / ".tmp").iterdir()) == []
@@ -104,12 +105,13 @@ async def test_shutdown_lets_a_quick_upload_finish(spawn: Spawn, tmp_path: Path)
     server = await spawn("--storage", str(storage), "--shutdown-timeout", "10")
     port = int(server.url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(http_post_head("/files", "b", len(BODY)) + BODY[:1000])
+    sent = 1_500_000  # several chunks: the temporary file exists by then
+    writer.write(http_post_head("/files", "b", len(BODY)) + BODY[:sent])
     await writer.drain()
-    await eventually(lambda: any((storage / ".tmp").iterdir()))
+    await eventually(lambda: staged_files(server.pid, storage) == 1)
     server.process.terminate()
     await eventually(lambda: any("shutting down" in line for line in server.log))
-    writer.write(BODY[1000:])
+    writer.write(BODY[sent:])
     answer = await asyncio.wait_for(reader.read(), 20)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert await asyncio.wait_for(server.process.wait(), 20) == 0

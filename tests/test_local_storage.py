@@ -1,0 +1,91 @@
+"""Local storage on its own: both ways of staging a file, the commit that never replaces."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from streamproxy.storage.base import FileInfo, FileMissing, now_utc
+from streamproxy.storage.local import LocalStorage
+
+pytestmark = pytest.mark.local_only
+
+
+@pytest.fixture(params=["unnamed", "named"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LocalStorage]:
+    """Unnamed temporaries (O_TMPFILE) where the file system has them, and the fallback."""
+    local = LocalStorage(tmp_path / "data")
+    await local.start()
+    if request.param == "named":
+        local.unnamed_temporaries = False
+    elif not local.unnamed_temporaries:
+        pytest.skip("this file system has no O_TMPFILE")
+    yield local
+    await local.close()
+
+
+def info_for(data: bytes) -> FileInfo:
+    return FileInfo(type="application/octet-stream", size=len(data),
+                    etag=hashlib.md5(data).hexdigest(), created=now_utc())  # fmt: skip
+
+
+async def store(storage: LocalStorage, data: bytes, names: list[str]) -> str:
+    digest = hashlib.md5()
+    writer = await storage.create_writer(digest.update)
+    for start in range(0, len(data), 4096):
+        await writer.write(data[start : start + 4096])
+    meta = await writer.commit(names, info_for(data))
+    assert meta.info.etag == digest.hexdigest()
+    return meta.name
+
+
+def visible(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir() if not p.name.startswith(".")}
+
+
+async def test_commit_and_read_back(storage: LocalStorage) -> None:
+    data = bytes(range(256)) * 400
+    name = await store(storage, data, ["a.bin"])
+    async with storage.open(name) as stored:
+        assert stored.local_file is not None  # over 64 KiB: sent with sendfile
+        assert b"".join([c async for c in stored.chunks(0, len(data))]) == data
+    assert (await storage.stat(name)).info.size == len(data)
+    assert list((storage.root / ".tmp").iterdir()) == []
+
+
+async def test_a_taken_name_is_never_replaced(storage: LocalStorage) -> None:
+    first = await store(storage, b"first", ["same", "same-2"])
+    second = await store(storage, b"second", ["same", "same-2"])
+    assert (first, second) == ("same", "same-2")
+    assert (storage.root / "same").read_bytes() == b"first"
+    # Bytes copied in by hand under a name, without metadata, are left alone too.
+    (storage.root / "manual").write_bytes(b"by hand")
+    third = await store(storage, b"third", ["manual", "other"])
+    assert third == "other"
+    assert (storage.root / "manual").read_bytes() == b"by hand"
+    assert not (storage.root / ".meta" / "manual.json").exists()
+
+
+async def test_racing_commits_all_survive(storage: LocalStorage) -> None:
+    payloads = [bytes([i]) * 1000 for i in range(20)]
+    names = await asyncio.gather(
+        *(store(storage, data, ["race"] + [f"race-{j}" for j in range(25)]) for data in payloads)
+    )
+    assert len(set(names)) == 20
+    for name, data in zip(names, payloads, strict=True):
+        assert (storage.root / name).read_bytes() == data
+
+
+async def test_abort_leaves_nothing(storage: LocalStorage) -> None:
+    writer = await storage.create_writer(lambda chunk: None)
+    await writer.write(b"half a file")
+    await writer.abort()
+    await writer.abort()  # twice is harmless
+    assert visible(storage.root) == set()
+    assert list((storage.root / ".tmp").iterdir()) == []
+    with pytest.raises(FileMissing):
+        await storage.stat("anything")
