@@ -73,7 +73,7 @@ class FormPart:
         self.content_type: str | None = headers.get("Content-Type")
         self.finished = False
 
-    def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncIterator[bytes | memoryview]:
         return self._form.body_chunks(self)
 
     async def text(self) -> str:
@@ -232,28 +232,85 @@ class FormReader:
         self._scanned = 0
         return self._current
 
-    async def body_chunks(self, part: FormPart) -> AsyncIterator[bytes]:
-        """A part's bytes, in chunks of about `chunk_size`, up to the next delimiter."""
+    async def _piece(self) -> bytes:
+        """The next piece of the body as aiohttp received it (no joining); b"" at the end."""
+        if self._eof:
+            return b""
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                while True:
+                    data, _ = await self._content.readchunk()
+                    if data or self._content.at_eof():
+                        break
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "timeout",
+                f"no data from the client for {self._idle_timeout:g} seconds",
+                close=True,
+            ) from None
+        except (ConnectionError, asyncio.IncompleteReadError) as error:
+            raise bad_request(f"the request body broke off: {error}") from error
+        except Exception as error:  # aiohttp's payload errors (bad chunking, bad encoding)
+            if type(error).__module__.startswith("aiohttp"):
+                raise bad_request(f"the request body is malformed: {error}") from error
+            raise
+        if not data:
+            self._eof = True
+        return data
+
+    async def body_chunks(self, part: FormPart) -> AsyncIterator[bytes | memoryview]:
+        """A part's bytes up to the next delimiter, as pieces of what aiohttp received.
+
+        Large bodies are not copied: each piece aiohttp hands over is searched for the
+        delimiter where it lies and passed on as a view. Only the last few bytes of a
+        piece (where a delimiter might begin) wait for the next one.
+        """
         delimiter = self._delimiter
-        keep = len(delimiter) - 1  # a delimiter may begin in the last bytes read
-        while not part.finished:
-            index = self._buffer.find(delimiter, max(0, self._scanned - keep))
-            if index >= 0:
-                part.finished = True
-                self._scanned = 0
-                if index:
-                    chunk = bytes(self._buffer[:index])
-                    del self._buffer[: index + len(delimiter)]
-                    yield chunk
-                else:
-                    del self._buffer[: len(delimiter)]
-                return
-            self._scanned = len(self._buffer)
-            safe = len(self._buffer) - keep
-            if safe >= self._chunk_size:
-                chunk = bytes(self._buffer[:safe])
-                del self._buffer[:safe]
-                self._scanned -= safe
-                yield chunk
-            elif not await self._fill():
+        keep = len(delimiter) - 1
+        # What is buffered already (read along with the headers) comes first.
+        index = self._buffer.find(delimiter)
+        if index >= 0:
+            part.finished = True
+            if index:
+                yield bytes(self._buffer[:index])
+            del self._buffer[: index + len(delimiter)]
+            return
+        if len(self._buffer) > keep:
+            yield bytes(self._buffer[: len(self._buffer) - keep])
+            del self._buffer[: len(self._buffer) - keep]
+        tail = bytes(self._buffer)  # at most `keep` bytes that may begin a delimiter
+        self._buffer.clear()
+        while True:
+            piece = await self._piece()
+            if not piece:
                 raise bad_request("the body ended before the closing multipart boundary")
+            # A delimiter that begins in the tail and ends in this piece?
+            index = (tail + piece[:keep]).find(delimiter) if tail else -1
+            if 0 <= index < len(tail):
+                if index:
+                    yield tail[:index]
+                rest = index + len(delimiter) - len(tail)
+            else:
+                index = piece.find(delimiter)
+                if index < 0:
+                    # None here: pass on all but the last `keep` bytes, which wait.
+                    if len(piece) >= keep:
+                        if tail:
+                            yield tail
+                        yield memoryview(piece)[: len(piece) - keep]
+                        tail = piece[len(piece) - keep :]
+                    else:
+                        joint = tail + piece
+                        if len(joint) > keep:
+                            yield joint[: len(joint) - keep]
+                        tail = joint[-keep:]
+                    continue
+                if tail:
+                    yield tail
+                if index:
+                    yield memoryview(piece)[:index]
+                rest = index + len(delimiter)
+            part.finished = True
+            self._buffer += piece[rest:]
+            return

@@ -1,11 +1,12 @@
-"""The pump: one incoming file, chunk by chunk, from any source into a storage writer.
+"""The pump: one incoming file, piece by piece, from any source into a storage writer.
 
 Both upload paths (multipart and URL import) go through `Intake`. It counts bytes
 against the cap, hashes (MD5, plus any extra digest such as the SHA-256 a WhatsApp
-webhook announces), sniffs the type from the first chunk and checks the type
-rules, while the writer stages the bytes. At most one write is in flight while the
-next chunk is read: that bounds memory to two chunks and lets the network read
-overlap the disk write, and awaiting it is the backpressure.
+webhook announces), sniffs the type from the first bytes and checks the type
+rules, while the writer stages the bytes. Pieces are handed over in batches of
+about `--chunk-size`; at most `WRITES_IN_FLIGHT` batches wait for the writer while
+the next is read, which bounds memory per upload, keeps the disk side busy, and
+is the backpressure: a slow disk slows the client down, it never grows a buffer.
 
 As an async context manager, it guarantees that every way out (cap hit, source
 broken, client gone, disk full, cancellation) ends in exactly one of commit or abort.
@@ -14,6 +15,7 @@ broken, client gone, disk full, cancellation) ends in exactly one of commit or a
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 from collections.abc import AsyncIterable, Callable, Sequence
@@ -24,10 +26,16 @@ from . import naming
 from .errors import infected, scanner_unavailable, too_large, type_not_allowed
 from .mediatypes import TypePolicy
 from .scan import ClamdStream, Scanner, ScannerUnavailable
-from .sniff import choose_type, sniff_bytes
-from .storage.base import FileInfo, Storage, StorageWriter, StoredMeta, now_utc
+from .sniff import HEADER_SIZE, choose_type, sniff_bytes
+from .storage.base import FileInfo, Piece, Storage, StorageWriter, StoredMeta, now_utc
 
 log = logging.getLogger("streamproxy")
+
+
+# Batches handed to the writer and not yet written: while one is written the next is
+# queued, so the worker thread never waits for the event loop. With 256 KiB batches
+# that is about 3/4 MiB per upload, the next batch being read included.
+WRITES_IN_FLIGHT = 2
 
 
 class Intake:
@@ -44,6 +52,7 @@ class Intake:
         extra_digests: Sequence[Any] = (),
         on_bytes: Callable[[int], None] | None = None,
         scanner: Scanner | None = None,
+        chunk_size: int = 512 * 1024,
     ) -> None:
         self._storage = storage
         self._max_size = max_size
@@ -53,6 +62,7 @@ class Intake:
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._digests = (self._md5, *extra_digests)
         self._on_bytes = on_bytes
+        self._chunk_size = chunk_size
         self._scanner = scanner
         self._scan: ClamdStream | None = None
         self._writer: StorageWriter | None = None
@@ -60,10 +70,10 @@ class Intake:
         self.size = 0
         self.media_type: str | None = None
 
-    def _observe(self, chunk: bytes) -> None:
-        """Runs on the storage's worker thread; hashlib releases the GIL for large chunks."""
+    def _observe(self, piece: Piece) -> None:
+        """Runs on the storage's worker thread; hashlib releases the GIL for large pieces."""
         for digest in self._digests:
-            digest.update(chunk)
+            digest.update(piece)
 
     async def __aenter__(self) -> Intake:
         if self._scanner is not None:
@@ -102,50 +112,66 @@ class Intake:
             # Shielded: a second cancellation must not leave the temporary behind.
             await asyncio.shield(self._writer.abort())
 
-    def _decide_type(self, first_chunk: bytes) -> None:
-        sniffed = sniff_bytes(first_chunk)
+    def _decide_type(self, first_bytes: bytes) -> None:
+        sniffed = sniff_bytes(first_bytes)
         self.media_type = choose_type(self._declared_type, sniffed, self.filename)
         refusal = self._policy.refusal(self.filename, self.media_type, sniffed)
         if refusal:
             raise type_not_allowed(refusal)
 
-    async def pump(self, chunks: AsyncIterable[bytes]) -> None:
-        """Move every chunk into storage; raises ApiError for the cap and the type rules."""
+    async def pump(self, chunks: AsyncIterable[Piece]) -> None:
+        """Move every piece into storage; raises ApiError for the cap and the type rules.
+
+        Pieces come as the source delivers them (views, no copies); they are handed
+        to the writer in batches of about `chunk_size`, so each trip to a worker
+        thread moves a worthwhile amount.
+        """
         assert self._writer is not None, "use Intake as an async context manager"
         writer = self._writer
-        in_flight: asyncio.Future[None] | None = None
+        in_flight: collections.deque[asyncio.Future[None]] = collections.deque()
+        batch: list[Piece] = []
+        batched = 0
         try:
-            async for chunk in chunks:
-                if not chunk:
+            async for piece in chunks:
+                size = len(piece)
+                if not size:
                     continue
-                if self.size + len(chunk) > self._max_size:
+                if self.size + size > self._max_size:
                     raise too_large(self._max_size)
-                if self.media_type is None:
-                    self._decide_type(chunk)
-                self.size += len(chunk)
+                self.size += size
                 if self._on_bytes is not None:
-                    self._on_bytes(len(chunk))
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.ensure_future(writer.write(chunk))
-                if self._scan is not None:
-                    await self._feed_scanner(chunk)
-            if in_flight is not None:
-                await in_flight
-                in_flight = None
+                    self._on_bytes(size)
+                batch.append(piece)
+                batched += size
+                if self.media_type is None and batched >= HEADER_SIZE:
+                    self._decide_type(b"".join(batch)[:HEADER_SIZE])
+                if batched >= self._chunk_size:
+                    in_flight.append(asyncio.ensure_future(writer.write(batch)))
+                    if self._scan is not None:
+                        await self._feed_scanner(batch)
+                    batch, batched = [], 0
+                    if len(in_flight) >= WRITES_IN_FLIGHT:
+                        await in_flight.popleft()
             if self.media_type is None:
-                self._decide_type(b"")
+                self._decide_type(b"".join(batch)[:HEADER_SIZE])
+            if batch:
+                in_flight.append(asyncio.ensure_future(writer.write(batch)))
+                if self._scan is not None:
+                    await self._feed_scanner(batch)
+            while in_flight:
+                await in_flight.popleft()
             await self._check_verdict()
         finally:
-            if in_flight is not None and not in_flight.done():
-                # Let the write finish (the writer's abort waits for it anyway),
-                # and keep its own error from masking the one that got us here.
-                in_flight.add_done_callback(_consume_result)
+            for write in in_flight:
+                # Let the writes finish (the writer's abort waits for them anyway),
+                # and keep their own errors from masking the one that got us here.
+                write.add_done_callback(_consume_result)
 
-    async def _feed_scanner(self, chunk: bytes) -> None:
+    async def _feed_scanner(self, pieces: list[Piece]) -> None:
         assert self._scan is not None
         try:
-            await self._scan.feed(chunk)
+            for piece in pieces:
+                await self._scan.feed(piece)
         except ScannerUnavailable as error:
             self._scanner_failed(error)
 

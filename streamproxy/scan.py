@@ -60,7 +60,7 @@ class ClamdStream:
         self._writer = writer
         self._timeout = timeout
 
-    async def feed(self, chunk: bytes) -> None:
+    async def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         try:
             self._writer.write(struct.pack(">I", len(chunk)))
             self._writer.write(chunk)

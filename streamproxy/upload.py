@@ -132,6 +132,7 @@ async def upload(request: web.Request) -> web.Response:
                         filename=client_name_or_400(part.filename),
                         on_bytes=request.config_dict[METRICS].received.labels("upload").inc,
                         scanner=request.config_dict[SCANNER],
+                        chunk_size=settings.chunk_size,
                     )
                     await cleanup.enter_async_context(intake)
                     await intake.pump(part.chunks())

@@ -37,7 +37,7 @@ async def store(storage: LocalStorage, data: bytes, names: list[str]) -> str:
     digest = hashlib.md5()
     writer = await storage.create_writer(digest.update)
     for start in range(0, len(data), 4096):
-        await writer.write(data[start : start + 4096])
+        await writer.write([data[start : start + 4096]])
     meta = await writer.commit(names, info_for(data))
     assert meta.info.etag == digest.hexdigest()
     return meta.name
@@ -82,7 +82,7 @@ async def test_racing_commits_all_survive(storage: LocalStorage) -> None:
 
 async def test_abort_leaves_nothing(storage: LocalStorage) -> None:
     writer = await storage.create_writer(lambda chunk: None)
-    await writer.write(b"half a file")
+    await writer.write([b"half a file"])
     await writer.abort()
     await writer.abort()  # twice is harmless
     assert visible(storage.root) == set()

@@ -55,6 +55,7 @@ async def from_url(request: web.Request) -> web.Response:
                         extra_digests=[sha256],
                         on_bytes=request.config_dict[METRICS].received.labels("import").inc,
                         scanner=request.config_dict[SCANNER],
+                        chunk_size=settings.chunk_size,
                     )
                     await cleanup.enter_async_context(intake)
                     await intake.pump(SourceBody(response, settings.chunk_size, settings))

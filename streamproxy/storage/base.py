@@ -9,7 +9,7 @@ file also offers `sendfile` so no byte passes through Python.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -91,14 +91,18 @@ def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-Observer = Callable[[bytes], None]
+# A piece of a file on its way in: bytes, or a view into what the network delivered.
+Piece = bytes | bytearray | memoryview
+Observer = Callable[[Piece], None]
 
 
 class StorageWriter(Protocol):
     """Stages one file. Exactly one of `commit` or `abort` ends it."""
 
-    async def write(self, chunk: bytes) -> None:
-        """Append a chunk, calling the observer on it in the same trip off the event loop."""
+    def write(self, pieces: Sequence[Piece]) -> Awaitable[None]:
+        """Append pieces in order, calling the observer on each in the same trip off the
+        event loop. The pieces must not be changed until the write has finished.
+        A writer may queue several writes; they are applied in order."""
 
     async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
         """Publish under the first name in `names` that is free; never replace a file."""

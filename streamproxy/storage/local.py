@@ -15,15 +15,21 @@ start with a dot, so `.meta` and `.tmp` cannot be reached by a download.
 from __future__ import annotations
 
 import asyncio
+import collections
+import ctypes
+import ctypes.util
 import errno
 import itertools
 import logging
 import os
 import stat as stat_module
-from collections.abc import AsyncIterator, Callable, Iterable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -32,6 +38,7 @@ from .base import (
     FileMissing,
     NoFreeName,
     Observer,
+    Piece,
     StorageError,
     StorageFull,
     StoredMeta,
@@ -54,14 +61,46 @@ def _raise_storage_error(error: OSError, doing: str) -> None:
     raise StorageError(f"{doing} failed: {error.strerror}") from error
 
 
-def observe_holding_gil(observer: Observer, chunk: bytes) -> None:
-    """Hash a small chunk on the event loop in pieces under 2 KiB.
+def observe_holding_gil(observer: Observer, pieces: Sequence[Piece]) -> None:
+    """Hash small pieces on the event loop in slices under 2 KiB.
 
     hashlib lets go of the GIL for 2 KiB and more; on the event loop that is a
     loss, because getting it back means waiting behind busy worker threads.
     """
-    for start in range(0, len(chunk), _GIL_HELD):
-        observer(chunk[start : start + _GIL_HELD])
+    for piece in pieces:
+        view = memoryview(piece)
+        for start in range(0, len(view), _GIL_HELD):
+            observer(view[start : start + _GIL_HELD])
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """Linux's sync_file_range(2), which Python's os module does not offer."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    write_only = 2  # SYNC_FILE_RANGE_WRITE: start writing back, do not wait
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        function(fd, offset, length, write_only)  # advisory: a failure changes nothing
+
+    return start_writeback
+
+
+# With fsync on, a big upload's bytes are sent to disk as they arrive, so the final
+# fsync finds little left to write instead of the whole file.
+_start_writeback = _load_sync_file_range()
+WRITEBACK_EVERY = 8 * 1024 * 1024
+
+
+def _writeback(fd: int, offset: int, length: int) -> None:
+    try:
+        assert _start_writeback is not None
+        _start_writeback(fd, offset, length)
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(path: Path) -> None:
@@ -70,6 +109,22 @@ def _fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass
+class _Operation:
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    done: asyncio.Future[Any]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled by an abort meanwhile
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
 
 
 class LocalWriter:
@@ -88,20 +143,47 @@ class LocalWriter:
         self._observer = observer
         self._path: Path | None = None  # only for a named temporary
         self._fd: int | None = None
-        # A small first chunk waits here (already observed: hashing 64 KiB on the
+        # A small first write waits here (already observed: hashing 64 KiB on the
         # event loop costs less than a thread trip), so that a small file is opened,
         # written and committed in a single trip to a worker thread, not three.
-        self._first: bytes | None = None
-        self._last: asyncio.Future[Any] | None = None
+        self._first: Sequence[Piece] = ()
+        self._written = self._written_back = 0
         self._done = False
+        # Operations run in order on one worker thread at a time, which takes the
+        # next queued one without waiting for the event loop: a batch queued while
+        # the previous one is written starts the moment that one ends.
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._queue: collections.deque[_Operation] = collections.deque()
+        self._draining: asyncio.Future[None] | None = None
 
-    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
-        previous = self._last
-        if previous is not None and not previous.done():
-            await asyncio.wait([previous])
-        future = self._storage.run_blocking(function, *args)
-        self._last = future
-        return await future
+    def _run(self, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Queue a blocking operation; the future settles when it has run."""
+        done: asyncio.Future[Any] = self._loop.create_future()
+        with self._lock:
+            self._queue.append(_Operation(function, args, done))
+            if self._draining is not None:
+                return done
+            self._draining = self._loop.create_future()
+        self._storage.submit(self._drain_sync)
+        return done
+
+    def _drain_sync(self) -> None:
+        """On a worker thread: run queued operations until none is left."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    draining, self._draining = self._draining, None
+                    break
+                operation = self._queue.popleft()
+            try:
+                result = operation.function(*operation.args)
+            except BaseException as error:
+                self._loop.call_soon_threadsafe(_settle, operation.done, None, error)
+            else:
+                self._loop.call_soon_threadsafe(_settle, operation.done, result, None)
+        assert draining is not None
+        self._loop.call_soon_threadsafe(_settle, draining, None, None)
 
     def _open_sync(self) -> None:
         """Create the temporary, and write the chunk held back, if any."""
@@ -117,37 +199,64 @@ class LocalWriter:
                 self._fd = os.open(self._path, flags, 0o644)
         except OSError as error:
             _raise_storage_error(error, "creating a temporary file")
-        first, self._first = self._first, None
-        if first is not None:
+        first, self._first = self._first, ()
+        if first:
             self._write_all(first)
 
-    def _write_sync(self, chunk: bytes) -> None:
+    def _write_sync(self, pieces: Sequence[Piece]) -> None:
         if self._fd is None:
             self._open_sync()
-        self._observer(chunk)
-        self._write_all(chunk)
+        for piece in pieces:
+            self._observer(piece)
+        self._write_all(pieces)
+        self._written += sum(len(piece) for piece in pieces)
+        if (
+            self._storage.fsync
+            and _start_writeback is not None
+            and self._written - self._written_back >= WRITEBACK_EVERY
+        ):
+            assert self._fd is not None
+            # On another thread: starting writeback can wait for the disk, and the
+            # hashing of the next batch should not. A descriptor of its own keeps it
+            # safe from this file being closed meanwhile.
+            offset, length = self._written_back, self._written - self._written_back
+            self._storage.submit(partial(_writeback, os.dup(self._fd), offset, length))
+            self._written_back = self._written
 
-    def _write_all(self, chunk: bytes) -> None:
+    def _write_all(self, pieces: Sequence[Piece]) -> None:
+        """One writev for all the pieces (a short write continues where it stopped)."""
         assert self._fd is not None
-        view = memoryview(chunk)
+        views = [memoryview(piece) for piece in pieces]
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            while views:
+                written = os.writev(self._fd, views)
+                while views and written >= len(views[0]):
+                    written -= len(views[0])
+                    views.pop(0)
+                if views and written:
+                    views[0] = views[0][written:]
         except OSError as error:
             _raise_storage_error(error, "writing the file")
 
-    async def write(self, chunk: bytes) -> None:
+    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
+        """Queue the pieces; the future settles once they are written.
+
+        Not a coroutine: the write is queued when this is called, so a caller can
+        queue the next batch before awaiting the previous one.
+        """
         if (
             self._fd is None
-            and self._first is None
-            and self._last is None
-            and len(chunk) <= HELD_BACK
+            and not self._first
+            and not self._queue
+            and self._draining is None
+            and sum(len(piece) for piece in pieces) <= HELD_BACK
         ):
-            observe_holding_gil(self._observer, chunk)
-            self._first = chunk
-            return
-        await self._run(self._write_sync, chunk)
+            observe_holding_gil(self._observer, pieces)
+            self._first = list(pieces)
+            done: asyncio.Future[None] = self._loop.create_future()
+            done.set_result(None)
+            return done
+        return self._run(self._write_sync, pieces)
 
     def _commit_sync(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
         storage = self._storage
@@ -180,7 +289,7 @@ class LocalWriter:
             self._path = None
 
     async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
-        meta = await self._run(self._commit_sync, iter(names), info)
+        meta: StoredMeta = await self._run(self._commit_sync, iter(names), info)
         self._done = True
         return meta
 
@@ -188,11 +297,16 @@ class LocalWriter:
         if self._done:
             return
         self._done = True
-        self._first = None
-        if self._last is not None and not self._last.done():
+        self._first = ()
+        with self._lock:
+            for operation in self._queue:
+                operation.done.cancel()
+            self._queue.clear()
+            draining = self._draining
+        if draining is not None:
             # A worker thread may still be writing; wait for it, whatever happens to us.
             with suppress(BaseException):
-                await asyncio.shield(self._last)
+                await asyncio.shield(draining)
         self._release()
 
 
@@ -264,6 +378,12 @@ class LocalStorage:
         """Unique among the processes sharing the directory: pid and a counter
         (files are created with O_EXCL, so a clash would fail, never overwrite)."""
         return f"{os.getpid()}-{next(self._temporaries)}"
+
+    def submit(self, function: Callable[[], None]) -> None:
+        """Start a blocking call on the storage threads without waiting for it."""
+        if self._executor is None:
+            raise StorageError("storage is not started")
+        self._executor.submit(function)
 
     def run_blocking(self, function: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         """Run a blocking call on the storage threads (disk I/O may stall for a long time)."""

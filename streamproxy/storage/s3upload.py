@@ -26,13 +26,13 @@ Every multipart upload and staging object is discarded on every way out; see
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from .base import FileInfo, NoFreeName, Observer, StorageError, StoredMeta
+from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
 from .s3body import PartReader
 from .s3cleanup import Leftover, staging_key
 from .s3meta import S3_ERRORS, encode, is_taken, storage_error
@@ -63,26 +63,30 @@ class S3Writer:
         self._next_part = 1
         self._sending: asyncio.Task[None] | None = None
         self._taking: asyncio.Future[None] | None = None
+        # The pump may queue the next write before this one ends: they go in turn.
+        self._in_turn = asyncio.Lock()
         self._staged = False  # the staging upload was (perhaps) completed into an object
         self._done = False
 
     # --- writing ------------------------------------------------------------------
 
-    def _take(self, chunk: bytes) -> None:
+    def _take(self, pieces: Sequence[Piece]) -> None:
         """On a worker thread: hash and buffer in the same trip (hashlib releases the GIL)."""
-        self._observer(chunk)
-        end = self._filled + len(chunk)
-        # In place while it fits; past the end the slice assignment grows the buffer.
-        self._buffer[self._filled : min(end, len(self._buffer))] = chunk
-        self._filled = end
+        for piece in pieces:
+            self._observer(piece)
+            end = self._filled + len(piece)
+            # In place while it fits; past the end the slice assignment grows the buffer.
+            self._buffer[self._filled : min(end, len(self._buffer))] = piece
+            self._filled = end
 
-    async def write(self, chunk: bytes) -> None:
-        if self._done:
-            raise StorageError("the upload is already finished")
-        if self._filled >= self._part_size:
-            await self._flush()
-        self._taking = self._storage.run_blocking(self._take, chunk)
-        await self._taking
+    async def write(self, pieces: Sequence[Piece]) -> None:
+        async with self._in_turn:
+            if self._done:
+                raise StorageError("the upload is already finished")
+            if self._filled >= self._part_size:
+                await self._flush()
+            self._taking = self._storage.run_blocking(self._take, pieces)
+            await self._taking
 
     async def _flush(self) -> None:
         """Send the buffer as the next part, once the part before it is through."""

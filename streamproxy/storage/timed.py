@@ -6,12 +6,12 @@ about storing, and both are measured the same way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
 from ..metrics import Metrics
-from .base import FileInfo, Observer, Storage, StorageWriter, StoredFile, StoredMeta
+from .base import FileInfo, Observer, Piece, Storage, StorageWriter, StoredFile, StoredMeta
 
 
 class TimedWriter:
@@ -19,9 +19,9 @@ class TimedWriter:
         self._inner = inner
         self._metrics = metrics
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, pieces: Sequence[Piece]) -> None:
         with self._metrics.timed("write"):
-            await self._inner.write(chunk)
+            await self._inner.write(pieces)
 
     async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
         with self._metrics.timed("commit"):
