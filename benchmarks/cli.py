@@ -36,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--servers",
         nargs="+",
-        default=["nginx", "streamproxy", "fastapi"],
-        choices=["nginx", "streamproxy", "fastapi", "streamproxy-nofsync"],
-        help="default: nginx streamproxy fastapi; streamproxy-nofsync runs it with --fsync false",
+        default=["nginx", "streamproxy", "fastapi", "streamproxy-2w"],
+        choices=["nginx", "streamproxy", "fastapi", "streamproxy-nofsync", "streamproxy-2w"],
+        help="default: nginx streamproxy fastapi streamproxy-2w (--workers 2, in the "
+        "scenarios of many concurrent requests); streamproxy-nofsync runs it with --fsync false",
     )
     parser.add_argument("--rounds", type=int, help="measured rounds (default 3; quick 1)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the discarded warm-up")

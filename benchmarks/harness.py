@@ -36,6 +36,7 @@ from .servers import (
     ServerFailed,
     Streamproxy,
     StreamproxyNoFsync,
+    StreamproxyTwoWorkers,
 )
 from .system import describe_machine, ensure_programs, git_revision, load_average
 
@@ -211,6 +212,8 @@ def make_servers(
             servers.append(Streamproxy(workdir, options.streamproxy_args))
         elif name == "streamproxy-nofsync":
             servers.append(StreamproxyNoFsync(workdir, options.streamproxy_args))
+        elif name == "streamproxy-2w":
+            servers.append(StreamproxyTwoWorkers(workdir, options.streamproxy_args))
         elif name == "fastapi":
             try:
                 import fastapi  # noqa: F401

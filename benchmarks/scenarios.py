@@ -27,6 +27,8 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 SERVERS = ("nginx", "streamproxy", "fastapi", "streamproxy-nofsync")
+# Scenarios of many requests at once also run streamproxy with `--workers 2`.
+WITH_WORKERS = (*SERVERS, "streamproxy-2w")
 TRICKLE_SETTLE = 1.0  # seconds between the slow uploads being connected and the fast one
 
 
@@ -292,6 +294,7 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
                 uploads(profile.medium, count, concurrency),
                 concurrency=concurrency,
                 size=profile.medium,
+                servers=WITH_WORKERS if concurrency == 64 else SERVERS,
                 group="upload-concurrency",
             )
         )
@@ -304,6 +307,7 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             concurrency=64,
             size=profile.small,
             needs_wrk=True,
+            servers=WITH_WORKERS,
             group="upload",
         ),
         Scenario(
@@ -322,6 +326,7 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             concurrency=16,
             size=profile.range_length,
             needs_wrk=True,
+            servers=WITH_WORKERS,
             group="download",
         ),
         Scenario(
@@ -332,6 +337,7 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             concurrency=64,
             size=profile.small,
             needs_wrk=True,
+            servers=WITH_WORKERS,
             group="download",
         ),
         Scenario(

@@ -302,6 +302,17 @@ class StreamproxyNoFsync(Streamproxy):
         super().__init__(workdir, ["--fsync", "false", *extra_args])
 
 
+class StreamproxyTwoWorkers(Streamproxy):
+    """streamproxy with `--workers 2`, two processes on one port as nginx runs two
+    workers: in the default set for the many-requests scenarios, where one event
+    loop is the bound, and left out where one transfer runs in one process anyway."""
+
+    name = "streamproxy-2w"
+
+    def __init__(self, workdir: Path, extra_args: list[str]) -> None:
+        super().__init__(workdir, ["--workers", "2", *extra_args])
+
+
 class FastAPIPeer(Server):
     """FastAPI + uvicorn (uvloop and httptools when installed), one process, as a
     Python user would deploy it; its `UploadFile` spools to TMPDIR, set to our temp dir."""

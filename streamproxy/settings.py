@@ -253,7 +253,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "cache_size",
         parse_size,
-        "memory for copies of small (<= 64k) local files, per process (default 32M; 0: none)",
+        "memory for local files' metadata and copies of small (<= 64k) ones, per process "
+        "(default 32M; 0: none)",
         metavar="BYTES",
     ),
     Option(

@@ -420,21 +420,26 @@ async def test_sendfile_under_uvloop(spawn, tmp_path) -> None:
 
 
 @pytest.mark.local_only
-async def test_small_file_copies_follow_the_disk(service: Service) -> None:
-    """Small files are served from memory; a file replaced or removed on disk is noticed."""
-    first = await service.upload_json(b"first version", filename="note.txt")
+@pytest.mark.parametrize("padding", [0, 100 * 1024], ids=["small", "large"])
+async def test_cached_files_follow_the_disk(service: Service, padding: int) -> None:
+    """Small files are served from memory, large ones from cached metadata; a file
+    replaced or removed on disk is noticed."""
+    tail = b"." * padding
+    first = await service.upload_json(b"first version" + tail, filename="note.txt")
     name = first["name"]
-    assert await service.fetch(name) == b"first version"
-    assert await service.fetch(name) == b"first version"  # from the copy in memory
+    assert await service.fetch(name) == b"first version" + tail
+    assert await service.fetch(name) == b"first version" + tail  # from the cache
     (service.root / name).unlink()  # what a retention sweep does
     (service.root / ".meta" / f"{name}.json").unlink()
     response, _ = await get(service, name)
     assert response.status == 404
-    second = await service.upload_json(b"second, longer version", filename="note.txt")
+    second = await service.upload_json(b"second, longer version" + tail, filename="note.txt")
     assert second["name"] == name  # the name was free again
-    assert await service.fetch(name) == b"second, longer version"
+    assert await service.fetch(name) == b"second, longer version" + tail
     response, body = await get(service, name, {"Range": "bytes=0-5,8-13"})
     assert response.status == 206 and b"second" in body and b"longer" in body
+    response, _ = await get(service, name, {"If-None-Match": f'"{second["etag"]}"'})
+    assert response.status == 304  # the validators are the new file's
 
 
 @pytest.mark.parametrize("cache_size", [0, 1024])

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from streamproxy.cli import build_parser
-from streamproxy.settings import SettingsError, load_settings, parse_size
+from streamproxy.settings import OPTIONS, SettingsError, load_settings, parse_size
 
 from .conftest import ServerProcess, Service, stop_server
 
@@ -128,6 +128,16 @@ def test_bad_config_files(tmp_path: Path) -> None:
         parse("--config", str(broken))
     with pytest.raises(SettingsError, match="No such file"):
         parse("--config", str(tmp_path / "missing.toml"))
+
+
+def test_readme_lists_every_setting() -> None:
+    """The README's configuration table has a row for every option, flag and variable."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `--")]
+    for option in OPTIONS:
+        assert any(f"`{option.flag}`" in row and f"`{option.env}`" in row for row in rows), (
+            option.name
+        )
 
 
 async def test_command_line_refuses_bad_flags_clearly() -> None:

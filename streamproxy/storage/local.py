@@ -509,17 +509,28 @@ class LocalStorage:
         return LocalFileHandle(meta, self, local_file=file), Identity.of(status)
 
     def _cached(self, name: str) -> LocalFileHandle | None:
-        """A cached small file that is still the one under `name`, checked with one stat."""
+        """The file under `name` from the cache, if it is still the one there (one stat)."""
         if self._cache is None:
             return None
+        path = self.root / name
         try:
-            status = os.stat(self.root / name, follow_symlinks=False)
+            status = os.stat(path, follow_symlinks=False)
         except OSError:
             return None
         entry = self._cache.get(name, Identity.of(status))
         if entry is None:
             return None
-        return LocalFileHandle(entry.meta, self, content=entry.content)
+        if entry.content is not None:
+            return LocalFileHandle(entry.meta, self, content=entry.content)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        file = os.fdopen(fd, "rb", buffering=0)
+        if Identity.of(os.fstat(fd)) != entry.identity:  # replaced since the stat
+            file.close()
+            return None
+        return LocalFileHandle(entry.meta, self, local_file=file)
 
     @asynccontextmanager
     async def open(self, name: str) -> AsyncIterator[LocalFileHandle]:
@@ -528,7 +539,7 @@ class LocalStorage:
             handle = cached
         else:
             handle, identity = await self.run_blocking(self._open_sync, name)
-            if handle.content is not None and self._cache is not None:
+            if self._cache is not None:
                 self._cache.put(name, CachedFile(identity, handle.meta, handle.content))
         try:
             yield handle

@@ -1,10 +1,14 @@
-"""A bounded in-memory cache of small local files, for the many small downloads of chat.
+"""A bounded in-memory cache of local files' metadata, and of small files' bytes.
 
-Stored files never change under a name, so a copy stays right for as long as the
-same file is there. The check that it is the same file is one `stat` of the path
-on the event loop: a new file under the name (after a retention delete) has a new
-change time and usually a new inode, and a deleted one is simply not found. A hit
-then costs no trip to a worker thread and no read.
+Chat downloads are many and repeated (a media message is opened by every agent
+and every reload), so the work of an open is worth keeping: the parsed metadata
+of any file and the whole content of a small one. Stored files never change
+under a name, so an entry stays right for as long as the same file is there.
+The check that it is the same file is one `stat` of the path on the event loop:
+a new file under the name (after a retention delete) has a new change time and
+usually a new inode, and a deleted one is simply not found. A hit then costs no
+trip to a worker thread: a small file needs no read at all, a large one is
+opened on the loop (its inode is in the kernel's caches: the stat just found it).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from .base import StoredMeta
 
 SMALL_FILE = 64 * 1024  # files up to this size are read whole when opened
+ENTRY_COST = 1024  # what one entry's metadata is charged against the capacity
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,15 @@ class Identity:
 class CachedFile:
     identity: Identity
     meta: StoredMeta
-    content: bytes
+    content: bytes | None  # None for a file too large to keep in memory
+
+    @property
+    def cost(self) -> int:
+        return ENTRY_COST + (len(self.content) if self.content is not None else 0)
 
 
 class SmallFileCache:
-    """Least recently used, bounded by the total bytes of content held."""
+    """Least recently used, bounded by the bytes of content held plus a cost per entry."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -58,11 +67,11 @@ class SmallFileCache:
         return entry
 
     def put(self, name: str, entry: CachedFile) -> None:
-        if len(entry.content) > self.capacity:
+        if entry.cost > self.capacity:
             return
         self._drop(name)
         self._entries[name] = entry
-        self._bytes += len(entry.content)
+        self._bytes += entry.cost
         while self._bytes > self.capacity:
             oldest = next(iter(self._entries))
             self._drop(oldest)
@@ -70,4 +79,4 @@ class SmallFileCache:
     def _drop(self, name: str) -> None:
         entry = self._entries.pop(name, None)
         if entry is not None:
-            self._bytes -= len(entry.content)
+            self._bytes -= entry.cost
