@@ -128,17 +128,24 @@ def uploads(size: int, count: int, concurrency: int) -> Runner:
     return run
 
 
+async def _wrk(
+    bench: Bench, server: Server, script: str, connections: int, payload: int
+) -> Outcome:
+    """One wrk run of the profile's length against `server`."""
+    return await load.run_wrk(
+        bench.wrk(),
+        server.base_url,
+        script,
+        connections=connections,
+        seconds=bench.profile.wrk_seconds,
+        payload_per_request=payload,
+    )
+
+
 def wrk_uploads(size: int, connections: int) -> Runner:
     async def run(bench: Bench, server: Server) -> Outcome:
         script = load.wrk_upload_script(server, size, bench.unique("wrk"))
-        return await load.run_wrk(
-            bench.wrk(),
-            server.base_url,
-            script,
-            connections=connections,
-            seconds=bench.profile.wrk_seconds,
-            payload_per_request=size,
-        )
+        return await _wrk(bench, server, script, connections, size)
 
     return run
 
@@ -166,14 +173,7 @@ def wrk_downloads(which: str, connections: int, length: int | None = None) -> Ru
         else:
             script = load.wrk_range_script(path, bench.profile.big, length)
             payload = length
-        return await load.run_wrk(
-            bench.wrk(),
-            server.base_url,
-            script,
-            connections=connections,
-            seconds=bench.profile.wrk_seconds,
-            payload_per_request=payload,
-        )
+        return await _wrk(bench, server, script, connections, payload)
 
     return run
 

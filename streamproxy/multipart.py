@@ -143,24 +143,31 @@ class FormReader:
         try:
             async with asyncio.timeout(self._idle_timeout):
                 data = await self._content.readany()
-        except TimeoutError:
-            raise ApiError(
-                408,
-                "timeout",
-                f"no data from the client for {self._idle_timeout:g} seconds",
-                close=True,
-            ) from None
-        except (ConnectionError, asyncio.IncompleteReadError) as error:
-            raise bad_request(f"the request body broke off: {error}") from error
-        except Exception as error:  # aiohttp's payload errors (bad chunking, bad encoding)
-            if type(error).__module__.startswith("aiohttp"):
-                raise bad_request(f"the request body is malformed: {error}") from error
-            raise
+        except Exception as error:
+            failure = self._read_failure(error)
+            if failure is None:
+                raise
+            raise failure from error
         if not data:
             self._eof = True
             return False
         self._buffer += data
         return True
+
+    def _read_failure(self, error: Exception) -> ApiError | None:
+        """What a failed read of the body means for the client; None: not the client's doing."""
+        if isinstance(error, TimeoutError):
+            return ApiError(
+                408,
+                "timeout",
+                f"no data from the client for {self._idle_timeout:g} seconds",
+                close=True,
+            )
+        if isinstance(error, (ConnectionError, asyncio.IncompleteReadError)):
+            return bad_request(f"the request body broke off: {error}")
+        if type(error).__module__.startswith("aiohttp"):  # bad chunking, bad encoding
+            return bad_request(f"the request body is malformed: {error}")
+        return None
 
     async def _skip_preamble(self) -> None:
         while True:
@@ -242,19 +249,11 @@ class FormReader:
                     data, _ = await self._content.readchunk()
                     if data or self._content.at_eof():
                         break
-        except TimeoutError:
-            raise ApiError(
-                408,
-                "timeout",
-                f"no data from the client for {self._idle_timeout:g} seconds",
-                close=True,
-            ) from None
-        except (ConnectionError, asyncio.IncompleteReadError) as error:
-            raise bad_request(f"the request body broke off: {error}") from error
-        except Exception as error:  # aiohttp's payload errors (bad chunking, bad encoding)
-            if type(error).__module__.startswith("aiohttp"):
-                raise bad_request(f"the request body is malformed: {error}") from error
-            raise
+        except Exception as error:
+            failure = self._read_failure(error)
+            if failure is None:
+                raise
+            raise failure from error
         if not data:
             self._eof = True
         return data

@@ -326,20 +326,30 @@ def _download_text(result: DownloadResult) -> str:
     return text + ")"
 
 
+def _after_stat(
+    arguments: argparse.Namespace, present: Callable[[MediaClient, FileStat, Output], None]
+) -> Callable[[MediaClient], Awaitable[int]]:
+    """Stat the named file, then present it; a refused stat is the command's failure."""
+    output = Output(arguments)
+
+    async def run(client: MediaClient) -> int:
+        try:
+            found = await client.stat(arguments.name)
+        except MediaError as error:
+            output.failure(error, arguments.name, name=arguments.name)
+            return FAILED
+        present(client, found, output)
+        return OK
+
+    return run
+
+
 class Stat(Command):
     def prepare(self, arguments: argparse.Namespace) -> Callable[[MediaClient], Awaitable[int]]:
-        output = Output(arguments)
-
-        async def stat(client: MediaClient) -> int:
-            try:
-                found = await client.stat(arguments.name)
-            except MediaError as error:
-                output.failure(error, arguments.name, name=arguments.name)
-                return FAILED
+        def present(client: MediaClient, found: FileStat, output: Output) -> None:
             output.result(found.to_json(), _stat_text(found))
-            return OK
 
-        return stat
+        return _after_stat(arguments, present)
 
 
 def _stat_text(found: FileStat) -> str:
@@ -358,19 +368,11 @@ def _stat_text(found: FileStat) -> str:
 
 class Message(Command):
     def prepare(self, arguments: argparse.Namespace) -> Callable[[MediaClient], Awaitable[int]]:
-        output = Output(arguments)
-
-        async def message(client: MediaClient) -> int:
-            try:
-                found = await client.stat(arguments.name)
-            except MediaError as error:
-                output.failure(error, arguments.name, name=arguments.name)
-                return FAILED
+        def present(client: MediaClient, found: FileStat, output: Output) -> None:
             body = client.media_message(found, arguments.caption)
             output.result(body, json.dumps(body, indent=2, ensure_ascii=False))
-            return OK
 
-        return message
+        return _after_stat(arguments, present)
 
 
 def _as_media_error(error: MediaError | OSError) -> MediaError:
