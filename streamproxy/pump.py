@@ -26,15 +26,24 @@ from . import naming
 from .errors import infected, scanner_unavailable, too_large, type_not_allowed
 from .mediatypes import TypePolicy
 from .scan import ClamdStream, Scanner, ScannerUnavailable
+from .settings import DEFAULT_CHUNK_SIZE
 from .sniff import HEADER_SIZE, choose_type, sniff_bytes
-from .storage.base import FileInfo, Piece, Storage, StorageWriter, StoredMeta, now_utc
+from .storage.base import (
+    FileInfo,
+    Piece,
+    Storage,
+    StorageWriter,
+    StoredMeta,
+    now_utc,
+)
 
 log = logging.getLogger("streamproxy")
 
 
 # Batches handed to the writer and not yet written: while one is written the next is
 # queued, so the worker thread never waits for the event loop. With 256 KiB batches
-# that is about 3/4 MiB per upload, the next batch being read included.
+# that is about 3/4 MiB per upload, the next batch being read included, plus what
+# aiohttp buffers (server.READ_BUFFER): ~1.1 MiB at most.
 WRITES_IN_FLIGHT = 2
 
 
@@ -52,7 +61,7 @@ class Intake:
         extra_digests: Sequence[Any] = (),
         on_bytes: Callable[[int], None] | None = None,
         scanner: Scanner | None = None,
-        chunk_size: int = 512 * 1024,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         self._storage = storage
         self._max_size = max_size

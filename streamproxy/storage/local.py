@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from ..settings import DEFAULT_CHUNK_SIZE
 from .base import (
     FileInfo,
     FileMissing,
@@ -357,7 +358,7 @@ class LocalStorage:
         root: str | Path,
         *,
         fsync: bool = True,
-        chunk_size: int = 512 * 1024,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         cache_size: int = 32 * 1024 * 1024,
         clean_on_start: bool = True,
     ):

@@ -27,7 +27,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from ..settings import Settings, SettingsError
+from ..settings import DEFAULT_CHUNK_SIZE, Settings, SettingsError
 from .base import FileMissing, Observer, StorageError, StoredMeta
 from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, Leftover, remove_stale, staging_key
 from .s3meta import (
@@ -135,7 +135,7 @@ class S3Storage:
         endpoint: str | None = None,
         region: str | None = None,
         part_size: int = 8 * MiB,
-        chunk_size: int = 512 * 1024,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         self.bucket = location.bucket
         self.prefix = location.prefix
