@@ -41,9 +41,9 @@ log = logging.getLogger("streamproxy")
 
 
 # Batches handed to the writer and not yet written: while one is written the next is
-# queued, so the worker thread never waits for the event loop. With 256 KiB batches
-# that is about 3/4 MiB per upload, the next batch being read included, plus what
-# aiohttp buffers (server.READ_BUFFER): ~1.1 MiB at most.
+# queued, so the worker thread never waits for the event loop. With 512 KiB batches
+# that is up to 1.5 MiB per upload, the next batch being read included, plus what
+# aiohttp buffers (twice server.READ_BUFFER).
 WRITES_IN_FLIGHT = 2
 
 

@@ -28,8 +28,8 @@ DEFAULT_MAX_SIZE = 5 * 1024 * 1024
 
 # Bytes per trip to storage (a write batch, a chunk read back). With aiohttp's read
 # buffer (server.READ_BUFFER) and WRITES_IN_FLIGHT batches this sets an upload's
-# memory: 256 KiB keeps it near 1 MiB and moves as fast as 512 KiB did (RESULTS.md).
-DEFAULT_CHUNK_SIZE = 256 * 1024
+# memory; 256 KiB saved ~0.3 MiB per upload but was 15-20% slower (RESULTS.md).
+DEFAULT_CHUNK_SIZE = 512 * 1024
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -252,7 +252,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "chunk_size",
         parse_chunk_size,
-        "bytes handed to storage per write (default 256k)",
+        "bytes handed to storage per write (default 512k)",
         metavar="BYTES",
     ),
     Option(
