@@ -15,6 +15,7 @@ import fnmatch
 import itertools
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -297,13 +298,9 @@ class Harness:
 
     async def run_scenario(self, bench: Bench, scenario: Scenario) -> None:
         targets = [bench.servers[name] for name in scenario.servers if name in bench.servers]
-        if self.options.warmup:
-            for server in list(targets):
-                record = await self.measure(bench, scenario, server, 0)
-                if record.status.startswith("not available"):
-                    targets.remove(server)
-        for round_ in range(1, self.rounds + 1):
-            shift = (round_ - 1) % max(1, len(targets))
+        # Round 0, the warm-up, goes in the listed order like round 1.
+        for round_ in range(0 if self.options.warmup else 1, self.rounds + 1):
+            shift = max(0, round_ - 1) % max(1, len(targets))
             for server in targets[shift:] + targets[:shift]:
                 record = await self.measure(bench, scenario, server, round_)
                 if record.status.startswith("not available"):
@@ -341,7 +338,7 @@ class Harness:
         finally:
             for server in servers:
                 await server.stop()
-            await asyncio.to_thread(_remove_tree, workdir)
+            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
         complete = (
             not options.scenarios
             and not unavailable
@@ -397,9 +394,3 @@ def dirty_bytes() -> int:
             if line.startswith(("Dirty:", "Writeback:")):
                 total += int(line.split()[1]) * 1024
     return total
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

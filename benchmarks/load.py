@@ -49,10 +49,10 @@ class Outcome:
             self.error_sample = text[:300]
 
 
-def new_session(connections: int = 0) -> aiohttp.ClientSession:
-    """A keep-alive session without a connection cap (0) or with one."""
+def new_session() -> aiohttp.ClientSession:
+    """A keep-alive session without a connection cap."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0),
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300),
         read_bufsize=READ_BUFFER,
         auto_decompress=False,
@@ -89,19 +89,19 @@ async def stream_body(head: bytes, size: int, tail: bytes) -> AsyncIterator[byte
 
 
 def upload_request(
-    server: Server, name: str, size: int, body: AsyncIterator[bytes] | None = None
+    server: Server, name: str, size: int
 ) -> tuple[str, str, dict[str, str], AsyncIterator[bytes]]:
     """Method, URL, headers and streamed body of one upload to `server`."""
     if not server.multipart:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        return "PUT", server.upload_url(name), headers, body or stream_body(b"", size, b"")
+        return "PUT", server.upload_url(name), headers, stream_body(b"", size, b"")
     boundary = "bench" + secrets.token_hex(12)
     head, tail = multipart_envelope(name, boundary)
     headers = {
         "Content-Type": f"multipart/form-data; boundary={boundary}",
         "Content-Length": str(len(head) + size + len(tail)),
     }
-    return "POST", server.upload_url(name), headers, body or stream_body(head, size, tail)
+    return "POST", server.upload_url(name), headers, stream_body(head, size, tail)
 
 
 async def upload(session: aiohttp.ClientSession, server: Server, name: str, size: int) -> str:
@@ -150,12 +150,10 @@ async def upload_many(
     return outcome
 
 
-async def download(
-    session: aiohttp.ClientSession, url: str, expected: int, headers: dict[str, str] | None = None
-) -> int:
+async def download(session: aiohttp.ClientSession, url: str, expected: int) -> int:
     """GET `url`, reading and discarding the body; the byte count, checked."""
     received = 0
-    async with session.get(url, headers=headers) as response:
+    async with session.get(url) as response:
         if response.status not in (200, 206):
             raise UploadFailed(f"GET {url}: {response.status} {(await response.text())[:200]}")
         while data := await response.content.readany():

@@ -78,19 +78,16 @@ def idle_rss(pids: list[int], samples: int = 5) -> int:
 class RssSampler:
     """Samples the RSS of a process tree every ~50 ms on a thread; keeps the peak."""
 
-    def __init__(self, pids: list[int], interval: float = SAMPLE_INTERVAL) -> None:
+    def __init__(self, pids: list[int]) -> None:
         self._pids = pids
-        self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self.peak = 0
-        self.samples = 0
 
     def _run(self) -> None:
         while True:
             self.peak = max(self.peak, rss_bytes(self._pids))
-            self.samples += 1
-            if self._stop.wait(self._interval):
+            if self._stop.wait(SAMPLE_INTERVAL):
                 return
 
     def __enter__(self) -> RssSampler:

@@ -45,11 +45,8 @@ class Cell:
     def ok(self) -> bool:
         return bool(self.runs)
 
-    def _values(self, get: Callable[[RunRecord], float | None]) -> list[float]:
-        return [value for run in self.runs if (value := get(run)) is not None]
-
     def _median(self, get: Callable[[RunRecord], float | None]) -> float | None:
-        values = self._values(get)
+        values = [value for run in self.runs if (value := get(run)) is not None]
         return statistics.median(values) if values else None
 
     @property
@@ -84,10 +81,6 @@ class Cell:
     def rss_above_idle(self) -> int:
         """The worst round: memory targets are about the peak."""
         return max((run.rss_above_idle for run in self.runs), default=0)
-
-    @property
-    def rss_idle(self) -> int:
-        return int(statistics.median(run.rss_idle for run in self.runs)) if self.runs else 0
 
     @property
     def rss_peak(self) -> int:
@@ -237,6 +230,11 @@ def targets_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
             value = max(value or 0.0, workers.ratio)
         rows.append([label, f"≥ {target:g}x", shown, verdict(value, target)])
 
+    def memory_row(label: str, target: float, value: float | None, digits: int) -> None:
+        """A figure in MiB that must stay at or under `target`."""
+        shown = "—" if value is None else f"{value:.{digits}f} MiB"
+        rows.append([label, f"≤ {target:g} MiB", shown, verdict(value, target, False)])
+
     ratio_row("one big multipart upload vs nginx PUT", "upload-big", 0.9)
     ratio_row("5 MB uploads at 64 concurrent", "upload-5m-c64", 0.9)
     ratio_row("big download", "download-big", 1.0)
@@ -244,7 +242,7 @@ def targets_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
     ratio_row("5 KB downloads at 64 concurrent", "download-5k-c64", 0.15)
 
     imported = _cell(cells, "import-big", "streamproxy")
-    direct = _cell(cells, "upload-big", "streamproxy")
+    direct = _cell(cells, "upload-big", "streamproxy")  # the big upload, alone
     if imported and direct:
         value: float | None = imported.median / direct.median
         shown = fmt_ratio(value)
@@ -273,38 +271,16 @@ def targets_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
         ]
     )
 
-    big = _cell(cells, "upload-big", "streamproxy")
-    above = big.rss_above_idle / MiB if big else None
-    rows.append(
-        [
-            "RSS during the big upload, above idle",
-            "≤ 50 MiB",
-            "—" if above is None else f"{above:.1f} MiB",
-            verdict(above, 50, higher_is_better=False),
-        ]
-    )
+    above = direct.rss_above_idle / MiB if direct else None
+    memory_row("RSS during the big upload, above idle", 50, above, 1)
     crowd = _cell(cells, "upload-5m-c256", "streamproxy")
     per = crowd.rss_above_idle / MiB / crowd.scenario["concurrency"] if crowd else None
-    rows.append(
-        [
-            "RSS per transfer in flight at 256 concurrent, above idle after the warm-up",
-            "≤ 1.5 MiB",
-            "—" if per is None else f"{per:.2f} MiB",
-            verdict(per, 1.5, higher_is_better=False),
-        ]
-    )
+    label = "RSS per transfer in flight at 256 concurrent, above idle after the warm-up"
+    memory_row(label, 1.5, per, 2)
     fresh = per_transfer_from_fresh(result, crowd) if crowd else None
-    rows.append(
-        [
-            "the same, above the fresh process's idle RSS (see Memory)",
-            "≤ 1.5 MiB",
-            "—" if fresh is None else f"{fresh:.2f} MiB",
-            verdict(fresh, 1.5, higher_is_better=False),
-        ]
-    )
+    memory_row("the same, above the fresh process's idle RSS (see Memory)", 1.5, fresh, 2)
     slow = _cell(cells, "slow-clients", "streamproxy")
-    alone = _cell(cells, "upload-big", "streamproxy")
-    kept = slow.median / alone.median if slow and alone and alone.median else None
+    kept = slow.median / direct.median if slow and direct and direct.median else None
     rows.append(
         [
             "fast upload's rate while slow clients trickle, vs alone",

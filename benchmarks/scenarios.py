@@ -93,15 +93,12 @@ class Scenario:
     servers: tuple[str, ...] = SERVERS
     concurrency: int = 1
     size: int = 0
-    needs_wrk: bool = False
     group: str = ""
 
 
 def human_size(size: int) -> str:
-    for unit, factor in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if size >= factor and size % factor == 0:
-            return f"{size // factor} {unit}"
-    for unit, factor in (("MB", 1_000_000), ("KB", 1000)):
+    units = (("GiB", GiB), ("MiB", MiB), ("KiB", KiB), ("MB", 1_000_000), ("KB", 1000))
+    for unit, factor in units:
         if size >= factor and size % factor == 0:
             return f"{size // factor} {unit}"
     return f"{size} B"
@@ -150,11 +147,7 @@ def wrk_uploads(size: int, connections: int) -> Runner:
     return run
 
 
-def big_download(bench: Bench, server: Server) -> Awaitable[Outcome]:
-    return _download_once(bench, server)
-
-
-async def _download_once(bench: Bench, server: Server) -> Outcome:
+async def big_download(bench: Bench, server: Server) -> Outcome:
     url = server.download_url(bench.fixture(server, "big"))
     started = time.perf_counter()
     received = await asyncio.to_thread(load.download_raw, url, bench.profile.big)
@@ -306,7 +299,6 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             wrk_uploads(profile.small, 64),
             concurrency=64,
             size=profile.small,
-            needs_wrk=True,
             servers=WITH_WORKERS,
             group="upload",
         ),
@@ -325,7 +317,6 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             wrk_downloads("big", 16, profile.range_length),
             concurrency=16,
             size=profile.range_length,
-            needs_wrk=True,
             servers=WITH_WORKERS,
             group="download",
         ),
@@ -336,7 +327,6 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             wrk_downloads("small", 64),
             concurrency=64,
             size=profile.small,
-            needs_wrk=True,
             servers=WITH_WORKERS,
             group="download",
         ),
@@ -349,8 +339,6 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             size=profile.big,
             group="import",
         ),
-    ]
-    scenarios.append(
         Scenario(
             "slow-clients",
             f"one {big} upload while {profile.trickle_count} uploads trickle at "
@@ -360,6 +348,6 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             size=profile.big,
             concurrency=profile.trickle_count,
             group="slow-clients",
-        )
-    )
+        ),
+    ]
     return scenarios

@@ -17,7 +17,6 @@ import contextlib
 import grp
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -252,18 +251,8 @@ class Streamproxy(Server):
         super().__init__(workdir)
         self.extra_args = extra_args
 
-    def supported_flags(self) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "streamproxy", "serve", "--help"],
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-            check=False,
-        )
-        return done.stdout
-
     def command(self) -> list[str]:
-        command = [
+        return [
             sys.executable,
             "-m",
             "streamproxy",
@@ -278,11 +267,11 @@ class Streamproxy(Server):
             "2G",
             "--log-level",
             "warning",
-        ]
-        if "--fetch-allow" in self.supported_flags():
             # The URL import's source is nginx on loopback, refused by default.
-            command += ["--fetch-allow", "127.0.0.1/32"]
-        return command + self.extra_args
+            "--fetch-allow",
+            "127.0.0.1/32",
+            *self.extra_args,
+        ]
 
     def uploaded_files(self) -> list[Path]:
         files = super().uploaded_files()
@@ -347,13 +336,3 @@ class FastAPIPeer(Server):
             "--timeout-keep-alive",
             "75",
         ]
-
-
-def remove_files(paths: list[Path]) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -76,7 +76,12 @@ class Metrics:
         try:
             yield
         finally:
-            self.storage.labels(operation).observe(time.perf_counter() - started)
+            self.record(operation, started)
+
+    def record(self, operation: str, started: float, *_: object) -> None:
+        """A storage operation that began at `started` (perf_counter) has ended; extra
+        arguments are ignored, so this can be a future's done callback."""
+        self.storage.labels(operation).observe(time.perf_counter() - started)
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)

@@ -10,7 +10,7 @@ instead of line by line. Header values are parsed with aiohttp's own helpers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -140,34 +140,31 @@ class FormReader:
         """Read more of the body into the buffer; False at the end of the body."""
         if self._eof:
             return False
-        try:
-            async with asyncio.timeout(self._idle_timeout):
-                data = await self._content.readany()
-        except Exception as error:
-            failure = self._read_failure(error)
-            if failure is None:
-                raise
-            raise failure from error
+        data = await self._read(self._content.readany())
         if not data:
             self._eof = True
             return False
         self._buffer += data
         return True
 
-    def _read_failure(self, error: Exception) -> ApiError | None:
-        """What a failed read of the body means for the client; None: not the client's doing."""
-        if isinstance(error, TimeoutError):
-            return ApiError(
+    async def _read(self, read: Awaitable[bytes]) -> bytes:
+        """One read of the body within the idle timeout; its failures as the client's errors."""
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                return await read
+        except TimeoutError:
+            raise ApiError(
                 408,
                 "timeout",
                 f"no data from the client for {self._idle_timeout:g} seconds",
                 close=True,
-            )
-        if isinstance(error, (ConnectionError, asyncio.IncompleteReadError)):
-            return bad_request(f"the request body broke off: {error}")
-        if type(error).__module__.startswith("aiohttp"):  # bad chunking, bad encoding
-            return bad_request(f"the request body is malformed: {error}")
-        return None
+            ) from None
+        except (ConnectionError, asyncio.IncompleteReadError) as error:
+            raise bad_request(f"the request body broke off: {error}") from error
+        except Exception as error:  # aiohttp's payload errors (bad chunking, bad encoding)
+            if type(error).__module__.startswith("aiohttp"):
+                raise bad_request(f"the request body is malformed: {error}") from error
+            raise
 
     async def _skip_preamble(self) -> None:
         while True:
@@ -243,20 +240,17 @@ class FormReader:
         """The next piece of the body as aiohttp received it (no joining); b"" at the end."""
         if self._eof:
             return b""
-        try:
-            async with asyncio.timeout(self._idle_timeout):
-                while True:
-                    data, _ = await self._content.readchunk()
-                    if data or self._content.at_eof():
-                        break
-        except Exception as error:
-            failure = self._read_failure(error)
-            if failure is None:
-                raise
-            raise failure from error
+        data = await self._read(self._next_chunk())
         if not data:
             self._eof = True
         return data
+
+    async def _next_chunk(self) -> bytes:
+        """aiohttp's next non-empty chunk (it yields empty ones at HTTP chunk ends)."""
+        while True:
+            data, _ = await self._content.readchunk()
+            if data or self._content.at_eof():
+                return data
 
     async def body_chunks(self, part: FormPart) -> AsyncIterator[bytes | memoryview]:
         """A part's bytes up to the next delimiter, as pieces of what aiohttp received.

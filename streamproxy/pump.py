@@ -153,20 +153,16 @@ class Intake:
                 batch.append(piece)
                 batched += size
                 if self.media_type is None and batched >= HEADER_SIZE:
-                    self._decide_type(b"".join(batch)[:HEADER_SIZE])
+                    self._decide_type(_first_bytes(batch, HEADER_SIZE))
                 if batched >= self._chunk_size:
-                    in_flight.append(asyncio.ensure_future(writer.write(batch)))
-                    if self._scan is not None:
-                        await self._feed_scanner(batch)
+                    await self._hand_over(writer, batch, in_flight)
                     batch, batched = [], 0
                     if len(in_flight) >= WRITES_IN_FLIGHT:
                         await in_flight.popleft()
             if self.media_type is None:
-                self._decide_type(b"".join(batch)[:HEADER_SIZE])
+                self._decide_type(_first_bytes(batch, HEADER_SIZE))
             if batch:
-                in_flight.append(asyncio.ensure_future(writer.write(batch)))
-                if self._scan is not None:
-                    await self._feed_scanner(batch)
+                await self._hand_over(writer, batch, in_flight)
             while in_flight:
                 await in_flight.popleft()
             await self._check_verdict()
@@ -175,6 +171,18 @@ class Intake:
                 # Let the writes finish (the writer's abort waits for them anyway),
                 # and keep their own errors from masking the one that got us here.
                 write.add_done_callback(_consume_result)
+
+    async def _hand_over(
+        self,
+        writer: StorageWriter,
+        batch: list[Piece],
+        in_flight: collections.deque[asyncio.Future[None]],
+    ) -> None:
+        """Queue a batch for the writer, tracked in `in_flight` before anything else can
+        fail, and stream it to the scanner meanwhile."""
+        in_flight.append(asyncio.ensure_future(writer.write(batch)))
+        if self._scan is not None:
+            await self._feed_scanner(batch)
 
     async def _feed_scanner(self, pieces: list[Piece]) -> None:
         assert self._scan is not None
@@ -229,3 +237,13 @@ class Intake:
 def _consume_result(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _first_bytes(pieces: list[Piece], count: int) -> bytes:
+    """The first `count` bytes of the pieces, copying no more than those."""
+    head = bytearray()
+    for piece in pieces:
+        head += piece[: count - len(head)]
+        if len(head) >= count:
+            break
+    return bytes(head)

@@ -94,11 +94,12 @@ class Supervisor:
         return urls
 
     def stop(self, signum: int, frame: FrameType | None = None) -> None:
+        """SIGTERM: pass it on to the workers, which drain, and wait for them."""
         self.stopping = True
         for process in self.processes.values():
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    process.terminate() if signum == signal.SIGTERM else process.kill()
+                    process.terminate()
 
     def supervise(self) -> None:
         """Restart a worker that died; return once all have exited after a stop."""
@@ -124,8 +125,7 @@ def run_workers(settings: Settings) -> None:
     description = asyncio.run(_prepare_storage(settings))
     shared = settings.with_overrides(port=port, storage_prepared=True, reuse_port=True)
     supervisor = Supervisor(shared)
-    forward = supervisor.stop
-    signal.signal(signal.SIGTERM, lambda signum, frame: forward(signal.SIGTERM, frame))
+    signal.signal(signal.SIGTERM, supervisor.stop)
     # Ctrl-C reaches every process of the group; the workers drain by themselves.
     signal.signal(signal.SIGINT, lambda signum, frame: setattr(supervisor, "stopping", True))
     try:

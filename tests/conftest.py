@@ -277,12 +277,17 @@ async def read_response(reader: asyncio.StreamReader) -> bytes:
     return head + await asyncio.wait_for(reader.readexactly(length), 30)
 
 
-async def raw_request(port: int, head: bytes, body_parts: list[bytes]) -> bytes:
-    """Send a hand-made HTTP request over a plain socket; return the server's response."""
+async def raw_request(port: int, head: bytes, body_parts: list[bytes], pause: float = 0.0) -> bytes:
+    """Send a hand-made HTTP request over a plain socket; return the server's response.
+
+    With `pause`, each body part goes out that many seconds after the one before,
+    so the server reads them separately."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(head)
-        for part in body_parts:
+        for index, part in enumerate(body_parts):
+            if pause and index:
+                await asyncio.sleep(pause)
             writer.write(part)
             await writer.drain()
         return await read_response(reader)
@@ -374,6 +379,26 @@ async def spawn_server(
 
     server.log_reader = asyncio.ensure_future(drain())
     return server
+
+
+async def upload_across_sigterm(
+    server: ServerProcess, storage: Path, request: bytes, sent: int
+) -> bytes:
+    """Send the first `sent` bytes of an upload `request`; once the server stages it,
+    SIGTERM the server; send the rest and return the answer (the drain should let
+    the upload finish)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request[:sent])
+        await writer.drain()
+        await eventually(lambda: staged_files(server.pid, storage) == 1)
+        server.process.terminate()
+        await eventually(lambda: any("shutting down" in line for line in server.log))
+        writer.write(request[sent:])
+        return await asyncio.wait_for(reader.read(), 20)
+    finally:
+        writer.close()
 
 
 def staged_files(pid: int, root: Path) -> int:

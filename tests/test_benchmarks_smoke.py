@@ -8,6 +8,7 @@ report work. It asserts nothing about speed.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,5 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
     text = report.read_text()
     assert "one 4 MiB upload" in text
     assert "not the committed results" in text
+    # streamproxy's rows carry figures and a ratio to nginx, not just the scenario's title
+    assert re.search(r"\| streamproxy \| \*\*[\d.,]+\*\* MB/s \| [\d.,-]+ \| \d+\.\d\dx \|", text)

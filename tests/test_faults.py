@@ -27,6 +27,7 @@ from .conftest import (
     random_bytes,
     staged_files,
     stop_server,
+    upload_across_sigterm,
 )
 
 Spawn = Callable[..., Awaitable[ServerProcess]]
@@ -103,16 +104,9 @@ async def test_shutdown_mid_upload_leaves_nothing(spawn: Spawn, tmp_path: Path) 
 async def test_shutdown_lets_a_quick_upload_finish(spawn: Spawn, tmp_path: Path) -> None:
     storage = tmp_path / "store"
     server = await spawn("--storage", str(storage), "--shutdown-timeout", "10")
-    port = int(server.url.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    sent = 1_500_000  # several chunks: the temporary file exists by then
-    writer.write(http_post_head("/files", "b", len(BODY)) + BODY[:sent])
-    await writer.drain()
-    await eventually(lambda: staged_files(server.pid, storage) == 1)
-    server.process.terminate()
-    await eventually(lambda: any("shutting down" in line for line in server.log))
-    writer.write(BODY[sent:])
-    answer = await asyncio.wait_for(reader.read(), 20)
+    head = http_post_head("/files", "b", len(BODY))
+    # Several chunks in: the temporary file exists by then.
+    answer = await upload_across_sigterm(server, storage, head + BODY, len(head) + 1_500_000)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert await asyncio.wait_for(server.process.wait(), 20) == 0
     assert (storage / "1_f.bin").read_bytes() == FILE

@@ -35,7 +35,7 @@ from .conftest import (
     run_program,
 )
 from .faultproxy import FaultProxy
-from .s3support import BUCKET, MotoServer, S3Store, free_port
+from .s3support import BUCKET, STAGING, MotoServer, S3Store, free_port
 
 MiB = 1024 * 1024
 # Parts of S3's minimum size, and a cap that lets a file span several of them.
@@ -72,6 +72,26 @@ async def test_file_of_several_parts_round_trip(start_service: ServiceFactory) -
         stat = await response.json()
     assert stat["etag"] == md5(BIG_FILE) and stat["type"] == "video/mp4"
     service.assert_clean({"11111_video.mp4"})
+
+
+@pytest.mark.parametrize(
+    "size", [5 * MiB, 10 * MiB], ids=["exactly-one-part", "exactly-two-parts-and-the-cap"]
+)
+async def test_sizes_at_the_part_boundary(start_service: ServiceFactory, size: int) -> None:
+    """Exactly one part is still one PutObject; two take the multipart path, to the cap.
+
+    (A part may overshoot by a write batch, so where between the two the path
+    changes depends on batching: not asserted.)"""
+    service = await start_service(max_size=10 * MiB, s3_part_size=5 * MiB)
+    store = service.store
+    assert isinstance(store, S3Store)
+    data = random_bytes(size, seed=size)
+    body = await service.upload_json(data, filename="edge.bin")
+    assert (body["size"], body["etag"]) == (size, md5(data))
+    assert await service.fetch(body["name"]) == data
+    head = store.moto.client.head_object(Bucket=BUCKET, Key=store.prefix + body["name"])
+    assert ("-" in head["ETag"]) == (size > 5 * MiB)  # a multipart ETag ends in -N
+    service.assert_clean({body["name"]})
 
 
 async def test_large_upload_never_replaces_a_taken_name(start_service: ServiceFactory) -> None:
@@ -262,7 +282,7 @@ async def test_stale_sweep_spares_live_uploads_of_other_instances(
     first = await start_service()
     store = first.store
     assert isinstance(store, S3Store)
-    client, staging = moto_server.client, store.prefix + ".tmp/"
+    client, staging = moto_server.client, store.prefix + STAGING
     kept = await first.upload_json(b"kept", filename="kept.txt")
     # A crash long ago left a staging object and a multipart upload; another
     # instance is uploading right now. (moto reports one fixed 2010 date as

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from streamproxy.errors import _to_api_error
 from streamproxy.settings import Settings, SettingsError, load_settings
 from streamproxy.storage import open_storage
-from streamproxy.storage.base import FileInfo, StorageFull, StorageUnavailable
+from streamproxy.storage.base import FileInfo, StorageError, StorageFull, StorageUnavailable
 from streamproxy.storage.s3 import S3Location, S3Storage, effective_part_size
 from streamproxy.storage.s3meta import decode, encode, is_taken, storage_error
 
@@ -44,8 +44,15 @@ def test_metadata_round_trip_keeps_any_text() -> None:
 
 def test_size_mismatch_is_an_error_not_a_short_download() -> None:
     info = FileInfo(type="a/b", size=5, etag="0" * 32, created=datetime.now(UTC))
-    with pytest.raises(Exception, match="metadata says 5"):
+    with pytest.raises(StorageError, match="metadata says 5"):
         decode({"Metadata": encode(info), "ContentLength": 4})
+
+
+def test_unreadable_metadata_is_a_storage_error() -> None:
+    info = FileInfo(type="a/b", size=5, etag="0" * 32, created=datetime.now(UTC))
+    meta = encode(info) | {"created": "yesterday"}
+    with pytest.raises(StorageError, match="metadata is unreadable"):
+        decode({"Metadata": meta, "ContentLength": 5})
 
 
 def test_foreign_object_uses_s3_system_metadata() -> None:

@@ -219,6 +219,34 @@ async def test_chunked_request_body(service: Service) -> None:
     assert await service.fetch("9_a.bin") == b"z" * 5000
 
 
+def _http_chunks(data: bytes, size: int) -> list[bytes]:
+    return [
+        f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+        for piece in (data[i : i + size] for i in range(0, len(data), size))
+    ]
+
+
+@pytest.mark.parametrize("piece_size", [1, 3, 9, 10, 11, 12, 4099])
+async def test_delimiter_split_across_pieces(service: Service, piece_size: int) -> None:
+    """The file's bytes arrive, after its part headers, in HTTP chunks of `piece_size`
+    bytes, which aiohttp hands over one by one: the closing delimiter ("\r\n--chunky",
+    10 bytes) then begins in one piece and ends in a later one, and the content holds
+    near-misses of it."""
+    boundary = "chunky"
+    content = b"\r\n--chunk" + random_bytes(300, seed=piece_size) + b"\r\n--chunkx\r\n-"
+    body = multipart_body(
+        boundary, [field_part("conversationId", "8"), file_part(content, "s.bin")]
+    )
+    start = body.index(content)  # the part headers go first, on their own
+    head = http_post_head("/files", boundary, None, "Transfer-Encoding: chunked\r\n")
+    pieces = _http_chunks(body[:start], start) + _http_chunks(body[start:], piece_size)
+    answer = await raw_request(
+        service.port, head, [pieces[0], b"".join(pieces[1:]) + b"0\r\n\r\n"], pause=0.05
+    )
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert await service.fetch("8_s.bin") == content
+
+
 async def test_gzip_request_body_is_decoded(service: Service) -> None:
     import gzip
 

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import aiohttp
 
-from .conftest import ServerProcess, eventually, random_bytes, staged_files, stop_server
+from .conftest import (
+    ServerProcess,
+    eventually,
+    field_part,
+    file_part,
+    http_post_head,
+    multipart_body,
+    random_bytes,
+    stop_server,
+    upload_across_sigterm,
+)
 
 Spawn = Callable[..., Awaitable[ServerProcess]]
 
@@ -88,24 +98,11 @@ async def test_workers_drain_on_sigterm(spawn: Spawn, tmp_path: Path) -> None:
     storage = tmp_path / "data"
     server = await spawn("--storage", str(storage), "--workers", "2", "--shutdown-timeout", "10")
     await eventually(lambda: started(server))
-    body = b'--b\r\nContent-Disposition: form-data; name="conversationId"\r\n\r\n7\r\n'
-    body += b'--b\r\nContent-Disposition: form-data; name="file"; filename="d.bin"\r\n\r\n'
     content = random_bytes(2_000_000)
-    tail = content + b"\r\n--b--\r\n"
-    port = int(server.url.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (
-        f"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-        f"Content-Length: {len(body) + len(tail)}\r\nConnection: close\r\n\r\n"
-    ).encode()
-    sent = 1_200_000  # a few chunks in: the temporary file exists by then
-    writer.write(head + body + tail[:sent])
-    await writer.drain()
-    await eventually(lambda: staged_files(server.pid, storage) == 1)
-    server.process.terminate()
-    await eventually(lambda: any("shutting down" in line for line in server.log))
-    writer.write(tail[sent:])
-    answer = await asyncio.wait_for(reader.read(), 20)
+    body = multipart_body("b", [field_part("conversationId", "7"), file_part(content, "d.bin")])
+    request = http_post_head("/files", "b", len(body)) + body
+    # A few chunks in: the temporary file exists by then.
+    answer = await upload_across_sigterm(server, storage, request, 1_200_000)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert await asyncio.wait_for(server.process.wait(), 30) == 0
     assert (storage / "7_d.bin").read_bytes() == content

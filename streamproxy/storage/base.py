@@ -17,6 +17,8 @@ from typing import IO, Any, Protocol
 
 from aiohttp import web
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # creation times, in metadata and answers (UTC)
+
 
 class StorageError(Exception):
     """Storage failed in a way the client cannot fix (mapped to 500; subclasses say more)."""
@@ -52,15 +54,13 @@ class FileInfo:
 
     def to_json(self) -> bytes:
         data: dict[str, Any] = asdict(self)
-        data["created"] = self.created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        data["created"] = self.created.strftime(TIME_FORMAT)
         return json.dumps(data, ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> FileInfo:
         data = json.loads(raw)
-        data["created"] = datetime.strptime(data["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=UTC
-        )
+        data["created"] = datetime.strptime(data["created"], TIME_FORMAT).replace(tzinfo=UTC)
         return cls(**data)
 
 
@@ -79,7 +79,7 @@ class StoredMeta:
             "type": info.type,
             "size": info.size,
             "etag": info.etag,
-            "created": info.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": info.created.strftime(TIME_FORMAT),
             "conversationId": info.conversation_id,
             "channel": info.channel,
             "originalName": info.original_name,

@@ -53,6 +53,7 @@ TMP_DIR = ".tmp"
 HELD_BACK = 64 * 1024  # a first chunk up to this size waits for the next trip
 _GIL_HELD = 2047  # hashlib keeps the GIL for updates below 2048 bytes
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC  # a stored file, never a link
 _T = TypeVar("_T")
 
 
@@ -482,7 +483,7 @@ class LocalStorage:
 
     def _open_sync(self, name: str) -> tuple[LocalFileHandle, Identity]:
         try:
-            fd = os.open(self.root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self.root / name, _READ_FLAGS)
         except FileNotFoundError:
             raise FileMissing(name) from None
         except OSError as error:
@@ -509,22 +510,25 @@ class LocalStorage:
             raise
         return LocalFileHandle(meta, self, local_file=file), Identity.of(status)
 
-    def _cached(self, name: str) -> LocalFileHandle | None:
-        """The file under `name` from the cache, if it is still the one there (one stat)."""
+    def _cache_entry(self, name: str) -> CachedFile | None:
+        """The cache's entry for `name`, if it is still the file there (one stat)."""
         if self._cache is None:
             return None
-        path = self.root / name
         try:
-            status = os.stat(path, follow_symlinks=False)
+            status = os.stat(self.root / name, follow_symlinks=False)
         except OSError:
             return None
-        entry = self._cache.get(name, Identity.of(status))
+        return self._cache.get(name, Identity.of(status))
+
+    def _cached(self, name: str) -> LocalFileHandle | None:
+        """The file under `name` from the cache: its bytes, or opened on the loop."""
+        entry = self._cache_entry(name)
         if entry is None:
             return None
         if entry.content is not None:
             return LocalFileHandle(entry.meta, self, content=entry.content)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self.root / name, _READ_FLAGS)
         except OSError:
             return None
         file = os.fdopen(fd, "rb", buffering=0)
@@ -547,10 +551,17 @@ class LocalStorage:
         finally:
             handle.close()
 
-    async def stat(self, name: str) -> StoredMeta:
-        if not (await self.run_blocking((self.root / name).is_file)):
+    def _stat_sync(self, name: str) -> StoredMeta:
+        if not (self.root / name).is_file():
             raise FileMissing(name)
-        return StoredMeta(name, await self.run_blocking(self._read_meta_sync, name))
+        return StoredMeta(name, self._read_meta_sync(name))
+
+    async def stat(self, name: str) -> StoredMeta:
+        """From the cache when the file was served lately, else in one thread trip."""
+        entry = self._cache_entry(name)
+        if entry is not None:
+            return entry.meta
+        return await self.run_blocking(self._stat_sync, name)
 
     def _probe_sync(self) -> None:
         probe = self.tmp_dir / f"ready-{self.temporary_name()}.probe"

@@ -43,6 +43,7 @@ from .s3upload import S3Writer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_s3.type_defs import HeadObjectOutputTypeDef
 
 log = logging.getLogger("streamproxy.storage")
 
@@ -335,23 +336,23 @@ class S3Storage:
             raise storage_error(error, "starting the upload") from error
         return response["UploadId"]
 
-    async def _head(self, name: str) -> tuple[StoredMeta, str]:
+    async def _head_object(self, key: str, doing: str) -> HeadObjectOutputTypeDef | None:
+        """HeadObject, or None when there is no such object."""
         try:
-            head = await self.client.head_object(Bucket=self.bucket, Key=self.key(name))
+            return await self.client.head_object(Bucket=self.bucket, Key=key)
         except S3_ERRORS as error:
             if is_missing(error):
-                raise FileMissing(name) from None
-            raise storage_error(error, "looking the file up") from error
+                return None
+            raise storage_error(error, doing) from error
+
+    async def _head(self, name: str) -> tuple[StoredMeta, str]:
+        head = await self._head_object(self.key(name), "looking the file up")
+        if head is None:
+            raise FileMissing(name)
         return StoredMeta(name, decode(head)), str(head.get("ETag", ""))
 
     async def exists(self, key: str) -> bool:
-        try:
-            await self.client.head_object(Bucket=self.bucket, Key=key)
-        except S3_ERRORS as error:
-            if is_missing(error):
-                return False
-            raise storage_error(error, "looking a name up") from error
-        return True
+        return await self._head_object(key, "looking a name up") is not None
 
     async def stat(self, name: str) -> StoredMeta:
         meta, _ = await self._head(name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
@@ -53,10 +54,6 @@ class Janitor:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
-
     async def remove(self, leftover: Leftover) -> None:
         client = self._client()
         try:
@@ -92,14 +89,18 @@ class Janitor:
 
         return callback
 
+    async def _remove_queued(self) -> None:
+        """One try at each queued leftover; what goes is taken off the queue."""
+        for leftover in list(self._queue):
+            with suppress(*S3_ERRORS):
+                await self.remove(leftover)
+                self._queue.discard(leftover)
+
     async def _retry(self) -> None:
         delay = FIRST_RETRY
         while self._queue:
             await asyncio.sleep(delay)
-            for leftover in list(self._queue):
-                with suppress(*S3_ERRORS):
-                    await self.remove(leftover)
-                    self._queue.discard(leftover)
+            await self._remove_queued()
             delay = min(delay * 2, LAST_RETRY)
 
     async def close(self) -> None:
@@ -109,16 +110,8 @@ class Janitor:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
-        remaining = list(self._queue)
-
-        async def last_try() -> None:
-            for leftover in remaining:
-                with suppress(*S3_ERRORS):
-                    await self.remove(leftover)
-                    self._queue.discard(leftover)
-
         with suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(last_try(), LAST_TRY)
+            await asyncio.wait_for(self._remove_queued(), LAST_TRY)
         if self._queue:
             log.warning(
                 "%d staging objects or multipart uploads are left in the bucket; "
@@ -127,15 +120,14 @@ class Janitor:
             )
 
 
-def staging_key(staging_prefix: str, now: datetime | None = None) -> str:
+def staging_key(staging_prefix: str) -> str:
     """A fresh staging key that carries its creation time, for `remove_stale`.
 
     ListMultipartUploads' `Initiated` would do, but not every S3-compatible
     server fills it in faithfully (moto reports one fixed date), and taking a
     live upload for a stale one would abort another instance's transfer.
     """
-    seconds = int((now or datetime.now(UTC)).timestamp())
-    return f"{staging_prefix}{seconds}-{uuid.uuid4().hex}"
+    return f"{staging_prefix}{int(time.time())}-{uuid.uuid4().hex}"
 
 
 def _created(key: str, staging_prefix: str, reported: datetime) -> datetime:

@@ -21,11 +21,17 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from .base import FileInfo, StorageError, StorageFull, StorageUnavailable
+from .base import (
+    TIME_FORMAT,
+    FileInfo,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+    now_utc,
+)
 
 log = logging.getLogger("streamproxy.storage")
 
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # Printable ASCII stays readable in the console; `%`, space and the rest are encoded.
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -64,7 +70,7 @@ def encode(info: FileInfo) -> dict[str, str]:
         "md5": info.etag,
         "type": info.type,
         "size": str(info.size),
-        "created": info.created.strftime(_TIME_FORMAT),
+        "created": info.created.strftime(TIME_FORMAT),
     }
     for key, value in (
         ("conversation-id", info.conversation_id),
@@ -83,7 +89,7 @@ def decode(head: Mapping[str, Any]) -> FileInfo:
     if "md5" not in meta:
         return _foreign(head, size)
     try:
-        created = datetime.strptime(meta["created"], _TIME_FORMAT).replace(tzinfo=UTC)
+        created = datetime.strptime(meta["created"], TIME_FORMAT).replace(tzinfo=UTC)
         declared = int(meta["size"])
     except (KeyError, ValueError) as error:
         raise StorageError(f"the object's metadata is unreadable: {error}") from error
@@ -109,12 +115,15 @@ def _foreign(head: Mapping[str, Any], size: int) -> FileInfo:
     """An object put there by another program: S3's ETag is the MD5 for a single PUT."""
     etag = str(head.get("ETag", "")).strip('"')
     modified = head.get("LastModified")
-    created = modified.astimezone(UTC) if isinstance(modified, datetime) else datetime.now(UTC)
+    if isinstance(modified, datetime):
+        created = modified.astimezone(UTC).replace(microsecond=0)
+    else:
+        created = now_utc()
     return FileInfo(
         type=head.get("ContentType") or "application/octet-stream",
         size=size,
         etag=etag if _MD5_RE.match(etag) else (etag or "0" * 32),
-        created=created.replace(microsecond=0),
+        created=created,
     )
 
 
@@ -126,16 +135,19 @@ def http_status(error: ClientError) -> int:
     return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
+def _answered(error: BaseException, codes: frozenset[str], status: int) -> bool:
+    """Did S3 answer with one of these error codes, or with this HTTP status?"""
+    return isinstance(error, ClientError) and (
+        error_code(error) in codes or http_status(error) == status
+    )
+
+
 def is_taken(error: BaseException) -> bool:
-    if not isinstance(error, ClientError):
-        return False
-    return error_code(error) in TAKEN_CODES or http_status(error) == 412
+    return _answered(error, TAKEN_CODES, 412)
 
 
 def is_missing(error: BaseException) -> bool:
-    if not isinstance(error, ClientError):
-        return False
-    return error_code(error) in MISSING_CODES or http_status(error) == 404
+    return _answered(error, MISSING_CODES, 404)
 
 
 def storage_error(error: BaseException, doing: str) -> StorageError:

@@ -30,8 +30,6 @@ from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
 from .s3body import PartReader
 from .s3cleanup import Leftover, staging_key
@@ -131,20 +129,21 @@ class S3Writer:
     async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
         if self._done:
             raise StorageError("the upload is already finished")
+        # The same object arguments for every candidate name: encoded once.
+        arguments = {"ContentType": info.type, "Metadata": encode(info)}
         try:
             if self._next_part == 1:
-                return await self._put_whole(names, info)
+                return await self._put_whole(names, info, arguments)
             await self._flush()
             await self._sent()
             await self._complete_staging()
-            return await self._publish_copy(names, info)
+            return await self._publish_copy(names, info, arguments)
         finally:
             await asyncio.shield(self._storage.track(self._discard()))
 
-    def _object_arguments(self, info: FileInfo) -> dict[str, Any]:
-        return {"ContentType": info.type, "Metadata": encode(info)}
-
-    async def _put_whole(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+    async def _put_whole(
+        self, names: Iterable[str], info: FileInfo, arguments: dict[str, Any]
+    ) -> StoredMeta:
         storage = self._storage
         for name in names:
             try:
@@ -153,7 +152,7 @@ class S3Writer:
                     Key=storage.key(name),
                     Body=PartReader(self._buffer),
                     IfNoneMatch="*",
-                    **self._object_arguments(info),
+                    **arguments,
                 )
             except S3_ERRORS as error:
                 if is_taken(error):
@@ -166,25 +165,26 @@ class S3Writer:
         storage = self._storage
         assert self._upload_id is not None
         self._staged = True
-        parts = sorted(self._parts, key=lambda part: part["PartNumber"])
         try:
             await storage.client.complete_multipart_upload(
                 Bucket=storage.bucket,
                 Key=self._staging_key,
                 UploadId=self._upload_id,
-                MultipartUpload={"Parts": parts},
+                MultipartUpload={"Parts": self._parts},  # in order: parts go one at a time
             )
         except S3_ERRORS as error:
             raise storage_error(error, "completing the upload") from error
         self._upload_id = None
 
-    async def _publish_copy(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+    async def _publish_copy(
+        self, names: Iterable[str], info: FileInfo, arguments: dict[str, Any]
+    ) -> StoredMeta:
         storage = self._storage
         for name in names:
             key = storage.key(name)
             if await storage.exists(key):
                 continue  # known taken: spare the copy (the condition below still decides)
-            upload_id = await storage.create_upload(key, **self._object_arguments(info))
+            upload_id = await storage.create_upload(key, **arguments)
             try:
                 parts = await self._copy_parts(key, upload_id, info.size)
                 await storage.client.complete_multipart_upload(
@@ -196,7 +196,7 @@ class S3Writer:
                 )
             except BaseException as error:
                 await asyncio.shield(storage.janitor.discard(Leftover(key, upload_id)))
-                if isinstance(error, ClientError) and is_taken(error):
+                if is_taken(error):
                     continue
                 if isinstance(error, S3_ERRORS):
                     raise storage_error(error, "publishing the file") from error

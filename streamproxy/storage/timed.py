@@ -6,9 +6,12 @@ about storing, and both are measured the same way.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 
 from ..metrics import Metrics
 from .base import FileInfo, Observer, Piece, Storage, StorageWriter, StoredFile, StoredMeta
@@ -19,9 +22,12 @@ class TimedWriter:
         self._inner = inner
         self._metrics = metrics
 
-    async def write(self, pieces: Sequence[Piece]) -> None:
-        with self._metrics.timed("write"):
-            await self._inner.write(pieces)
+    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
+        """Passed on at once (a writer may queue writes), timed until it is done."""
+        started = time.perf_counter()
+        done = asyncio.ensure_future(self._inner.write(pieces))
+        done.add_done_callback(partial(self._metrics.record, "write", started))
+        return done
 
     async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
         with self._metrics.timed("commit"):
