@@ -118,18 +118,26 @@ def parse_duration(text: str | float) -> float:
     return value
 
 
-def parse_proxy_url(text: str) -> URL:
+def _http_url(text: str, what: str) -> URL:
     url = URL(text.strip())
     if url.scheme not in {"http", "https"} or not url.host:
-        raise ValueError(f"not an http(s) proxy URL: {text!r}")
+        raise ValueError(f"not an http(s) {what}: {text!r}")
     return url
 
 
-def parse_chunk_size(text: str | int) -> int:
+def parse_proxy_url(text: str) -> URL:
+    return _http_url(text, "proxy URL")
+
+
+def _size_within(text: str | int, low: int, high: int, refusal: str) -> int:
     value = parse_size(text)
-    if not 4096 <= value <= 16 * 1024 * 1024:
-        raise ValueError(f"chunk size must be between 4k and 16M: {text}")
+    if not low <= value <= high:
+        raise ValueError(f"{refusal}: {text}")
     return value
+
+
+def parse_chunk_size(text: str | int) -> int:
+    return _size_within(text, 4096, 16 * 1024 * 1024, "chunk size must be between 4k and 16M")
 
 
 S3_MIN_PART = 5 * 1024**2
@@ -138,17 +146,11 @@ S3_MAX_PART = 4 * 1024**3  # a part may overshoot by a chunk; S3 takes 5 GiB at 
 
 def parse_part_size(text: str | int) -> int:
     """S3 refuses parts under 5 MiB (except the last) and over 5 GiB."""
-    value = parse_size(text)
-    if not S3_MIN_PART <= value <= S3_MAX_PART:
-        raise ValueError(f"S3 part size must be between 5M and 4G: {text}")
-    return value
+    return _size_within(text, S3_MIN_PART, S3_MAX_PART, "S3 part size must be between 5M and 4G")
 
 
 def parse_endpoint(text: str) -> str:
-    url = URL(text.strip())
-    if url.scheme not in {"http", "https"} or not url.host:
-        raise ValueError(f"not an http(s) endpoint URL: {text!r}")
-    return str(url)
+    return str(_http_url(text, "endpoint URL"))
 
 
 def parse_log_level(text: str) -> str:

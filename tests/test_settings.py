@@ -108,6 +108,14 @@ def test_repeatable_flags_and_switches() -> None:
         (["--base-path", "/a/../b"], {}, "--base-path"),
         ([], {"STREAMPROXY_FSYNC": "maybe"}, "environment: --fsync"),
         ([], {"STREAMPROXY_MAX_TRANSFERS": "0"}, "--max-transfers"),
+        (["--chunk-size", "4095"], {}, "--chunk-size: chunk size must be between 4k and 16M"),
+        (["--chunk-size", "16777217"], {}, "--chunk-size"),
+        (["--s3-part-size", "5242879"], {}, "--s3-part-size: S3 part size must be between"),
+        (["--s3-part-size", "5G"], {}, "--s3-part-size"),
+        (["--s3-endpoint", "minio:9000"], {}, "--s3-endpoint: not an http"),
+        (["--fetch-proxy", "socks5://p:1080"], {}, "--fetch-proxy: not an http"),
+        (["--workers", "0"], {}, "--workers"),
+        (["--cache-size", "lots"], {}, "--cache-size"),
     ],
 )
 def test_bad_values_name_the_setting(
@@ -115,6 +123,20 @@ def test_bad_values_name_the_setting(
 ) -> None:
     with pytest.raises(SettingsError, match=message):
         parse(*argv, environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("argv", "field", "value"),
+    [
+        (["--chunk-size", "4k"], "chunk_size", 4096),
+        (["--chunk-size", "16M"], "chunk_size", 16 * 1024 * 1024),
+        (["--s3-part-size", "5M"], "s3_part_size", 5 * 1024 * 1024),
+        (["--s3-part-size", "4G"], "s3_part_size", 4 * 1024**3),
+        (["--s3-endpoint", "http://minio:9000"], "s3_endpoint", "http://minio:9000"),
+    ],
+)
+def test_limits_of_values_are_accepted(argv: list[str], field: str, value: object) -> None:
+    assert getattr(parse(*argv), field) == value
 
 
 def test_bad_config_files(tmp_path: Path) -> None:
