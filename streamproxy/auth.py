@@ -9,7 +9,7 @@ import hmac
 
 from aiohttp import web
 
-from .errors import ApiError
+from .error_table import FORBIDDEN, UNAUTHORIZED
 from .settings import SETTINGS
 
 
@@ -20,12 +20,7 @@ def check_api_key(request: web.Request) -> None:
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
-            "unauthorized",
-            "this service needs an API key: send Authorization: Bearer KEY",
-            {"WWW-Authenticate": 'Bearer realm="streamproxy"'},
-        )
+        raise UNAUTHORIZED("this service needs an API key: send Authorization: Bearer KEY")
     presented = token.strip().encode()
     if not any(hmac.compare_digest(presented, key.encode()) for key in keys):
-        raise ApiError(403, "forbidden", "the API key is not valid")
+        raise FORBIDDEN("the API key is not valid")

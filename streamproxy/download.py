@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from . import naming, signing
 from .auth import check_api_key
-from .errors import ApiError, bad_request
+from .error_table import BAD_REQUEST, NOT_FOUND, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE
 from .mediatypes import is_active
 from .metrics import METRICS
 from .preconditions import Outcome, evaluate, if_range_allows
@@ -39,7 +39,7 @@ def requested_name(request: web.Request) -> str:
     try:
         return naming.check_stored_name(request.query.get("filename"))
     except naming.BadName as error:
-        raise bad_request(str(error)) from None
+        raise BAD_REQUEST(str(error)) from None
 
 
 def content_disposition(meta: StoredMeta, attachment: bool) -> str:
@@ -147,7 +147,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         async with storage.open(name) as stored:
             return await _respond(request, stored, attachment)
     except FileMissing:
-        raise ApiError(404, "not_found", f"no file named {name!r}") from None
+        raise NOT_FOUND(f"no file named {name!r}") from None
 
 
 async def _respond(
@@ -159,9 +159,7 @@ async def _respond(
     if outcome is Outcome.NOT_MODIFIED:
         return web.Response(status=304, headers=_validator_headers(meta))
     if outcome is Outcome.FAILED:
-        raise ApiError(
-            412,
-            "precondition_failed",
+        raise PRECONDITION_FAILED(
             "the file does not match the request's If-Match or If-Unmodified-Since",
         )
     headers = file_headers(meta, attachment)
@@ -171,9 +169,7 @@ async def _respond(
             ranges = parse_range(request.headers.get("Range"), size)
         except Unsatisfiable:
             headers = {"Content-Range": f"bytes */{size}"}
-            raise ApiError(
-                416,
-                "range_not_satisfiable",
+            raise RANGE_NOT_SATISFIABLE(
                 f"no requested range overlaps the file's {size} bytes",
                 headers,
             ) from None
@@ -215,5 +211,5 @@ async def stat(request: web.Request) -> web.Response:
     try:
         meta = await request.config_dict[STORAGE].stat(name)
     except FileMissing:
-        raise ApiError(404, "not_found", f"no file named {name!r}") from None
+        raise NOT_FOUND(f"no file named {name!r}") from None
     return web.json_response(meta.to_public(), headers=_validator_headers(meta))

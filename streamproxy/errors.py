@@ -1,8 +1,9 @@
 """The one place where failures become responses: every error is JSON, as API.md says.
 
-Handlers raise `ApiError` (or let storage and parsing errors escape); the middleware
-here turns each into `{"message", "error", "detail"}` with the right status, applies
-`--compat-status`, and turns anything unexpected into a logged 500 with a request id.
+Handlers raise an `ApiError` from error_table.py's table (or let storage and parsing
+errors escape); the middleware here turns each into `{"message", "error", "detail"}`
+with the right status, applies `--compat-status`, and turns anything unexpected into
+a logged 500 with a request id.
 """
 
 from __future__ import annotations
@@ -10,10 +11,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .error_table import (
+    BAD_REQUEST,
+    BY_CODE,
+    BY_STATUS,
+    INSUFFICIENT_STORAGE,
+    INTERNAL,
+    NOT_FOUND,
+    STORAGE_UNAVAILABLE,
+    ApiError,
+)
 from .metrics import METRICS, Handler
 from .settings import SETTINGS
 from .storage.base import FileMissing, StorageFull, StorageUnavailable
@@ -27,110 +37,6 @@ REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 # Route names whose errors carry Hybrid Chat's upload message and obey --compat-status.
 UPLOAD_ROUTES = frozenset({"upload", "upload-hc", "url-upload"})
-
-_MESSAGES = {
-    "bad_request": "Bad request.",
-    "unauthorized": "Authentication required.",
-    "forbidden": "Access denied.",
-    "not_found": "Not found.",
-    "method_not_allowed": "Method not allowed.",
-    "precondition_failed": "Precondition failed.",
-    "range_not_satisfiable": "Range not satisfiable.",
-    "too_large": "File too large.",
-    "type_not_allowed": "File type not accepted.",
-    "timeout": "The request took too long.",
-    "busy": "The service is busy; try again shortly.",
-    "insufficient_storage": "Storage is full.",
-    "not_ready": "Storage is not available.",
-    "storage_unavailable": "Storage is not available; try again shortly.",
-    "source_not_allowed": "The source URL is not allowed.",
-    "source_failed": "The source could not be fetched.",
-    "source_timeout": "The source was too slow.",
-    "internal": "Internal error.",
-}
-
-
-@dataclass
-class ApiError(Exception):
-    """An error with its place in API.md's table: status, code and a detail to act on."""
-
-    status: int
-    code: str
-    detail: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    close: bool = False  # end the connection after answering (the client stalled)
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.detail}"
-
-
-def bad_request(detail: str) -> ApiError:
-    return ApiError(400, "bad_request", detail)
-
-
-def not_found(detail: str) -> ApiError:
-    return ApiError(404, "not_found", detail)
-
-
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, "too_large", f"the file is larger than the limit of {limit} bytes")
-
-
-def type_not_allowed(detail: str) -> ApiError:
-    return ApiError(415, "type_not_allowed", detail)
-
-
-def busy(retry_after: int = 1) -> ApiError:
-    return ApiError(
-        503,
-        "busy",
-        "too many transfers in flight; retry shortly",
-        {"Retry-After": str(retry_after)},
-    )
-
-
-def infected(signature: str) -> ApiError:
-    return ApiError(422, "infected", f"the file contains malware: {signature}")
-
-
-def scanner_unavailable(reason: str) -> ApiError:
-    return ApiError(503, "scanner_unavailable", f"the virus scanner is unavailable: {reason}")
-
-
-def insufficient_storage(detail: str) -> ApiError:
-    return ApiError(507, "insufficient_storage", detail)
-
-
-def storage_unavailable(detail: str) -> ApiError:
-    return ApiError(503, "storage_unavailable", detail, {"Retry-After": "5"})
-
-
-def source_not_allowed(detail: str) -> ApiError:
-    """The URL import's scheme, host or address is refused (server-side request forgery)."""
-    return ApiError(400, "source_not_allowed", detail)
-
-
-def source_failed(detail: str) -> ApiError:
-    """The source answered non-2xx, broke off, or sent a bad encoding or the wrong bytes."""
-    return ApiError(502, "source_failed", detail)
-
-
-def source_timeout(detail: str) -> ApiError:
-    return ApiError(504, "source_timeout", detail)
-
-
-_AIOHTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "timeout",
-    412: "precondition_failed",
-    413: "too_large",
-    415: "type_not_allowed",
-    416: "range_not_satisfiable",
-}
 
 
 def json_error(
@@ -147,7 +53,7 @@ def json_error(
     if upload_route and compat_status and 400 <= status < 500:
         status = 404
     body: dict[str, str] = {
-        "message": UPLOAD_MESSAGE if upload_route else _MESSAGES.get(code, "Error."),
+        "message": UPLOAD_MESSAGE if upload_route else _message(code),
         "error": code,
         "detail": detail,
     }
@@ -159,6 +65,11 @@ def json_error(
         content_type="application/json",
         headers=headers,
     )
+
+
+def _message(code: str) -> str:
+    kind = BY_CODE.get(code)
+    return kind.message if kind else "Error."
 
 
 def is_upload_route(request: web.Request) -> bool:
@@ -201,14 +112,15 @@ async def send_and_close(request: web.Request, response: web.StreamResponse) -> 
 
 def _from_http_exception(request: web.Request, error: web.HTTPException) -> ApiError:
     """aiohttp's own errors (no route, wrong method, ...) in our shape."""
-    code = _AIOHTTP_CODES.get(error.status, "internal" if error.status >= 500 else "bad_request")
+    kind = BY_STATUS.get(error.status, INTERNAL if error.status >= 500 else BAD_REQUEST)
     detail = error.text or error.reason
     if error.status == 404:
         detail = f"no route for {request.method} {request.path}"
     elif error.status == 405:
         detail = f"{request.method} is not allowed on {request.path}"
     allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
-    return ApiError(error.status, code, detail, allow)
+    # The status stays aiohttp's (417, say, has no row of its own: it is a bad_request).
+    return ApiError(error.status, kind.code, detail, {**kind.headers, **allow})
 
 
 def _to_api_error(request: web.Request, error: Exception) -> ApiError:
@@ -218,19 +130,17 @@ def _to_api_error(request: web.Request, error: Exception) -> ApiError:
         return error
     if isinstance(error, StorageFull):
         log.warning("%s %s: storage full: %s", request.method, request.path, error)
-        return insufficient_storage(str(error))
+        return INSUFFICIENT_STORAGE(str(error))
     if isinstance(error, StorageUnavailable):
         # An object store that is away or failing: the client may retry, nothing was kept.
         log.warning("%s %s: storage unavailable: %s", request.method, request.path, error)
-        return storage_unavailable(str(error))
+        return STORAGE_UNAVAILABLE(str(error))
     if isinstance(error, FileMissing):
-        return not_found(f"no file named {str(error)!r}")
+        return NOT_FOUND(f"no file named {str(error)!r}")
     log.exception(
         "internal error on %s %s [%s]", request.method, request.path, request.get(REQUEST_ID)
     )
-    return ApiError(
-        500, "internal", "an unexpected error happened; it was logged with this request's id"
-    )
+    return INTERNAL("an unexpected error happened; it was logged with this request's id")
 
 
 @web.middleware

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .errors import ApiError
+from .error_table import NOT_READY
 from .storage.base import STORAGE, StorageError
 
 
@@ -19,5 +19,5 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await storage.check_ready()
     except StorageError as error:
-        raise ApiError(503, "not_ready", f"{storage.description}: {error}") from None
+        raise NOT_READY(f"{storage.description}: {error}") from None
     return web.json_response({"status": "ready", "storage": storage.description})

@@ -19,7 +19,7 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.multipart import parse_content_disposition
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .errors import ApiError, bad_request
+from .error_table import BAD_REQUEST, client_stalled
 
 CRLF = b"\r\n"
 _MAX_PADDING = 256  # transport padding (spaces) allowed after a boundary line
@@ -43,15 +43,15 @@ class FormLimits:
 def boundary_from(content_type: str | None) -> bytes:
     """The boundary of a `multipart/form-data` Content-Type; 400 for anything else."""
     if not content_type:
-        raise bad_request("Content-Type must be multipart/form-data with a file part")
+        raise BAD_REQUEST("Content-Type must be multipart/form-data with a file part")
     mime = parse_mimetype(content_type)
     if (mime.type, mime.subtype) != ("multipart", "form-data"):
-        raise bad_request(
+        raise BAD_REQUEST(
             f"Content-Type must be multipart/form-data, not {content_type.split(';')[0]!r}"
         )
     boundary = mime.parameters.get("boundary", "")
     if not 1 <= len(boundary) <= 70 or not boundary.isascii() or boundary.endswith(" "):
-        raise bad_request("the multipart boundary is missing or invalid")
+        raise BAD_REQUEST("the multipart boundary is missing or invalid")
     return boundary.encode("ascii")
 
 
@@ -63,7 +63,7 @@ class FormPart:
         self.headers = headers
         disposition, params = parse_content_disposition(headers.get("Content-Disposition"))
         if (disposition or "").lower() != "form-data":
-            raise bad_request("each part needs Content-Disposition: form-data")
+            raise BAD_REQUEST("each part needs Content-Disposition: form-data")
         self.name: str | None = params.get("name")
         self.filename: str | None = (
             params["filename*"]
@@ -82,14 +82,14 @@ class FormPart:
         async for chunk in self.chunks():
             data += chunk
             if len(data) > self._form.limits.max_field_bytes:
-                raise bad_request(
+                raise BAD_REQUEST(
                     f"form field {self.name!r} is larger than "
                     f"{self._form.limits.max_field_bytes} bytes"
                 )
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
-            raise bad_request(f"form field {self.name!r} is not valid UTF-8") from None
+            raise BAD_REQUEST(f"form field {self.name!r} is not valid UTF-8") from None
 
     async def discard(self) -> None:
         await self.text()
@@ -153,17 +153,12 @@ class FormReader:
             async with asyncio.timeout(self._idle_timeout):
                 return await read
         except TimeoutError:
-            raise ApiError(
-                408,
-                "timeout",
-                f"no data from the client for {self._idle_timeout:g} seconds",
-                close=True,
-            ) from None
+            raise client_stalled(self._idle_timeout) from None
         except (ConnectionError, asyncio.IncompleteReadError) as error:
-            raise bad_request(f"the request body broke off: {error}") from error
+            raise BAD_REQUEST(f"the request body broke off: {error}") from error
         except Exception as error:  # aiohttp's payload errors (bad chunking, bad encoding)
             if type(error).__module__.startswith("aiohttp"):
-                raise bad_request(f"the request body is malformed: {error}") from error
+                raise BAD_REQUEST(f"the request body is malformed: {error}") from error
             raise
 
     async def _skip_preamble(self) -> None:
@@ -173,9 +168,9 @@ class FormReader:
                 del self._buffer[: index + len(self._delimiter)]
                 return
             if len(self._buffer) > self.limits.max_preamble + len(self._delimiter):
-                raise bad_request("no multipart boundary found at the start of the body")
+                raise BAD_REQUEST("no multipart boundary found at the start of the body")
             if not await self._fill():
-                raise bad_request("the body does not contain the multipart boundary")
+                raise BAD_REQUEST("the body does not contain the multipart boundary")
 
     async def _after_delimiter(self) -> bool:
         """Consume the rest of a boundary line; False when it was the closing one."""
@@ -191,9 +186,9 @@ class FormReader:
                 del self._buffer[: padding + 2]
                 return True
             if len(rest) == 2 or padding > _MAX_PADDING:
-                raise bad_request("malformed multipart boundary line")
+                raise BAD_REQUEST("malformed multipart boundary line")
             if not await self._fill():
-                raise bad_request("the body ended inside a multipart boundary line")
+                raise BAD_REQUEST("the body ended inside a multipart boundary line")
 
     async def _read_headers(self) -> CIMultiDictProxy[str]:
         limit = self.limits.max_header_bytes
@@ -206,15 +201,15 @@ class FormReader:
                 block = bytes(self._buffer[:end])
                 break
             if len(self._buffer) > limit:
-                raise bad_request(f"the headers of a form part exceed {limit} bytes")
+                raise BAD_REQUEST(f"the headers of a form part exceed {limit} bytes")
             if not await self._fill():
-                raise bad_request("the body ended inside the headers of a form part")
+                raise BAD_REQUEST("the body ended inside the headers of a form part")
         del self._buffer[: end + (4 if block else 2)]
         headers: CIMultiDict[str] = CIMultiDict()
         for line in block.split(CRLF):
             name, colon, value = line.decode("utf-8", "replace").partition(":")
             if not colon or not name or name != name.strip():
-                raise bad_request("malformed header in a form part")
+                raise BAD_REQUEST("malformed header in a form part")
             headers.add(name, value.strip())
         return CIMultiDictProxy(headers)
 
@@ -231,7 +226,7 @@ class FormReader:
             return None
         self._parts += 1
         if self._parts > self.limits.max_parts:
-            raise bad_request(f"the form has more than {self.limits.max_parts} parts")
+            raise BAD_REQUEST(f"the form has more than {self.limits.max_parts} parts")
         self._current = FormPart(self, await self._read_headers())
         self._scanned = 0
         return self._current
@@ -277,7 +272,7 @@ class FormReader:
         while True:
             piece = await self._piece()
             if not piece:
-                raise bad_request("the body ended before the closing multipart boundary")
+                raise BAD_REQUEST("the body ended before the closing multipart boundary")
             # A delimiter that begins in the tail and ends in this piece?
             index = (tail + piece[:keep]).find(delimiter) if tail else -1
             if 0 <= index < len(tail):

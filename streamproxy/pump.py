@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from . import naming
-from .errors import infected, scanner_unavailable, too_large, type_not_allowed
+from .error_table import INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, over_the_cap
 from .mediatypes import TypePolicy
 from .scan import ClamdStream, Scanner, ScannerUnavailable
 from .settings import DEFAULT_CHUNK_SIZE
@@ -105,7 +105,7 @@ class Intake:
             self._scan = None
         assert self._scanner is not None
         if not self._scanner.fail_open:
-            raise scanner_unavailable(str(error)) from error
+            raise SCANNER_UNAVAILABLE(f"the virus scanner is unavailable: {error}") from error
         log.warning("storing %r unscanned: %s", self.filename, error)
 
     async def __aexit__(
@@ -126,7 +126,7 @@ class Intake:
         self.media_type = choose_type(self._declared_type, sniffed, self.filename)
         refusal = self._policy.refusal(self.filename, self.media_type, sniffed)
         if refusal:
-            raise type_not_allowed(refusal)
+            raise TYPE_NOT_ALLOWED(refusal)
 
     async def pump(self, chunks: AsyncIterable[Piece]) -> None:
         """Move every piece into storage; raises ApiError for the cap and the type rules.
@@ -146,7 +146,7 @@ class Intake:
                 if not size:
                     continue
                 if self.size + size > self._max_size:
-                    raise too_large(self._max_size)
+                    raise over_the_cap(self._max_size)
                 self.size += size
                 if self._on_bytes is not None:
                     self._on_bytes(size)
@@ -202,7 +202,7 @@ class Intake:
             return
         if signature is not None:
             log.warning("refused %r: clamd found %s", self.filename, signature)
-            raise infected(signature)
+            raise INFECTED(f"the file contains malware: {signature}")
 
     @property
     def etag(self) -> str:

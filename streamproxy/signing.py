@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from .errors import ApiError
+from .error_table import FORBIDDEN
 
 EXPIRES = "expires"
 SIGNATURE = "signature"
@@ -33,23 +33,19 @@ def sign(name: str, keys: Sequence[str], ttl: float, now: float | None = None) -
     return {EXPIRES: str(expires), SIGNATURE: _mac(keys[0], name, expires)}
 
 
-def _forbidden(detail: str) -> ApiError:
-    return ApiError(403, "forbidden", detail)
-
-
 def verify(
     name: str, query: Mapping[str, str], keys: Sequence[str], now: float | None = None
 ) -> None:
     """403 unless the query carries an unexpired signature of `name` by one of `keys`."""
     expires_text, signature = query.get(EXPIRES), query.get(SIGNATURE)
     if not expires_text or not signature:
-        raise _forbidden("downloads need a signed link: use the url an upload returned")
+        raise FORBIDDEN("downloads need a signed link: use the url an upload returned")
     try:
         expires = int(expires_text)
     except ValueError:
-        raise _forbidden("the link's expiry is not a number") from None
+        raise FORBIDDEN("the link's expiry is not a number") from None
     if not any(hmac.compare_digest(signature, _mac(key, name, expires)) for key in keys):
-        raise _forbidden("the link's signature is not valid for this file")
+        raise FORBIDDEN("the link's signature is not valid for this file")
     if expires < (time.time() if now is None else now):
         when = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        raise _forbidden(f"the link expired at {when}; ask for a new one")
+        raise FORBIDDEN(f"the link expired at {when}; ask for a new one")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from aiohttp import web
 from prometheus_client import Gauge
 
-from .errors import busy
+from .error_table import BUSY
 
 
 class TransferSlots:
@@ -28,7 +28,7 @@ class TransferSlots:
     def check(self) -> None:
         """Refuse now if no slot is free (used before a request body is read)."""
         if self.limit is not None and self.in_flight >= self.limit:
-            raise busy()
+            raise BUSY("too many transfers in flight; retry shortly")
 
     @contextlib.contextmanager
     def slot(self, kind: str) -> Iterator[None]:

@@ -15,7 +15,8 @@ from aiohttp import HttpVersion11, web
 
 from . import naming, signing
 from .auth import check_api_key
-from .errors import ApiError, bad_request, response_for, send_and_close, too_large
+from .error_table import BAD_REQUEST, ApiError, over_the_cap
+from .errors import response_for, send_and_close
 from .mediatypes import TypePolicy, normalize_media_type
 from .metrics import METRICS
 from .multipart import FormLimits, FormReader, boundary_from
@@ -40,7 +41,7 @@ def preflight(request: web.Request, declared_overhead: int = 0) -> None:
     check_api_key(request)
     declared = request.content_length
     if declared is not None and declared > settings.max_size + declared_overhead:
-        raise too_large(settings.max_size)
+        raise over_the_cap(settings.max_size)
     request.config_dict[TRANSFERS].check()
 
 
@@ -93,14 +94,14 @@ def conversation_id_or_400(value: str) -> str:
     try:
         return naming.check_conversation_id(value)
     except naming.BadName as error:
-        raise bad_request(str(error)) from None
+        raise BAD_REQUEST(str(error)) from None
 
 
 def client_name_or_400(filename: str | None) -> str:
     try:
         return naming.clean_client_name(filename or "")
     except naming.BadName as error:
-        raise bad_request(str(error)) from None
+        raise BAD_REQUEST(str(error)) from None
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -123,7 +124,7 @@ async def upload(request: web.Request) -> web.Response:
             while (part := await form.next_part()) is not None:
                 if part.name == "file":
                     if intake is not None:
-                        raise bad_request("the form has more than one part named 'file'")
+                        raise BAD_REQUEST("the form has more than one part named 'file'")
                     intake = Intake(
                         request.config_dict[STORAGE],
                         max_size=settings.max_size,
@@ -141,8 +142,8 @@ async def upload(request: web.Request) -> web.Response:
                 else:
                     await part.discard()
             if intake is None:
-                raise bad_request("the form has no part named 'file'")
+                raise BAD_REQUEST("the form has no part named 'file'")
             if conversation_id is None:
-                raise bad_request("conversationId is required, as a form field or in the query")
+                raise BAD_REQUEST("conversationId is required, as a form field or in the query")
             meta = await intake.commit(conversation_id)
     return upload_response(request, meta)

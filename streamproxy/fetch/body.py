@@ -19,7 +19,7 @@ from typing import Any, Final
 from aiohttp import web
 from yarl import URL
 
-from ..errors import ApiError, bad_request
+from ..error_table import BAD_REQUEST, ApiError, client_stalled
 from ..mediatypes import normalize_media_type
 from ..upload import client_name_or_400, conversation_id_or_400
 
@@ -49,16 +49,16 @@ class ImportRequest:
 
 async def read_import_request(request: web.Request, idle_timeout: float) -> ImportRequest:
     if request.content_type != "application/json" and not request.content_type.endswith("+json"):
-        raise bad_request("send the request as a JSON object with Content-Type: application/json")
+        raise BAD_REQUEST("send the request as a JSON object with Content-Type: application/json")
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise bad_request(f"the JSON body is larger than {MAX_BODY} bytes")
+        raise BAD_REQUEST(f"the JSON body is larger than {MAX_BODY} bytes")
     raw = await _read_bounded(request, idle_timeout)
     try:
         document = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
-        raise bad_request("the body is not valid JSON") from None
+        raise BAD_REQUEST("the body is not valid JSON") from None
     if not isinstance(document, dict):
-        raise bad_request("the JSON body must be an object")
+        raise BAD_REQUEST("the JSON body must be an object")
     return parse_import_request(document)
 
 
@@ -69,14 +69,12 @@ async def _read_bounded(request: web.Request, idle_timeout: float) -> bytes:
             async with asyncio.timeout(idle_timeout):
                 chunk = await request.content.readany()
         except TimeoutError:
-            raise ApiError(
-                408, "timeout", f"no data from the client for {idle_timeout:g} seconds", close=True
-            ) from None
+            raise client_stalled(idle_timeout) from None
         if not chunk:
             return bytes(body)
         body += chunk
         if len(body) > MAX_BODY:
-            raise bad_request(f"the JSON body is larger than {MAX_BODY} bytes")
+            raise BAD_REQUEST(f"the JSON body is larger than {MAX_BODY} bytes")
 
 
 def parse_import_request(document: dict[str, Any]) -> ImportRequest:
@@ -86,11 +84,11 @@ def parse_import_request(document: dict[str, Any]) -> ImportRequest:
     try:
         source_url = URL(source).with_fragment(None)
     except (ValueError, TypeError):
-        raise bad_request("sourceUrl is not a valid URL") from None
+        raise BAD_REQUEST("sourceUrl is not a valid URL") from None
     channel = _string(document, "channel", required=True)
     assert channel is not None
     if not _CHANNEL.match(channel):
-        raise bad_request(
+        raise BAD_REQUEST(
             "channel may contain only letters, digits and . _ : @ - (at most 64), "
             "starting with a letter or digit"
         )
@@ -111,14 +109,14 @@ def _string(
     value = document.get(name)
     if value is None or (value == "" and not required):
         if required:
-            raise bad_request(f"{name} is required")
+            raise BAD_REQUEST(f"{name} is required")
         return None
     if not isinstance(value, str):
-        raise bad_request(f"{name} must be a string")
+        raise BAD_REQUEST(f"{name} must be a string")
     if not value:
-        raise bad_request(f"{name} is empty")
+        raise BAD_REQUEST(f"{name} is empty")
     if len(value) > limit:
-        raise bad_request(f"{name} is longer than {limit} characters")
+        raise BAD_REQUEST(f"{name} is longer than {limit} characters")
     return value
 
 
@@ -129,7 +127,7 @@ def _conversation_id(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise bad_request("conversationId must be a string")
+        raise BAD_REQUEST("conversationId must be a string")
     return conversation_id_or_400(value)
 
 
@@ -140,7 +138,7 @@ def _file_name(document: dict[str, Any]) -> str:
     try:
         return client_name_or_400(name)
     except ApiError as error:
-        raise bad_request(f"fileName: {error.detail}") from None
+        raise BAD_REQUEST(f"fileName: {error.detail}") from None
 
 
 def _mime_type(document: dict[str, Any]) -> str | None:
@@ -149,7 +147,7 @@ def _mime_type(document: dict[str, Any]) -> str | None:
         return None
     media_type = normalize_media_type(declared)
     if media_type is None:
-        raise bad_request("mime_type is not a media type such as image/png")
+        raise BAD_REQUEST("mime_type is not a media type such as image/png")
     return media_type
 
 
@@ -166,7 +164,7 @@ def _sha256(document: dict[str, Any]) -> bytes | None:
     except (binascii.Error, ValueError):
         digest = b""
     if len(digest) != 32:
-        raise bad_request("sha256 must be 64 hex digits or the base64 of 32 bytes")
+        raise BAD_REQUEST("sha256 must be 64 hex digits or the base64 of 32 bytes")
     return digest
 
 
@@ -176,7 +174,7 @@ def _credentials(document: dict[str, Any]) -> dict[str, str]:
     api_key = _string(document, "APIKey360", limit=MAX_CREDENTIAL)
     if api_key is not None:
         if not _VISIBLE_ASCII.match(api_key):
-            raise bad_request("APIKey360 may contain only visible ASCII characters")
+            raise BAD_REQUEST("APIKey360 may contain only visible ASCII characters")
         headers["D360-API-KEY"] = api_key
     oauth = document.get("oauth")
     if oauth is None or oauth == "":
@@ -189,13 +187,13 @@ def _credentials(document: dict[str, Any]) -> dict[str, str]:
         declared_type = oauth.get("token_type")
         if declared_type is not None:
             if not isinstance(declared_type, str) or not _TOKEN.match(declared_type):
-                raise bad_request("oauth.token_type must be a word such as Bearer")
+                raise BAD_REQUEST("oauth.token_type must be a word such as Bearer")
             token_type = declared_type
     else:
-        raise bad_request('oauth must be an object {"access_token": ..., "token_type": ...}')
+        raise BAD_REQUEST('oauth must be an object {"access_token": ..., "token_type": ...}')
     if not isinstance(token, str) or not token:
-        raise bad_request("oauth.access_token is required and must be a string")
+        raise BAD_REQUEST("oauth.access_token is required and must be a string")
     if len(token) > MAX_CREDENTIAL or not _VISIBLE_ASCII.match(token):
-        raise bad_request("oauth.access_token must be visible ASCII, at most 8 KiB")
+        raise BAD_REQUEST("oauth.access_token must be visible ASCII, at most 8 KiB")
     headers["Authorization"] = f"{token_type} {token}"
     return headers

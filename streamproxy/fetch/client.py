@@ -19,7 +19,7 @@ from aiohttp import ClientRequest, ClientResponse, ClientTimeout, hdrs, web
 from yarl import URL
 
 from .. import __version__
-from ..errors import source_failed, source_not_allowed, source_timeout, too_large
+from ..error_table import SOURCE_FAILED, SOURCE_NOT_ALLOWED, SOURCE_TIMEOUT, over_the_cap
 from ..settings import Settings
 from .resolver import CheckingResolver
 from .safety import FetchPolicy, Refused
@@ -100,10 +100,10 @@ class FetchClient:
             try:
                 url = url.join(URL(location)).with_fragment(None)
             except (ValueError, TypeError):
-                raise source_failed(
+                raise SOURCE_FAILED(
                     f"the source at {origin_of(url)} redirected to an invalid URL"
                 ) from None
-        raise source_failed(f"the source redirected more than {MAX_REDIRECTS} times")
+        raise SOURCE_FAILED(f"the source redirected more than {MAX_REDIRECTS} times")
 
     async def _get(self, url: URL, headers: Mapping[str, str]) -> ClientResponse:
         with source_errors(url, self._settings):
@@ -125,37 +125,37 @@ def source_errors(url: URL, settings: Settings) -> Iterator[None]:
     try:
         yield
     except Refused as error:
-        raise source_not_allowed(str(error)) from None
+        raise SOURCE_NOT_ALLOWED(str(error)) from None
     except aiohttp.ConnectionTimeoutError:
-        raise source_timeout(
+        raise SOURCE_TIMEOUT(
             f"could not connect to {origin} within {settings.fetch_connect_timeout:g} seconds"
         ) from None
     except TimeoutError:
         # aiohttp's read timeout (first byte or idle), not the handler's total.
-        raise source_timeout(
+        raise SOURCE_TIMEOUT(
             f"the source at {origin} sent nothing for {settings.fetch_read_timeout:g} seconds"
         ) from None
     except aiohttp.ClientConnectorDNSError:
-        raise source_failed(f"the name {url.host} could not be resolved") from None
+        raise SOURCE_FAILED(f"the name {url.host} could not be resolved") from None
     except aiohttp.ClientConnectorCertificateError:
-        raise source_failed(f"the TLS certificate of {origin} is not valid") from None
+        raise SOURCE_FAILED(f"the TLS certificate of {origin} is not valid") from None
     except aiohttp.ClientSSLError:
-        raise source_failed(f"the TLS handshake with {origin} failed") from None
+        raise SOURCE_FAILED(f"the TLS handshake with {origin} failed") from None
     except aiohttp.ClientProxyConnectionError:
-        raise source_failed("could not connect to the outbound proxy") from None
+        raise SOURCE_FAILED("could not connect to the outbound proxy") from None
     except aiohttp.ClientHttpProxyError as error:
-        raise source_failed(f"the outbound proxy refused with status {error.status}") from None
+        raise SOURCE_FAILED(f"the outbound proxy refused with status {error.status}") from None
     except aiohttp.ClientConnectorError as error:
         reason = error.os_error.strerror or "connection failed"
-        raise source_failed(f"could not connect to {origin}: {reason}") from None
+        raise SOURCE_FAILED(f"could not connect to {origin}: {reason}") from None
     except aiohttp.ClientPayloadError:
-        raise source_failed(f"the body from {origin} broke off or has a corrupt encoding") from None
+        raise SOURCE_FAILED(f"the body from {origin} broke off or has a corrupt encoding") from None
     except aiohttp.ClientResponseError as error:
-        raise source_failed(
+        raise SOURCE_FAILED(
             f"the source at {origin} sent a malformed response ({error.message})"
         ) from None
     except aiohttp.ClientError:
-        raise source_failed(f"the connection to {origin} failed before the end") from None
+        raise SOURCE_FAILED(f"the connection to {origin} failed before the end") from None
 
 
 class SourceBody:
@@ -181,13 +181,13 @@ def check_response(response: ClientResponse, max_size: int) -> None:
     """What can be refused from the head alone: the status, the encoding, the length."""
     origin = origin_of(response.url)
     if not 200 <= response.status < 300:
-        raise source_failed(f"the source at {origin} answered {response.status}")
+        raise SOURCE_FAILED(f"the source at {origin} answered {response.status}")
     encoding = response.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
     if encoding not in DECODED_ENCODINGS | {"identity", ""}:
-        raise source_failed(f"the source at {origin} sent Content-Encoding {encoding!r}")
+        raise SOURCE_FAILED(f"the source at {origin} sent Content-Encoding {encoding!r}")
     declared = response.content_length
     if encoding in {"identity", ""} and declared is not None and declared > max_size:
-        raise too_large(max_size)
+        raise over_the_cap(max_size)
 
 
 FETCH_CLIENT: web.AppKey[FetchClient] = web.AppKey("fetch_client", FetchClient)

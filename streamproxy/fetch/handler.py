@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 from aiohttp import ClientResponse, web
 from yarl import URL
 
-from ..errors import source_failed, source_timeout
+from ..error_table import SOURCE_FAILED, SOURCE_TIMEOUT
 from ..mediatypes import TypePolicy, normalize_media_type
 from ..metrics import METRICS
 from ..naming import BadName, clean_client_name
@@ -60,11 +60,11 @@ async def from_url(request: web.Request) -> web.Response:
                     await cleanup.enter_async_context(intake)
                     await intake.pump(SourceBody(response, settings.chunk_size, settings))
             except TimeoutError:
-                raise source_timeout(
+                raise SOURCE_TIMEOUT(
                     f"the import took longer than {settings.fetch_timeout:g} seconds"
                 ) from None
             if job.sha256 is not None and not hmac.compare_digest(sha256.digest(), job.sha256):
-                raise source_failed("the content's SHA-256 does not match the sha256 given")
+                raise SOURCE_FAILED("the content's SHA-256 does not match the sha256 given")
             meta = await intake.commit(job.conversation_id, channel=job.channel)
     return upload_response(request, meta)
 
