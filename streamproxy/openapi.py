@@ -1,8 +1,11 @@
 """The OpenAPI 3.1 document of API.md, served at `{base}/openapi.json`.
 
 Written out by hand from the contract rather than generated from the handlers
-(which stream bodies and so declare nothing); the schemathesis test against the
-live server keeps the two in step.
+(which stream bodies and so declare nothing), except the errors: their codes,
+and which code goes with which status, come from error_table.py. The document
+follows the settings it is served with (API keys, signed links,
+`--compat-status`); the schemathesis tests run it against live servers with
+each of those, which keeps the two in step.
 """
 
 from __future__ import annotations
@@ -12,18 +15,12 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
+from .error_table import BY_CODE, TABLE, codes_of
 from .naming import MAX_CONVERSATION_ID, MAX_STORED_NAME_BYTES
 from .settings import SETTINGS, Settings
 
 JSON = "application/json"
 Schema = dict[str, Any]
-
-ERROR_CODES = [
-    "bad_request", "source_not_allowed", "unauthorized", "forbidden", "not_found",
-    "method_not_allowed", "timeout", "precondition_failed", "too_large", "type_not_allowed",
-    "range_not_satisfiable", "infected", "source_failed", "busy", "not_ready",
-    "scanner_unavailable", "source_timeout", "insufficient_storage", "internal",
-]  # fmt: skip
 
 SCHEMAS: dict[str, Schema] = {
     "Error": {
@@ -31,7 +28,7 @@ SCHEMAS: dict[str, Schema] = {
         "required": ["message", "error", "detail"],
         "properties": {
             "message": {"type": "string"},
-            "error": {"type": "string", "enum": ERROR_CODES},
+            "error": {"type": "string", "enum": [kind.code for kind in TABLE]},
             "detail": {"type": "string"},
             "requestId": {"type": "string"},
         },
@@ -114,14 +111,42 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _errors(*statuses: int) -> dict[str, Schema]:
-    return {
-        str(status): {
-            "description": "an error, as API.md's table describes it",
-            "content": {JSON: {"schema": _ref("Error")}},
-        }
-        for status in (*statuses, 500)
+def _error_response(status: int, codes: list[str]) -> Schema:
+    """One status's error response: the Error shape, with the codes the table gives it."""
+    headers = {
+        name: {"description": f"sent with {kind.code}", "schema": {"type": "string"}}
+        for kind in (BY_CODE[code] for code in codes)
+        for name in kind.headers
     }
+    response: Schema = {
+        "description": "; ".join(f"{BY_CODE[code].code}: {BY_CODE[code].when}" for code in codes),
+        "content": {
+            JSON: {
+                "schema": {
+                    "allOf": [
+                        _ref("Error"),
+                        {"properties": {"error": {"enum": codes}}},
+                    ]
+                }
+            }
+        },
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+# Every route may answer these: a head over the limit, and an unexpected failure.
+ANY_ROUTE = (431, 500)
+
+
+def _errors(*statuses: int, compat_status: bool = False) -> dict[str, Schema]:
+    """The error responses of an operation; `compat_status` folds every 4xx into one 404."""
+    by_status = {status: codes_of(status) for status in sorted({*statuses, *ANY_ROUTE})}
+    if compat_status:
+        folded = [code for status, codes in by_status.items() if status < 500 for code in codes]
+        by_status = {404: folded} | {s: c for s, c in by_status.items() if s >= 500}
+    return {str(status): _error_response(status, codes) for status, codes in by_status.items()}
 
 
 ETAG_HEADER = {"ETag": {"description": "the quoted MD5", "schema": {"type": "string"}}}
@@ -145,12 +170,33 @@ CONVERSATION_ID = {
     "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@-]*$",
     "examples": ["11111"],
 }
-UPLOAD_ERRORS = (400, 401, 403, 408, 413, 415, 422, 503, 507)
+UPLOAD_ERRORS = (400, 408, 413, 415, 422, 501, 503, 507)
+COMPAT_NOTE = (
+    " With --compat-status (on here) every 4xx of this route is answered as 404, "
+    "as Hybrid Chat documents; the body's error code still says which."
+)
 
 
-def _upload_operation(summary: str) -> Schema:
+def _key_required(settings: Settings) -> tuple[int, ...]:
+    return (401, 403) if settings.api_key else ()
+
+
+def _upload_responses(settings: Settings, *statuses: int) -> Schema:
+    return {
+        "200": {
+            "description": "stored",
+            "headers": ETAG_HEADER,
+            "content": {JSON: {"schema": _ref("UploadResult")}},
+        },
+        **_errors(*statuses, *_key_required(settings), compat_status=settings.compat_status),
+    }
+
+
+def _upload_operation(settings: Settings, summary: str) -> Schema:
     return {
         "summary": summary,
+        "description": "Streams the file part to storage."
+        + (COMPAT_NOTE if settings.compat_status else ""),
         "parameters": [
             {
                 "name": "conversationId",
@@ -175,30 +221,49 @@ def _upload_operation(summary: str) -> Schema:
                 }
             },
         },
-        "responses": {
-            "200": {
-                "description": "stored",
-                "headers": ETAG_HEADER,
-                "content": {JSON: {"schema": _ref("UploadResult")}},
-            },
-            **_errors(*UPLOAD_ERRORS),
-        },
+        "responses": _upload_responses(settings, *UPLOAD_ERRORS),
     }
 
 
-def _download_operation(summary: str) -> Schema:
+def _import_operation(settings: Settings) -> Schema:
+    return {
+        "summary": "Fetch a URL and store it",
+        "description": "The server fetches sourceUrl and streams it to storage."
+        + (COMPAT_NOTE if settings.compat_status else ""),
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ImportRequest")}}},
+        "responses": _upload_responses(settings, *UPLOAD_ERRORS, 502, 504),
+    }
+
+
+def _header(name: str, description: str) -> Schema:
+    return {"name": name, "in": "header", "description": description,
+            "schema": {"type": "string"}}  # fmt: skip
+
+
+def _download_operation(settings: Settings, summary: str) -> Schema:
     file_content = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+    signed = bool(settings.signing_key)
+    link = "part of the signed link an upload returned" + (
+        " (required: this service signs its links)"
+        if signed
+        else " (ignored: links are not signed)"
+    )
     return {
         "summary": summary,
         "parameters": [
             FILENAME,
-            {"name": "download", "in": "query", "schema": {"type": "string", "enum": ["1"]}},
-            {"name": "expires", "in": "query", "schema": {"type": "string"}},
-            {"name": "signature", "in": "query", "schema": {"type": "string"}},
-            {"name": "Range", "in": "header", "schema": {"type": "string"}},
-            {"name": "If-Range", "in": "header", "schema": {"type": "string"}},
-            {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
-            {"name": "If-Match", "in": "header", "schema": {"type": "string"}},
+            {"name": "download", "in": "query", "description": "1 asks for an attachment",
+             "schema": {"type": "string", "enum": ["1"]}},
+            {"name": "expires", "in": "query", "required": signed, "description": link,
+             "schema": {"type": "string"}},
+            {"name": "signature", "in": "query", "required": signed, "description": link,
+             "schema": {"type": "string"}},
+            _header("Range", "bytes=FIRST-LAST, -SUFFIX or FIRST-, comma-separated"),
+            _header("If-Range", "an ETag or a date: the range only if the file still matches"),
+            _header("If-None-Match", "ETags: 304 when one matches"),
+            _header("If-Modified-Since", "an HTTP date: 304 unless modified since"),
+            _header("If-Match", "ETags: 412 unless one matches"),
+            _header("If-Unmodified-Since", "an HTTP date: 412 if modified since"),
         ],
         "responses": {
             "200": {"description": "the whole file", "headers": ETAG_HEADER,
@@ -206,65 +271,52 @@ def _download_operation(summary: str) -> Schema:
             "206": {"description": "one range, or several as multipart/byteranges",
                     "content": file_content},
             "304": {"description": "not modified"},
-            **_errors(400, 403, 404, 412, 416, 503),
+            # Downloads stay open to browsers: only a signed link's check refuses (403).
+            **_errors(400, *((403,) if signed else ()), 404, 412, 416, 503),
         },
     }  # fmt: skip
 
 
-def _stat_operation(summary: str) -> Schema:
+def _stat_operation(settings: Settings, summary: str) -> Schema:
     return {
         "summary": summary,
         "parameters": [FILENAME],
         "responses": {
             "200": {"description": "the metadata", "content": {JSON: {"schema": _ref("Stat")}}},
-            **_errors(400, 401, 403, 404),
+            **_errors(400, *_key_required(settings), 404, 503),
         },
     }
 
 
-def document(settings: Settings) -> Schema:
-    """The whole document, with every path under the configured base path."""
-    base = settings.base_path
+def _paths(settings: Settings) -> dict[str, Schema]:
     plain = {JSON: {"schema": _ref("Status")}}
     paths: dict[str, Schema] = {
-        "/files": {"post": _upload_operation("Upload a file stream")},
-        "/api/uploadFileStream": {"post": _upload_operation("Upload (Hybrid Chat's path)")},
-        "/files/from-url": {
-            "post": {
-                "summary": "Fetch a URL and store it",
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("ImportRequest")}},
-                },
-                "responses": {
-                    "200": {
-                        "description": "stored",
-                        "headers": ETAG_HEADER,
-                        "content": {JSON: {"schema": _ref("UploadResult")}},
-                    },
-                    **_errors(*UPLOAD_ERRORS, 502, 504),
-                },
-            }
+        "/files": {"post": _upload_operation(settings, "Upload a file stream")},
+        "/api/uploadFileStream": {
+            "post": _upload_operation(settings, "Upload (Hybrid Chat's path)")
         },
+        "/files/from-url": {"post": _import_operation(settings)},
         "/files/download": {
-            "get": _download_operation("Download"),
-            "head": _download_operation("Download headers"),
+            "get": _download_operation(settings, "Download"),
+            "head": _download_operation(settings, "Download headers"),
         },
         "/api/downloadFileStream": {
-            "get": _download_operation("Download (Hybrid Chat's path)"),
-            "head": _download_operation("Download headers (Hybrid Chat's path)"),
+            "get": _download_operation(settings, "Download (Hybrid Chat's path)"),
+            "head": _download_operation(settings, "Download headers (Hybrid Chat's path)"),
         },
-        "/files/stat": {"get": _stat_operation("A stored file's metadata")},
-        "/api/getFileStat": {"get": _stat_operation("Metadata (Hybrid Chat's path)")},
+        "/files/stat": {"get": _stat_operation(settings, "A stored file's metadata")},
+        "/api/getFileStat": {"get": _stat_operation(settings, "Metadata (Hybrid Chat's path)")},
         "/files/limits": {
             "get": {
                 "summary": "What the service accepts",
                 "responses": {"200": {"description": "limits",
-                                      "content": {JSON: {"schema": _ref("Limits")}}}},
+                                      "content": {JSON: {"schema": _ref("Limits")}}},
+                              **_errors()},
             }
         },
         "/healthz": {"get": {"summary": "Liveness",
-                             "responses": {"200": {"description": "serving", "content": plain}}}},
+                             "responses": {"200": {"description": "serving", "content": plain},
+                                           **_errors()}}},
         "/readyz": {
             "get": {
                 "summary": "Readiness: storage takes writes",
@@ -276,10 +328,28 @@ def document(settings: Settings) -> Schema:
             "get": {
                 "summary": "Prometheus metrics",
                 "responses": {"200": {"description": "text exposition format",
-                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              **_errors()},
             }
         },
     }  # fmt: skip
+    if settings.api_key:
+        # What needs `Authorization: Bearer KEY` (API.md: downloads stay open to browsers).
+        keyed: list[Schema] = [{"apiKey": []}]
+        for path in ("/files", "/api/uploadFileStream", "/files/from-url"):
+            paths[path]["post"]["security"] = keyed
+        for path in ("/files/stat", "/api/getFileStat"):
+            paths[path]["get"]["security"] = keyed
+    return paths
+
+
+def document(settings: Settings, server_url: str) -> Schema:
+    """The whole document, with every path under the configured base path."""
+    components: Schema = {"schemas": SCHEMAS}
+    if settings.api_key:
+        components["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "an --api-key"}
+        }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -288,13 +358,24 @@ def document(settings: Settings) -> Schema:
             "description": "Streaming media transfer service, compatible with Hybrid Chat's "
             "file service.",
         },
-        "paths": {base + path: item for path, item in paths.items()},
-        "components": {
-            "schemas": SCHEMAS,
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
-        },
+        "servers": [{"url": server_url}],
+        "paths": {settings.base_path + path: item for path, item in _paths(settings).items()},
+        "components": components,
     }
 
 
+def server_url(request: web.Request, settings: Settings) -> str:
+    """Where the paths hang: --public-url (or the request's origin) plus any mount prefix.
+
+    Built as upload's `url` is, so a client that follows the document reaches the
+    same place as one that follows a returned link.
+    """
+    served_at = request.app.router["openapi"].url_for().path  # mount + base path + name
+    mount = served_at[: len(served_at) - len(settings.base_path + "/openapi.json")]
+    origin = str(settings.public_url or request.url.origin()).rstrip("/")
+    return origin + mount
+
+
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(document(request.config_dict[SETTINGS]))
+    settings = request.config_dict[SETTINGS]
+    return web.json_response(document(settings, server_url(request, settings)))

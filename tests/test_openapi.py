@@ -1,35 +1,169 @@
-"""The OpenAPI document against the live server: schemathesis generates the requests."""
+"""The OpenAPI document against the live server: schemathesis generates the requests.
+
+The document follows the settings it is served with, so it is checked under each
+setting that changes the answers: API keys (401/403 on the keyed operations),
+signed download links (403), and `--compat-status` (404 for every upload 4xx).
+Each run's traffic (a HAR report) must contain the answers that setting exists
+for, and every answer must be one the document lists for its operation and status.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import pytest
+from yarl import URL
+
+from streamproxy.error_table import TABLE
 
 from .conftest import ServiceFactory, run_program
 
-CHECKS = ",".join(
-    [
-        "not_a_server_error",
-        "status_code_conformance",
-        "content_type_conformance",
-        "response_headers_conformance",
-        "response_schema_conformance",
-    ]
-)
+CHECKS = [
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+]
+KEY = "schema-key"
+UPLOADS = ("/files", "/api/uploadFileStream", "/files/from-url")
+
+
+async def get_document(service: Any, path: str = "/openapi.json") -> dict[str, Any]:
+    async with service.session.get(service.url + path) as response:
+        assert response.status == 200
+        document: dict[str, Any] = await response.json()
+        return document
+
+
+def error_codes(operation: dict[str, Any], status: str) -> set[str]:
+    schema = operation["responses"][status]["content"]["application/json"]["schema"]
+    return set(schema["allOf"][1]["properties"]["error"]["enum"])
 
 
 async def test_document_shape(start_service: ServiceFactory) -> None:
     service = await start_service(base_path="/media")
-    async with service.session.get(service.url + "/media/openapi.json") as response:
-        assert response.status == 200
-        document = await response.json()
+    document = await get_document(service, "/media/openapi.json")
     assert document["openapi"] == "3.1.0"
+    assert document["servers"] == [{"url": service.url}]
     assert {"/media/files", "/media/files/from-url", "/media/files/download",
             "/media/api/uploadFileStream"} <= set(document["paths"])  # fmt: skip
     for path, item in document["paths"].items():
         for operation in item.values():
             assert "200" in operation["responses"], path
+            assert "security" not in operation, path  # no keys configured
+    assert "securitySchemes" not in document["components"]
+    error = document["components"]["schemas"]["Error"]
+    assert error["properties"]["error"]["enum"] == [kind.code for kind in TABLE]
+    download = document["paths"]["/media/files/download"]["get"]
+    headers = {p["name"] for p in download["parameters"] if p["in"] == "header"}
+    assert headers == {"Range", "If-Range", "If-None-Match", "If-Modified-Since",
+                       "If-Match", "If-Unmodified-Since"}  # fmt: skip
+    assert "403" not in download["responses"]  # downloads are open without signed links
+    upload = document["paths"]["/media/files"]["post"]
+    assert error_codes(upload, "400") == {"bad_request", "source_not_allowed"}
+    assert error_codes(upload, "503") >= {"busy", "storage_unavailable", "scanner_unavailable"}
+
+
+@pytest.mark.local_only  # the document depends on settings, not on the storage
+async def test_the_document_follows_keys_links_compat_status_and_public_url(
+    start_service: ServiceFactory,
+) -> None:
+    service = await start_service(
+        api_key=(KEY,), signing_key=("sign",), compat_status=True,
+        public_url=URL("https://media.example.com"),
+    )  # fmt: skip
+    document = await get_document(service)
+    assert document["servers"] == [{"url": "https://media.example.com"}]
+    assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    paths = document["paths"]
+    keyed = [paths[path]["post"] for path in UPLOADS]
+    keyed += [paths[path]["get"] for path in ("/files/stat", "/api/getFileStat")]
+    for operation in keyed:
+        assert operation["security"] == [{"apiKey": []}]
+    for path in ("/files/download", "/api/downloadFileStream"):
+        for operation in paths[path].values():
+            assert "security" not in operation  # API.md: downloads stay open to browsers
+            assert "403" in operation["responses"]  # ... but need a signed link
+            required = {p["name"] for p in operation["parameters"] if p.get("required")}
+            assert required == {"filename", "expires", "signature"}
+    for path in UPLOADS:
+        operation = paths[path]["post"]
+        fours = [status for status in operation["responses"] if status.startswith("4")]
+        assert fours == ["404"], path  # every 4xx of an upload route is a 404
+        assert {"unauthorized", "forbidden", "too_large", "bad_request"} <= error_codes(
+            operation, "404"
+        )
+        assert "--compat-status" in operation["description"]
+    stat = paths["/files/stat"]["get"]  # not an upload route: its statuses stay
+    assert {"400", "401", "403", "404"} <= set(stat["responses"])
+
+
+def check_traffic(har: Path, document: dict[str, Any]) -> Counter[tuple[str, str, int]]:
+    """Every answer to a documented operation is documented, with its status's codes."""
+    seen: Counter[tuple[str, str, int]] = Counter()
+    for entry in json.loads(har.read_text())["log"]["entries"]:
+        method = entry["request"]["method"].lower()
+        path = URL(entry["request"]["url"]).path
+        status = entry["response"]["status"]
+        seen[(method, path, status)] += 1
+        operation = document["paths"].get(path, {}).get(method)
+        if operation is None:
+            continue  # schemathesis probing methods the document does not list (405)
+        assert str(status) in operation["responses"], (method, path, status)
+        text = entry["response"].get("content", {}).get("text")
+        if status >= 400 and method != "head" and text:
+            code = json.loads(text)["error"]
+            assert code in error_codes(operation, str(status)), (method, path, status, code)
+    return seen
+
+
+# Settings, the headers schemathesis sends, its extra checks. With the key sent, its
+# ignored_auth check probes each keyed operation without a key (401) and with a wrong
+# one (403).
+RUNS: dict[str, tuple[dict[str, Any], dict[str, str], list[str]]] = {
+    "api-key": ({"api_key": (KEY,)}, {"Authorization": f"Bearer {KEY}"}, ["ignored_auth"]),
+    "signing-key": ({"signing_key": ("sign",)}, {}, []),
+    "compat-status": ({"compat_status": True, "max_size": 1000}, {}, []),
+}
+
+
+async def run_schemathesis(
+    url: str,
+    tmp_path: Path,
+    max_examples: int,
+    headers: dict[str, str] | None = None,
+    checks: list[str] | None = None,
+) -> Path:
+    """Run it over the live service; the HAR report of every request it sent."""
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert st, "schemathesis is a dev dependency"
+    reports = tmp_path / "reports"
+    args = ["--checks", ",".join([*CHECKS, *(checks or [])])]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    code, stdout, stderr = await run_program(
+        st, "--no-color", "run", url + "/openapi.json",
+        *args,
+        "--max-examples", str(max_examples),
+        "--workers", "1",  # its threads trip a CPython 3.11 AST bug when several run
+        "--seed", "20261124",
+        "--report", "har", "--report-dir", str(reports),
+        cwd=tmp_path,  # it keeps a cache in the working directory
+    )  # fmt: skip
+    output = stdout.decode() + stderr.decode()
+    assert code == 0, output[-6000:]
+    summary = output.split("SUMMARY")[-1]
+    # ("Authentication failed" is a warning: signed downloads answer only 403 here.)
+    assert " passed" in summary and not re.search(r"\d+ failed", summary), summary
+    (har,) = reports.glob("har-*.json")
+    return har
 
 
 async def test_schemathesis_finds_no_server_error_and_no_mismatch(
@@ -38,17 +172,32 @@ async def test_schemathesis_finds_no_server_error_and_no_mismatch(
     service = await start_service(fetch_connect_timeout=1.0, fetch_timeout=2.0, max_size=100_000)
     # The document's examples name this file, so generated downloads also find one.
     await service.upload_json(b"\x89PNG\r\n\x1a\n" + bytes(500), filename="photo.png")
-    st = shutil.which("st", path=str(Path(sys.executable).parent))
-    assert st, "schemathesis is a dev dependency"
-    code, stdout, stderr = await run_program(
-        st, "--no-color", "run", service.url + "/openapi.json",
-        "--checks", CHECKS,
-        "--max-examples", "25",
-        "--workers", "1",  # its threads trip a CPython 3.11 AST bug when several run
-        "--seed", "20261124",
-        "--report-dir", str(tmp_path / "reports"),
-        cwd=tmp_path,  # it keeps a cache in the working directory
-    )  # fmt: skip
-    output = stdout.decode() + stderr.decode()
-    assert code == 0, output[-6000:]
-    assert " passed" in output and "failed" not in output.split("SUMMARY")[-1]
+    har = await run_schemathesis(service.url, tmp_path, 25)
+    seen = check_traffic(har, await get_document(service))
+    assert seen[("get", "/files/download", 200)] and seen[("post", "/files", 200)]
+
+
+@pytest.mark.local_only  # what changes is the settings' answers, not the storage's
+@pytest.mark.parametrize("run", RUNS)
+async def test_schemathesis_under_each_setting_that_changes_the_answers(
+    start_service: ServiceFactory, tmp_path: Path, run: str
+) -> None:
+    overrides, headers, checks = RUNS[run]
+    service = await start_service(fetch_connect_timeout=1.0, fetch_timeout=2.0, **overrides)
+    await service.upload_json(b"\x89PNG\r\n\x1a\n" + bytes(500), filename="photo.png",
+                              headers=headers)  # fmt: skip
+    har = await run_schemathesis(service.url, tmp_path, 10, headers, checks)
+    statuses: dict[tuple[str, str], set[int]] = {}
+    for method, path, status in check_traffic(har, await get_document(service)):
+        statuses.setdefault((method, path), set()).add(status)
+    if run == "api-key":
+        for operation in (("post", "/files"), ("get", "/files/stat")):
+            assert {200, 401, 403} <= statuses[operation], operation
+        assert statuses[("get", "/files/download")] >= {200}  # open without a key
+    elif run == "signing-key":
+        assert 403 in statuses[("get", "/files/download")]
+        assert 200 in statuses[("post", "/files")]
+    else:
+        for path in UPLOADS:
+            fours = {status for status in statuses[("post", path)] if 400 <= status < 500}
+            assert fours == {404}, (path, statuses[("post", path)])
