@@ -17,9 +17,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from streamproxy import Settings, create_app
 from streamproxy.error_table import TABLE
 
 from .conftest import ServiceFactory, run_program
@@ -103,6 +107,24 @@ async def test_the_document_follows_keys_links_compat_status_and_public_url(
         assert "--compat-status" in operation["description"]
     stat = paths["/files/stat"]["get"]  # not an upload route: its statuses stay
     assert {"400", "401", "403", "404"} <= set(stat["responses"])
+
+
+async def test_servers_names_the_mount_of_a_sub_application(tmp_path: Path) -> None:
+    """A host program's prefix is part of where the document's paths hang."""
+    host = web.Application()
+    settings = Settings(storage=str(tmp_path / "data"), base_path="/media")
+    host.add_subapp("/chat", create_app(settings))
+    server = TestServer(host, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            origin = f"http://127.0.0.1:{server.port}"
+            async with session.get(origin + "/chat/media/openapi.json") as response:
+                document = await response.json()
+            assert document["servers"] == [{"url": origin + "/chat"}]
+            assert "/media/files" in document["paths"]
+    finally:
+        await server.close()
 
 
 def check_traffic(har: Path, document: dict[str, Any]) -> Counter[tuple[str, str, int]]:
