@@ -27,10 +27,12 @@ _TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",
     ".css": "text/css",
+    ".svg": "image/svg+xml",
 }
 
 # Served at `{base}/ui/NAME`; nothing else from the package directory is reachable.
-ASSETS = ("app.js", "app.css")
+# The page links its own icon, so browsers do not ask for `/favicon.ico` (a 404).
+ASSETS = ("app.js", "app.css", "icon.svg")
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from ..conftest import ServiceFactory, md5, random_bytes, require_program, run_program
+from ..conftest import (
+    ServiceFactory,
+    eventually,
+    md5,
+    random_bytes,
+    require_program,
+    run_program,
+)
 from ..fetch.conftest import ALLOW_SOURCES
 from ..fetch.sources import Source
 
@@ -256,3 +264,34 @@ async def test_the_page_uploads_plays_seeks_and_imports(
     await page.evaluate(INLINE_SCRIPT)
     assert await page.evaluate("window.inlineRan === undefined")
     assert any("Content Security Policy" in problem for problem in policy_problems)
+
+
+@pytest.mark.local_only  # the page's own files, whatever the storage
+async def test_loading_the_page_asks_for_nothing_that_is_missing(
+    start_service: ServiceFactory, browser: Any
+) -> None:
+    """Every request the browser makes for the page (its icon included) is answered.
+
+    Chromium asks for `/favicon.ico` unless the page names an icon; the service
+    has none there, so that was a 404 in the server's log and the console.
+    """
+    answered: list[tuple[str, int]] = []
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        answered.append((request.path, response.status))
+
+    service = await start_service(
+        base_path="/media", prepare=lambda app: app.on_response_prepare.append(record)
+    )
+    page = await browser.new_page()
+    page.set_default_timeout(15_000)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    await page.goto(service.url + "/media/")
+    await page.wait_for_selector("body.ready")
+    # The icon is asked for after the load, on the browser's own schedule.
+    await eventually(lambda: any("icon" in path for path, _ in answered))
+    await page.close()
+    assert all(status < 400 for _, status in answered), answered
+    assert ("/media/ui/icon.svg", 200) in answered
+    assert not [line for line in console if line.startswith("error")], console

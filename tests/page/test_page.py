@@ -48,6 +48,21 @@ async def test_the_page_has_no_inline_code(service: Service) -> None:
     assert not re.search(r"\s(on[a-z]+|style)\s*=", html)
 
 
+async def test_the_page_links_its_own_icon_and_every_link_answers(
+    start_service: ServiceFactory,
+) -> None:
+    """Without an icon link a browser asks for `/favicon.ico` at the origin: a 404."""
+    service = await start_service(base_path="/media")
+    _, html = await get(service, "/media/")
+    icons = re.findall(r'<link rel="icon" href="([^"]+)" type="([^"]+)">', html)
+    assert icons == [("ui/icon.svg", "image/svg+xml")]
+    for link in re.findall(r'(?:href|src)="([^"#]+)"', html):
+        response, body = await get(service, "/media/" + link)
+        assert response.status == 200, link
+    icon, body = await get(service, "/media/ui/icon.svg")
+    assert icon.content_type == "image/svg+xml" and body.startswith("<svg")
+
+
 async def test_unknown_assets_are_not_found(service: Service) -> None:
     for path in ("/ui/index.html", "/ui/__init__.py", "/ui/..%2f__init__.py", "/ui/"):
         response, _ = await get(service, path)
