@@ -31,7 +31,7 @@ from ..settings import DEFAULT_CHUNK_SIZE
 from .base import Observer, StorageError, StoredMeta
 from .localread import LocalReader, OpenedFile
 from .localstaging import StagingArea
-from .localsweep import delete_older_than, remove_stale, remove_temporaries
+from .localsweep import delete_older_than, remove_stale, remove_temporaries, sweeping
 from .localwrite import LocalWriter
 
 log = logging.getLogger("streamproxy.storage")
@@ -110,7 +110,11 @@ class LocalStorage:
         await self.run_blocking(self.staging.check_writable)
 
     async def delete_older_than(self, cutoff: datetime) -> int:
-        return await self.run_blocking(delete_older_than, self.root, cutoff.timestamp())
+        return await self.run_blocking(
+            sweeping, "deleting expired files", delete_older_than, self.root, cutoff.timestamp()
+        )
 
     async def remove_stale_temporaries(self, cutoff: datetime) -> int:
-        return await self.run_blocking(remove_stale, self.root, cutoff.timestamp())
+        return await self.run_blocking(
+            sweeping, "removing stale temporaries", remove_stale, self.root, cutoff.timestamp()
+        )

@@ -1,18 +1,43 @@
 """Retention and clean-up for local storage: expired files and stale staged data.
 
-Blocking functions, run on the storage's threads.
+Blocking functions, run on the storage's threads. `.tmp` is the storage's own:
+anything stale there goes, a directory too (this code never makes one, so it is
+a leftover of something else). An entry that cannot be removed stops the sweep
+with a StorageError; retention logs and counts it and sweeps again later.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import TypeVar
 
+from .base import StorageError
 from .localfs import META_DIR, TMP_DIR, mtime
 
+_T = TypeVar("_T")
+
 log = logging.getLogger("streamproxy.storage")
+
+
+def sweeping(doing: str, function: Callable[[Path, float], _T], root: Path, cutoff: float) -> _T:
+    """Run a sweep; any OS error becomes a StorageError that says what was being done."""
+    try:
+        return function(root, cutoff)
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        raise StorageError(f"{doing} failed at{where}: {error.strerror}") from error
+
+
+def _remove(entry: os.DirEntry[str]) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path)
+    else:
+        os.unlink(entry.path)
 
 
 def delete_older_than(root: Path, cutoff: float) -> int:
@@ -40,7 +65,7 @@ def remove_stale(root: Path, cutoff: float) -> int:
         for entry in entries:
             if mtime(entry) < cutoff:
                 with suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+                    _remove(entry)
                     removed += 1
     # Metadata whose bytes never arrived (a crash between the two links).
     with os.scandir(root / META_DIR) as entries:
