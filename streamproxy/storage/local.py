@@ -89,10 +89,11 @@ class LocalStorage:
             log.info("removed %d unfinished temporary files from %s", removed, staging.tmp_dir)
 
     async def close(self) -> None:
+        """Wait for the storage threads' work (a commit may be linking), off the loop."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown)
         self.staging.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
     async def create_writer(self, observer: Observer) -> LocalWriter:
         """The temporary file is created with the first write (or the commit)."""

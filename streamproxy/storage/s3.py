@@ -305,9 +305,9 @@ class S3Storage:
             await self._stack.aclose()
             self._stack = None
         self._client = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown)  # waits for its jobs, off the loop
 
     # --- the protocol ----------------------------------------------------------------
 
