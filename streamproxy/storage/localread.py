@@ -16,7 +16,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from .base import FileInfo, FileMissing, StorageError, StoredMeta
+from .base import (
+    FileInfo,
+    FileMissing,
+    InMemoryContent,
+    LocalFileSource,
+    StorageError,
+    StoredMeta,
+)
 from .localfs import META_DIR, READ_FLAGS
 from .smallfiles import SMALL_FILE, CachedFile, Identity, SmallFileCache
 
@@ -25,8 +32,8 @@ RunBlocking = Callable[..., asyncio.Future[Any]]
 _NOT_A_STORED_FILE = {errno.ELOOP, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOTDIR}
 
 
-class InMemoryFile:
-    """A stored file small enough to have been read whole (an `InMemoryContent`)."""
+class InMemoryFile(InMemoryContent):
+    """A stored file small enough to have been read whole."""
 
     def __init__(self, meta: StoredMeta, content: bytes) -> None:
         self.meta = meta
@@ -39,8 +46,8 @@ class InMemoryFile:
         yield self.content[start : start + length]
 
 
-class LocalFileHandle:
-    """An open stored file (a `LocalFileSource`), read on the storage's threads."""
+class LocalFileHandle(LocalFileSource):
+    """An open stored file, read on the storage's threads when not sent by sendfile."""
 
     def __init__(
         self, meta: StoredMeta, local_file: IO[bytes], run_blocking: RunBlocking, chunk_size: int
