@@ -125,7 +125,9 @@ async def test_retention_deletes_expired_files(start_service: ServiceFactory) ->
     service = await start_service(retention=6.0)  # a sweep every second
     old = await service.upload_json(b"old", filename="old.txt")
     await asyncio.sleep(3)
+    assert old["name"] in service.stored_names()  # nothing goes before its time
     new = await service.upload_json(b"new", filename="new.txt")
+    assert service.stored_names() == {old["name"], new["name"]}
 
     async def old_gone() -> bool:
         # The sweep unlinks the bytes, then the metadata: wait for both.
