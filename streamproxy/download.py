@@ -25,7 +25,14 @@ from .preconditions import Outcome, evaluate, if_range_allows
 from .ranges import ByteRange, Unsatisfiable, parse_range
 from .sendfile import SendfileUnavailable, sendfile
 from .settings import SETTINGS
-from .storage.base import STORAGE, FileMissing, StoredFile, StoredMeta
+from .storage.base import (
+    STORAGE,
+    FileMissing,
+    InMemoryContent,
+    LocalFileSource,
+    StoredFile,
+    StoredMeta,
+)
 from .transfers import TRANSFERS
 
 log = logging.getLogger("streamproxy")
@@ -119,7 +126,7 @@ async def send_segment(
         await writer.write(segment.preamble)
     if not segment.length:
         return
-    if stored.local_file is not None:
+    if isinstance(stored, LocalFileSource):
         timeout = request.config_dict[SETTINGS].client_timeout
         try:
             await sendfile(
@@ -176,7 +183,7 @@ async def _respond(
     status, content_type, segments, trailer, extra = plan_body(meta, ranges)
     headers.update(extra)
     headers["Content-Type"] = content_type
-    if stored.content is not None:
+    if isinstance(stored, InMemoryContent):
         # Small enough to have been read whole: one response, one write.
         content = stored.content
         body = b"".join(s.preamble + content[s.start : s.start + s.length] for s in segments)

@@ -67,6 +67,11 @@ class Metrics:
             ["what"],
             registry=registry,
         )
+        self.retention_failures = Counter(
+            "streamproxy_retention_failures",
+            "Retention sweeps that failed (each is logged; the next sweep runs as usual).",
+            registry=registry,
+        )
         for kind in ("upload", "import", "download"):
             self.in_flight.labels(kind)
 

@@ -3,7 +3,8 @@
 Files older than `--retention` go (only when it is set); temporaries and
 unfinished multipart uploads older than `--stale-after` always go, since only a
 crash or a killed process leaves them. Every deletion is logged by the storage
-and counted in the metrics.
+and counted in the metrics; so is a sweep that fails, and the next one runs as
+usual.
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ async def _run(app: web.Application) -> None:
         try:
             await sweep(storage, settings, metrics)
         except StorageError as error:
+            metrics.retention_failures.inc()
             log.warning("retention sweep failed, will retry: %s", error)
+        except Exception:
+            # A bug or an error the storage did not map: the sweep must not die of it.
+            metrics.retention_failures.inc()
+            log.exception("retention sweep failed unexpectedly, will retry")
         await asyncio.sleep(interval)
 
 

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from streamproxy.storage.base import FileInfo, FileMissing, now_utc
+from streamproxy.storage.base import FileInfo, FileMissing, LocalFileSource, now_utc
 from streamproxy.storage.local import LocalStorage
 
+from .conftest import ServerProcess, stop_server
+
 pytestmark = pytest.mark.local_only
+Spawn = Callable[..., Awaitable[ServerProcess]]
 
 
 @pytest.fixture(params=["unnamed", "named"])
@@ -21,8 +28,8 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     local = LocalStorage(tmp_path / "data")
     await local.start()
     if request.param == "named":
-        local.unnamed_temporaries = False
-    elif not local.unnamed_temporaries:
+        local.staging.unnamed = False
+    elif not local.staging.unnamed:
         pytest.skip("this file system has no O_TMPFILE")
     yield local
     await local.close()
@@ -51,7 +58,7 @@ async def test_commit_and_read_back(storage: LocalStorage) -> None:
     data = bytes(range(256)) * 400
     name = await store(storage, data, ["a.bin"])
     async with storage.open(name) as stored:
-        assert stored.local_file is not None  # over 64 KiB: sent with sendfile
+        assert isinstance(stored, LocalFileSource)  # over 64 KiB: sent with sendfile
         assert b"".join([c async for c in stored.chunks(0, len(data))]) == data
     assert (await storage.stat(name)).info.size == len(data)
     assert list((storage.root / ".tmp").iterdir()) == []
@@ -89,3 +96,58 @@ async def test_abort_leaves_nothing(storage: LocalStorage) -> None:
     assert list((storage.root / ".tmp").iterdir()) == []
     with pytest.raises(FileMissing):
         await storage.stat("anything")
+
+
+def _skip_unless_ci(reason: str) -> None:
+    """A capability the machine lacks: skip here, but fail in CI, where it must be there."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+def _read_only_mount_problem() -> str | None:
+    if shutil.which("unshare") is None:
+        return "needs unshare from Debian's package util-linux"
+    probe = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", "mount --bind /tmp /mnt && mount -o remount,bind,ro /mnt"],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        return "needs user and mount namespaces (unshare -Urm) for a read-only bind mount"
+    return None
+
+
+async def test_read_only_storage_is_503_and_logged_once(spawn: Spawn, tmp_path: Path) -> None:
+    """A storage directory that exists on a read-only file system: the upload is refused
+    with 503 storage_unavailable and Retry-After, and the log says why, once."""
+    problem = _read_only_mount_problem()
+    if problem:
+        _skip_unless_ci(problem)
+    storage = tmp_path / "store"
+    for directory in (storage / ".meta", storage / ".tmp"):
+        directory.mkdir(parents=True)
+    # The server runs in its own mount namespace, where the directory is bound read-only.
+    wrapper = (
+        "unshare",
+        "-Urm",
+        "sh",
+        "-c",
+        f'mount --bind "{storage}" "{storage}" && mount -o remount,bind,ro "{storage}" '
+        '&& exec "$0" "$@"',
+    )
+    server = await spawn("--storage", str(storage), prefix=wrapper)
+    async with aiohttp.ClientSession() as session:
+        form = aiohttp.FormData()
+        form.add_field("conversationId", "1")
+        form.add_field("file", b"some bytes", filename="a.txt")
+        async with session.post(server.url + "/files", data=form) as response:
+            assert response.status == 503, await response.text()
+            assert (await response.json())["error"] == "storage_unavailable"
+            assert response.headers["Retry-After"].isdigit()
+        async with session.get(server.url + "/readyz") as response:
+            assert response.status == 503
+    await stop_server(server)
+    assert not any("Traceback" in line for line in server.log), "".join(server.log)
+    upload_errors = [line for line in server.log if "POST /files" in line and "ead-only" in line]
+    assert len(upload_errors) == 1, "".join(server.log)
+    assert sorted(storage.rglob("*")) == [storage / ".meta", storage / ".tmp"]

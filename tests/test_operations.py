@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -118,17 +120,24 @@ async def wait_for(condition, seconds: float = 10) -> None:
 
 
 async def test_retention_deletes_expired_files(start_service: ServiceFactory) -> None:
-    service = await start_service(retention=1.0)
+    """The sweep that deletes an expired file keeps a newer one (a sweep deleting
+    everything would fail here), on either storage."""
+    service = await start_service(retention=6.0)  # a sweep every second
     old = await service.upload_json(b"old", filename="old.txt")
+    await asyncio.sleep(3)
+    assert old["name"] in service.stored_names()  # nothing goes before its time
+    new = await service.upload_json(b"new", filename="new.txt")
+    assert service.stored_names() == {old["name"], new["name"]}
 
-    async def gone() -> bool:
+    async def old_gone() -> bool:
         # The sweep unlinks the bytes, then the metadata: wait for both.
-        return service.stored_names() == set() and service.meta_names() == set()
+        return old["name"] not in service.stored_names() | service.meta_names()
 
-    await wait_for(gone)
-    service.assert_nothing_stored()
+    await wait_for(old_gone)  # 6 to 7 s after the old upload; the new one is 3 s younger
+    service.assert_clean({new["name"]})
     async with service.session.get(old["url"]) as response:
         assert response.status == 404
+    assert await service.fetch(new["name"]) == b"new"
     samples = await scrape(service)
     assert value(samples, "streamproxy_retention_deleted_total", what="file") == 1
 
@@ -152,6 +161,53 @@ async def test_stale_temporaries_are_swept(start_service: ServiceFactory, tmp_pa
     service.assert_clean({kept["name"]})  # stored files are not touched without --retention
     samples = await scrape(service)
     assert value(samples, "streamproxy_retention_deleted_total", what="staged") == 2
+
+
+def _plant_stale(path: Path, data: bytes = b"half") -> None:
+    path.write_bytes(data)
+    long_ago = time.time() - 3600
+    os.utime(path, (long_ago, long_ago))
+
+
+@pytest.mark.local_only  # plants a directory in .tmp
+async def test_a_stale_directory_does_not_stop_the_sweep(start_service: ServiceFactory) -> None:
+    service = await start_service(stale_after=1.0)
+    tmp = service.root / ".tmp"
+    directory = tmp / "left-by-something"
+    directory.mkdir()
+    _plant_stale(directory / "inner.part")
+    _plant_stale(tmp / "first.part")
+    long_ago = time.time() - 3600
+    os.utime(directory, (long_ago, long_ago))
+    await eventually(lambda: service.temporaries() == [])
+    # The sweep lives on: a stale file planted after that goes too.
+    _plant_stale(tmp / "second.part")
+    await eventually(lambda: service.temporaries() == [])
+    samples = await scrape(service)
+    assert value(samples, "streamproxy_retention_deleted_total", what="staged") == 3
+    assert value(samples, "streamproxy_retention_failures_total") == 0
+
+
+@pytest.mark.local_only  # breaks the directory layout by hand
+async def test_a_failed_sweep_is_logged_counted_and_retried(
+    start_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = await start_service(stale_after=1.0)
+    tmp = service.root / ".tmp"
+    tmp.rename(service.root / ".tmp-away")
+    tmp.write_bytes(b"not a directory")  # every sweep of .tmp fails now
+    with caplog.at_level(logging.WARNING, logger="streamproxy.retention"):
+
+        async def failed() -> bool:
+            return value(await scrape(service), "streamproxy_retention_failures_total") >= 1
+
+        await wait_for(failed)
+    assert any("retention sweep failed" in r.getMessage() for r in caplog.records)
+    tmp.unlink()
+    (service.root / ".tmp-away").rename(tmp)
+    _plant_stale(tmp / "abandoned.part")
+    await eventually(lambda: service.temporaries() == [])  # the sweep runs on
+    assert value(await scrape(service), "streamproxy_retention_deleted_total", what="staged") == 1
 
 
 KEY = "a-signing-key-of-some-length"

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
@@ -88,9 +88,6 @@ def effective_part_size(part_size: int, max_size: int) -> int:
 
 class S3File:
     """A stored object, read with ranged GETs pinned to the object HEAD saw."""
-
-    content: bytes | None = None
-    local_file: IO[bytes] | None = None  # never: objects are read with ranged GETs
 
     def __init__(self, storage: S3Storage, meta: StoredMeta, key: str, s3_etag: str) -> None:
         self.meta = meta
@@ -308,9 +305,9 @@ class S3Storage:
             await self._stack.aclose()
             self._stack = None
         self._client = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown)  # waits for its jobs, off the loop
 
     # --- the protocol ----------------------------------------------------------------
 

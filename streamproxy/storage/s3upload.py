@@ -26,29 +26,52 @@ Every multipart upload and staging object is discarded on every way out; see
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
+from .interruptions import Interruptions
 from .s3body import PartReader
-from .s3cleanup import Leftover, staging_key
+from .s3cleanup import Janitor, Leftover, staging_key
 from .s3meta import S3_ERRORS, encode, is_taken, storage_error
 
 if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
-
-    from .s3 import S3Storage
 
 # Server-side copy: 1 GiB per UploadPartCopy (S3 allows 5 GiB), a few at once.
 COPY_PART = 1024**3
 COPY_CONCURRENCY = 4
+_T = TypeVar("_T")
+
+
+class Bucket(Protocol):
+    """What a writer needs of its storage, and no more: the bucket and its keys, the
+    two lookups, and where to run and track work. `S3Storage` is one."""
+
+    bucket: str
+    staging_prefix: str
+    chunk_size: int
+    janitor: Janitor
+
+    @property
+    def client(self) -> S3Client: ...
+
+    def key(self, name: str) -> str: ...
+
+    async def create_upload(self, key: str, **arguments: Any) -> str: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    def run_blocking(self, function: Callable[..., _T], *args: Any) -> asyncio.Future[_T]: ...
+
+    def track(self, discard: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
 
 class S3Writer:
     """Stages one upload; see the module docstring."""
 
-    def __init__(self, storage: S3Storage, observer: Observer, part_size: int) -> None:
+    def __init__(self, storage: Bucket, observer: Observer, part_size: int) -> None:
         self._storage = storage
         self._observer = observer
         self._part_size = part_size
@@ -239,18 +262,18 @@ class S3Writer:
             await asyncio.shield(self._storage.track(self._discard()))
 
     async def _discard(self) -> None:
-        """Stop what is in flight and remove what was staged; idempotent, never raises."""
+        """Stop what is in flight and remove what was staged; idempotent. Raises only a
+        cancellation or interrupt that arrived meanwhile, once all that is done."""
         self._done = True
+        interruptions = Interruptions()
         if self._taking is not None and not self._taking.done():
             # A worker thread may still be appending to the buffer: let it finish.
-            with suppress(BaseException):
-                await asyncio.shield(self._taking)
+            await interruptions.wait(self._taking)
         self._buffer, self._spare, self._filled = bytearray(), None, 0
         if self._sending is not None:
             sending, self._sending = self._sending, None
             sending.cancel()
-            with suppress(BaseException):
-                await sending
+            await interruptions.wait(sending)
         janitor = self._storage.janitor
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
@@ -258,3 +281,4 @@ class S3Writer:
         if self._staged:
             self._staged = False
             await janitor.discard(Leftover(self._staging_key))
+        interruptions.reraise()

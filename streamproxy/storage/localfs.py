@@ -1,0 +1,46 @@
+"""What the local storage's writer, reader and sweep share: the layout's names,
+the flags a stored file is opened with, and the one mapping of OS errors.
+
+A full disk is the client's 507; a file system that refuses writes (mounted
+read-only, or permissions taken away) is 503, since nothing the client sends
+can fix it and the operator can; anything else stays a plain storage error.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from .base import StorageError, StorageFull, StorageUnavailable
+
+META_DIR = ".meta"
+TMP_DIR = ".tmp"
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC  # a stored file, never a link
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_REFUSED_ERRNOS = {errno.EROFS, errno.EACCES}
+
+
+def storage_error(error: OSError, doing: str) -> StorageError:
+    """The storage error for an OS error met while `doing` something on the write path."""
+    if error.errno in _FULL_ERRNOS:
+        return StorageFull(f"no space left while {doing}: {error.strerror}")
+    if error.errno in _REFUSED_ERRNOS:
+        return StorageUnavailable(f"{doing} failed: {error.strerror}")
+    return StorageError(f"{doing} failed: {error.strerror}")
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mtime(entry: os.DirEntry[str]) -> float:
+    """An entry's mtime; one removed since the listing (a finished upload) counts as new."""
+    try:
+        return entry.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")

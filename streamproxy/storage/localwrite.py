@@ -1,0 +1,267 @@
+"""One upload into local storage: bytes into a temporary, then the no-overwrite commit.
+
+Every blocking call runs on the storage's threads. Operations are chained: each
+waits for the previous one, so `abort` never closes the file while a worker
+thread still writes to it, even after a cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import ctypes.util
+import enum
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
+from .interruptions import Interruptions
+from .localfs import storage_error
+from .localstaging import StagingArea
+
+HELD_BACK = 64 * 1024  # a first chunk up to this size waits for the next trip
+_GIL_HELD = 2047  # hashlib keeps the GIL for updates below 2048 bytes
+
+Submit = Callable[[Callable[[], None]], None]
+"""Starts a blocking call on the storage's threads without waiting for it."""
+
+
+def observe_holding_gil(observer: Observer, pieces: Sequence[Piece]) -> None:
+    """Hash small pieces on the event loop in slices under 2 KiB.
+
+    hashlib lets go of the GIL for 2 KiB and more; on the event loop that is a
+    loss, because getting it back means waiting behind busy worker threads.
+    """
+    for piece in pieces:
+        view = memoryview(piece)
+        for start in range(0, len(view), _GIL_HELD):
+            observer(view[start : start + _GIL_HELD])
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """Linux's sync_file_range(2), which Python's os module does not offer."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    write_only = 2  # SYNC_FILE_RANGE_WRITE: start writing back, do not wait
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        function(fd, offset, length, write_only)  # advisory: a failure changes nothing
+
+    return start_writeback
+
+
+# With fsync on, a big upload's bytes are sent to disk as they arrive, so the final
+# fsync finds little left to write instead of the whole file.
+_start_writeback = _load_sync_file_range()
+WRITEBACK_EVERY = 8 * 1024 * 1024
+
+
+def _writeback(fd: int, offset: int, length: int) -> None:
+    try:
+        assert _start_writeback is not None
+        _start_writeback(fd, offset, length)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Operation:
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    done: asyncio.Future[Any]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled by an abort meanwhile
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class WriterState(enum.Enum):
+    """OPEN takes writes; exactly one of COMMITTED or ABORTED ends it."""
+
+    OPEN = "open"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+class LocalWriter:
+    """Stages one upload in the staging area; see the module docstring."""
+
+    def __init__(self, staging: StagingArea, submit: Submit, observer: Observer) -> None:
+        self._staging = staging
+        self._submit = submit
+        self._observer = observer
+        self.state = WriterState.OPEN
+        self._path: Path | None = None  # only for a named temporary
+        self._fd: int | None = None
+        # A small first write waits here (already observed: hashing 64 KiB on the
+        # event loop costs less than a thread trip), so that a small file is opened,
+        # written and committed in a single trip to a worker thread, not three.
+        self._first: Sequence[Piece] = ()
+        self._written = self._written_back = 0
+        # Operations run in order on one worker thread at a time, which takes the
+        # next queued one without waiting for the event loop: a batch queued while
+        # the previous one is written starts the moment that one ends.
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._queue: collections.deque[_Operation] = collections.deque()
+        self._draining: asyncio.Future[None] | None = None
+
+    def _run(self, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Queue a blocking operation; the future settles when it has run."""
+        done: asyncio.Future[Any] = self._loop.create_future()
+        with self._lock:
+            self._queue.append(_Operation(function, args, done))
+            if self._draining is not None:
+                return done
+            self._draining = self._loop.create_future()
+        self._submit(self._drain_sync)
+        return done
+
+    def _drain_sync(self) -> None:
+        """On a worker thread: run queued operations until none is left."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    draining, self._draining = self._draining, None
+                    break
+                operation = self._queue.popleft()
+            try:
+                result = operation.function(*operation.args)
+            except BaseException as error:
+                self._loop.call_soon_threadsafe(_settle, operation.done, None, error)
+            else:
+                self._loop.call_soon_threadsafe(_settle, operation.done, result, None)
+        assert draining is not None
+        self._loop.call_soon_threadsafe(_settle, draining, None, None)
+
+    def _open_sync(self) -> None:
+        """Create the temporary, and write the chunk held back, if any."""
+        self._fd, self._path = self._staging.create_temporary()
+        first, self._first = self._first, ()
+        if first:
+            self._write_all(first)
+
+    def _write_sync(self, pieces: Sequence[Piece]) -> None:
+        if self._fd is None:
+            self._open_sync()
+        for piece in pieces:
+            self._observer(piece)
+        self._write_all(pieces)
+        self._written += sum(len(piece) for piece in pieces)
+        if (
+            self._staging.fsync
+            and _start_writeback is not None
+            and self._written - self._written_back >= WRITEBACK_EVERY
+        ):
+            assert self._fd is not None
+            # On another thread: starting writeback can wait for the disk, and the
+            # hashing of the next batch should not. A descriptor of its own keeps it
+            # safe from this file being closed meanwhile.
+            offset, length = self._written_back, self._written - self._written_back
+            self._submit(partial(_writeback, os.dup(self._fd), offset, length))
+            self._written_back = self._written
+
+    def _write_all(self, pieces: Sequence[Piece]) -> None:
+        """One writev for all the pieces (a short write continues where it stopped)."""
+        assert self._fd is not None
+        views = [memoryview(piece) for piece in pieces]
+        try:
+            while views:
+                written = os.writev(self._fd, views)
+                while views and written >= len(views[0]):
+                    written -= len(views[0])
+                    views.pop(0)
+                if views and written:
+                    views[0] = views[0][written:]
+        except OSError as error:
+            raise storage_error(error, "writing the file") from error
+
+    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
+        """Queue the pieces; the future settles once they are written.
+
+        Not a coroutine: the write is queued when this is called, so a caller can
+        queue the next batch before awaiting the previous one.
+        """
+        if self.state is not WriterState.OPEN:
+            raise StorageError(f"the upload is already {self.state.value}")
+        if (
+            self._fd is None
+            and not self._first
+            and not self._queue
+            and self._draining is None
+            and sum(len(piece) for piece in pieces) <= HELD_BACK
+        ):
+            observe_holding_gil(self._observer, pieces)
+            self._first = list(pieces)
+            done: asyncio.Future[None] = self._loop.create_future()
+            done.set_result(None)
+            return done
+        return self._run(self._write_sync, pieces)
+
+    def _commit_sync(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        if self._fd is None:
+            self._open_sync()
+        assert self._fd is not None
+        try:
+            if self._staging.fsync:
+                os.fsync(self._fd)
+            metadata = info.to_json()
+            for name in names:
+                if self._staging.claim(name, metadata, self._fd, self._path):
+                    return StoredMeta(name, info)
+        except OSError as error:
+            raise storage_error(error, "saving the file") from error
+        finally:
+            self._release()
+        raise NoFreeName("every candidate name is taken")
+
+    def _release(self) -> None:
+        """Close and remove the temporary; what cannot be removed is left to the sweep."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._path is not None:
+            path, self._path = self._path, None
+            with suppress(OSError):  # gone already, or a file system that refuses now
+                path.unlink()
+
+    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        if self.state is not WriterState.OPEN:
+            raise StorageError(f"the upload is already {self.state.value}")
+        meta: StoredMeta = await self._run(self._commit_sync, iter(names), info)
+        self.state = WriterState.COMMITTED
+        return meta
+
+    async def abort(self) -> None:
+        """Drop what is queued, wait for the write in flight, remove the temporary.
+        A cancellation that arrives meanwhile is raised once that is done."""
+        if self.state is not WriterState.OPEN:
+            return
+        self.state = WriterState.ABORTED
+        self._first = ()
+        with self._lock:
+            for operation in self._queue:
+                operation.done.cancel()
+            self._queue.clear()
+            draining = self._draining
+        interruptions = Interruptions()
+        if draining is not None:
+            await interruptions.wait(draining)
+        self._release()
+        interruptions.reraise()
