@@ -13,7 +13,6 @@ from aiohttp import web
 
 from . import __version__
 from .app import create_app
-from .logs import configure_logging
 from .requestlog import AccessLogger
 from .settings import Settings
 from .storage.base import STORAGE
@@ -107,14 +106,3 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main)
-
-
-def run(settings: Settings) -> None:
-    """Blocking entry point: one process, or a supervisor of `--workers` processes."""
-    if settings.workers > 1:
-        from .workers import run_workers
-
-        run_workers(settings)
-        return
-    configure_logging(settings.log_level, settings.log_format)
-    run_loop(serve(settings))

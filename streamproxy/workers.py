@@ -24,6 +24,7 @@ from multiprocessing.queues import Queue
 from types import FrameType
 
 from .logs import configure_logging
+from .server import run_loop, serve
 from .settings import Settings
 from .storage import open_storage
 
@@ -52,8 +53,6 @@ async def _prepare_storage(settings: Settings) -> str:
 
 def _worker(settings: Settings, index: int, ready: Queue[tuple[int, list[str]]]) -> None:
     """A worker process: the ordinary server, on the shared port, reporting when it listens."""
-    from .server import run_loop, serve
-
     configure_logging(settings.log_level, settings.log_format)
     run_loop(serve(settings, ready=lambda urls: ready.put((index, urls)), worker=index))
 
