@@ -67,6 +67,13 @@ class Metrics:
             ["what"],
             registry=registry,
         )
+        self.timed_out = Counter(
+            "streamproxy_connections_timed_out",
+            "Connections closed for a request head that did not arrive in time, by phase.",
+            ["phase"],
+            registry=registry,
+        )
+        self.timed_out.labels("head")
         for kind in ("upload", "import", "download"):
             self.in_flight.labels(kind)
 

@@ -13,6 +13,8 @@ from aiohttp import web
 
 from . import __version__
 from .app import create_app
+from .connections import GuardedSite, HeadLimits
+from .metrics import METRICS
 from .requestlog import AccessLogger
 from .settings import Settings
 from .storage.base import STORAGE
@@ -44,21 +46,28 @@ async def serve(
     one sweeps for retention.
     """
     app = create_app(settings, retention_sweep=worker in (None, 0))
-    runner = web.AppRunner(
-        app,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("streamproxy.access"),
-        read_bufsize=READ_BUFFER,
-        shutdown_timeout=0.1,  # our own drain() has waited already
-    )
+    handler_options: dict[str, Any] = {
+        "access_log_class": AccessLogger,
+        "access_log": logging.getLogger("streamproxy.access"),
+        "read_bufsize": READ_BUFFER,
+        "keepalive_timeout": settings.keepalive_timeout,
+    }
+    # our own drain() has waited already when the runner's shutdown timeout applies
+    runner = web.AppRunner(app, shutdown_timeout=0.1, **handler_options)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = web.TCPSite(
-            runner, settings.host, settings.port, reuse_port=settings.reuse_port or None
+        site = GuardedSite(
+            runner,
+            settings.host,
+            settings.port,
+            limits=HeadLimits(settings.header_timeout, settings.max_head_size),
+            metrics=app[METRICS],
+            handler_options=handler_options,
+            reuse_port=settings.reuse_port or None,
         )
         await site.start()
         urls = [_format_address(address) for address in runner.addresses]
