@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -74,7 +75,7 @@ async def serve(
         log.info(
             "streamproxy %s %slistening on %s%s, storing in %s, max size %d bytes, %s loop",
             __version__,
-            "" if worker is None else f"worker {worker} ",
+            "" if worker is None else f"worker {worker} (pid {os.getpid()}) ",
             ", ".join(urls),
             settings.base_path or "/",
             app[STORAGE].description,
