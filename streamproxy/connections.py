@@ -17,7 +17,9 @@ the end of its body the guard stands aside: body bytes are the pump's business.
 
 A subclass plugged in by a site of our own, rather than a patch of aiohttp's
 class, so a host program that mounts the app keeps aiohttp as it is; it only
-uses the transport and timer calls that uvloop's loop has as well.
+uses the transport and timer calls that uvloop's loop has as well. It reads three
+attributes aiohttp keeps without a public name (`_loop`, `_request_count`,
+`_messages`); an aiohttp that renames them fails tests/test_hostile_clients.py.
 """
 
 from __future__ import annotations

@@ -140,6 +140,16 @@ async def test_idle_keepalive_closes_and_a_later_head_has_its_own_deadline(
     assert first.startswith(b"HTTP/1.1 200"), answer
     status, error = error_of(second)
     assert (status, error["error"]) == (408, "timeout")
+    # Only the head is timed: a body may take longer than the header timeout.
+    request = upload_request()
+    head_end = request.index(b"\r\n\r\n") + 4
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request[: head_end + 20])
+    await asyncio.sleep(2.5)
+    writer.write(request[head_end + 20 :])
+    answer = await read_until_closed(reader, 15)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
 
 
 async def test_a_head_over_the_limit_gets_431_and_is_not_stored(
