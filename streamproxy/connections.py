@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.streams import StreamReader
 
+from .error_table import HEADERS_TOO_LARGE, TIMEOUT, ErrorKind
 from .errors import json_error
 from .metrics import Metrics
 from .requestlog import new_request_id
@@ -50,14 +51,14 @@ class HeadLimits:
     max_size: int
 
 
-def error_bytes(status: int, code: str, detail: str) -> bytes:
+def error_bytes(kind: ErrorKind, detail: str) -> bytes:
     """A whole `Connection: close` HTTP/1.1 error response, for when no request exists yet."""
     request_id = new_request_id()
-    response = json_error(status, code, detail, request_id=request_id)
+    response = json_error(kind.status, kind.code, detail, request_id=request_id)
     body = response.body
     assert isinstance(body, bytes)
     head = (
-        f"HTTP/1.1 {status} {response.reason}\r\n"
+        f"HTTP/1.1 {kind.status} {response.reason}\r\n"
         f"Content-Type: {response.content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Date: {formatdate(usegmt=True)}\r\n"
@@ -156,8 +157,7 @@ class GuardedRequestHandler(web.RequestHandler):
         started = bool(self._head_bytes or self._head_tail)
         self._answer_and_close(
             error_bytes(
-                408,
-                "timeout",
+                TIMEOUT,
                 f"the request head did not arrive within {self._limits.timeout:g} seconds",
             )
             if started
@@ -166,12 +166,11 @@ class GuardedRequestHandler(web.RequestHandler):
 
     def _refuse_head(self) -> None:
         self._stop_head_clock()
-        self._metrics.refusals.labels("headers_too_large").inc()
+        self._metrics.refusals.labels(HEADERS_TOO_LARGE.code).inc()
         log.debug("closing %s: request head over %d bytes", self.peername, self._limits.max_size)
         self._answer_and_close(
             error_bytes(
-                431,
-                "headers_too_large",
+                HEADERS_TOO_LARGE,
                 f"the request line and headers are larger than {self._limits.max_size} bytes",
             )
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from .errors import ApiError
+from .error_table import NOT_IMPLEMENTED
 from .metrics import Handler
 
 
@@ -31,11 +31,8 @@ def transfer_codings(request: web.BaseRequest) -> list[str]:
 async def framing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     codings = transfer_codings(request)
     if codings and codings != ["chunked"]:
-        raise ApiError(
-            501,
-            "not_implemented",
+        raise NOT_IMPLEMENTED(
             f"transfer coding {', '.join(codings)!r} is not supported; send the body "
-            "chunked or with a Content-Length",
-            close=True,
+            "chunked or with a Content-Length"
         )
     return await handler(request)

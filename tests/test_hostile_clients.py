@@ -15,6 +15,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamproxy.error_table import HEADERS_TOO_LARGE
+
 from .conftest import ServerProcess, field_part, file_part, multipart_body
 
 Spawn = Callable[..., Awaitable[ServerProcess]]
@@ -162,6 +164,7 @@ async def test_a_head_over_the_limit_gets_431_and_is_not_stored(
     status, error = error_of(await exchange(port, upload_request(padding_headers(100))))
     assert (status, error["error"]) == (431, "headers_too_large")
     assert "32768" in error["detail"] and error["requestId"]
+    assert error["message"] == HEADERS_TOO_LARGE.message
     # Refused while the head is still arriving: no blank line ever comes.
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /healthz HTTP/1.1\r\n" + padding_headers(40))
