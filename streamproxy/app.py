@@ -15,6 +15,7 @@ from . import download, health, upload
 from .errors import error_middleware
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
+from .framing import framing_middleware
 from .limits import limits
 from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .openapi import openapi_json
@@ -64,7 +65,14 @@ def create_app(
     first worker under `--workers`).
     """
     settings = settings or Settings()
-    app = web.Application(middlewares=[request_id_middleware, metrics_middleware, error_middleware])
+    app = web.Application(
+        middlewares=[
+            request_id_middleware,
+            metrics_middleware,
+            error_middleware,
+            framing_middleware,
+        ]
+    )
     metrics = Metrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from . import __version__
 from .client.commands import COMMANDS, add_client_commands
 from .client.commands import run as run_client
-from .settings import SettingsError, add_arguments, load_settings
+from .settings import Settings, SettingsError, add_arguments, load_settings
 from .storage.base import StorageError
 
 
@@ -35,6 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(settings: Settings) -> None:
+    """Blocking entry point of `serve`: one process, or a supervisor of `--workers` processes.
+
+    It lives here, not in server.py, so that server.py (one process) and workers.py
+    (the supervisor, whose workers run server.py) do not import each other. The
+    imports wait until `serve` runs: the client commands start without aiohttp's server.
+    """
+    if settings.workers > 1:
+        from .workers import run_workers
+
+        run_workers(settings)
+        return
+    from .logs import configure_logging
+    from .server import run_loop, serve
+
+    configure_logging(settings.log_level, settings.log_format)
+    run_loop(serve(settings))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
@@ -48,8 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"streamproxy: {error}", file=sys.stderr)
         return 2
-    from .server import run
-
     try:
         run(settings)
     except (OSError, SettingsError, StorageError, RuntimeError) as error:

@@ -116,7 +116,11 @@ HEADERS_TOO_LARGE = ErrorKind(
 )
 INTERNAL = ErrorKind(500, "internal", "Internal error.", "anything else (logged with a request id)")
 NOT_IMPLEMENTED = ErrorKind(
-    501, "not_implemented", "Not implemented.", "a transfer coding other than chunked"
+    501,
+    "not_implemented",
+    "Not implemented.",
+    "a transfer coding other than chunked",
+    close=True,  # the body's framing is not understood: nothing after it can be read
 )
 SOURCE_FAILED = ErrorKind(
     502,

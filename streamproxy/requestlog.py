@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import re
 import secrets
 
@@ -24,18 +23,9 @@ _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 # New ids: a random prefix per process and a counter, unique without a syscall each.
+# Workers are spawned (never forked), so each process draws its own prefix on import.
 _PREFIX = secrets.token_hex(6)
 _COUNTER = itertools.count(1)
-
-
-def _reseed() -> None:
-    """Worker processes forked from one parent must not share the prefix."""
-    global _PREFIX, _COUNTER
-    _PREFIX = secrets.token_hex(6)
-    _COUNTER = itertools.count(1)
-
-
-os.register_at_fork(after_in_child=_reseed)
 
 
 def new_request_id() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -13,7 +14,8 @@ from aiohttp import web
 
 from . import __version__
 from .app import create_app
-from .logs import configure_logging
+from .connections import GuardedSite, HeadLimits
+from .metrics import METRICS
 from .requestlog import AccessLogger
 from .settings import Settings
 from .storage.base import STORAGE
@@ -45,28 +47,35 @@ async def serve(
     one sweeps for retention.
     """
     app = create_app(settings, retention_sweep=worker in (None, 0))
-    runner = web.AppRunner(
-        app,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("streamproxy.access"),
-        read_bufsize=READ_BUFFER,
-        shutdown_timeout=0.1,  # our own drain() has waited already
-    )
+    handler_options: dict[str, Any] = {
+        "access_log_class": AccessLogger,
+        "access_log": logging.getLogger("streamproxy.access"),
+        "read_bufsize": READ_BUFFER,
+        "keepalive_timeout": settings.keepalive_timeout,
+    }
+    # our own drain() has waited already when the runner's shutdown timeout applies
+    runner = web.AppRunner(app, shutdown_timeout=0.1, **handler_options)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = web.TCPSite(
-            runner, settings.host, settings.port, reuse_port=settings.reuse_port or None
+        site = GuardedSite(
+            runner,
+            settings.host,
+            settings.port,
+            limits=HeadLimits(settings.header_timeout, settings.max_head_size),
+            metrics=app[METRICS],
+            handler_options=handler_options,
+            reuse_port=settings.reuse_port or None,
         )
         await site.start()
         urls = [_format_address(address) for address in runner.addresses]
         log.info(
             "streamproxy %s %slistening on %s%s, storing in %s, max size %d bytes, %s loop",
             __version__,
-            "" if worker is None else f"worker {worker} ",
+            "" if worker is None else f"worker {worker} (pid {os.getpid()}) ",
             ", ".join(urls),
             settings.base_path or "/",
             app[STORAGE].description,
@@ -107,14 +116,3 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main)
-
-
-def run(settings: Settings) -> None:
-    """Blocking entry point: one process, or a supervisor of `--workers` processes."""
-    if settings.workers > 1:
-        from .workers import run_workers
-
-        run_workers(settings)
-        return
-    configure_logging(settings.log_level, settings.log_format)
-    run_loop(serve(settings))

@@ -271,6 +271,25 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     Option(
+        "header_timeout",
+        parse_seconds,
+        "seconds a request's whole head (request line and headers) may take to arrive "
+        "before 408 (default 15)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "keepalive_timeout",
+        parse_seconds,
+        "seconds an idle keep-alive connection stays open (default 75)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "max_head_size",
+        parse_size,
+        "largest request head (request line and all headers) before 431 (default 32k)",
+        metavar="BYTES",
+    ),
+    Option(
         "shutdown_timeout",
         parse_seconds,
         "seconds transfers in flight may take to finish after SIGTERM",
@@ -410,6 +429,9 @@ class Settings:
     workers: int = 1
     client_timeout: float = 60.0
     shutdown_timeout: float = 10.0
+    header_timeout: float = 15.0
+    keepalive_timeout: float = 75.0
+    max_head_size: int = 32 * 1024
     fetch_allow: tuple[AllowRule, ...] = ()
     fetch_timeout: float = 300.0
     fetch_connect_timeout: float = 10.0
