@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shutil
 import socket
 import struct
@@ -152,7 +151,11 @@ async def test_disk_full_gives_507_and_leaves_nothing(spawn: Spawn, tmp_path: Pa
                 results.append((response.status, await response.json()))
         assert results[0][0] == 200
         assert results[1][0] == 507
-        assert results[1][1]["error"] == "insufficient_storage"
+        refusal = results[1][1]
+        assert set(refusal) == {"message", "error", "detail", "requestId"}, refusal
+        assert refusal["error"] == "insufficient_storage"
+        assert refusal["message"] == "An error occurred while uploading file."
+        assert isinstance(refusal["detail"], str) and refusal["detail"], refusal
         assert list((inside / ".tmp").iterdir()) == []
         visible = sorted(p.name for p in inside.iterdir() if not p.name.startswith("."))
         assert visible == ["1_big.bin"]
@@ -164,4 +167,3 @@ async def test_disk_full_gives_507_and_leaves_nothing(spawn: Spawn, tmp_path: Pa
         ) as response:
             assert md5(await response.read()) == md5(first)
     await stop_server(server)
-    assert json.dumps(results[1][1])  # the error body was JSON
