@@ -139,6 +139,31 @@ async def test_fetch_imports_a_url(start_recorded: Any, start_source: Any) -> No
     assert "400 bad_request" in refused.stderr or "400 source_not_allowed" in refused.stderr
 
 
+async def test_fetch_labels_the_file_as_stat_and_message_do(
+    start_recorded: Any, start_source: Any
+) -> None:
+    """One rule for the label: the original name the service recorded, never the
+    stored name's uniqueness suffix (the second import of one URL gets one)."""
+    served: Recorded = await start_recorded(fetch_allow=ALLOW_SOURCES)
+    source: Source = await start_source()
+    url = source.file("/docs/report.pdf", b"%PDF-1.7\n" + random_bytes(3000))
+    common = ["--channel", "web", "--conversation-id", "7", "--server", served.url]
+    await run_cli("fetch", url, *common)
+    run = await run_cli("fetch", url, "--json", *common)
+    assert run.code == 0, run.stderr
+    (result,) = run.json_lines()
+    stored = result["name"]
+    assert stored.startswith("7_report-") and stored != "7_report.pdf"
+    fetched = result["mediaMessage"]
+    assert fetched["additionalDetails"]["fileName"] == "report.pdf"
+    assert fetched["attachment"]["mediaLabel"] == "report.pdf"
+    assert fetched["attachment"]["mediaName"] == stored
+    stat = (await run_cli("stat", stored, "--json", "--server", served.url)).json_lines()[0]
+    assert stat["originalName"] == "report.pdf"
+    message = await run_cli("message", stored, "--server", served.url)
+    assert json.loads(message.stdout) == fetched
+
+
 async def test_download_saves_resumes_and_takes_ranges(
     served: Recorded, tmp_path: Path, monkeypatch: Any
 ) -> None:
