@@ -13,7 +13,8 @@ STAMP := $(VENV)/.dev-stamp
 # Chromium for the test page, through Playwright; ffmpeg to make the video it plays;
 # nginx for the benchmarks' smoke test);
 # installed when running as root, otherwise the tests that need them skip and name
-# the package.
+# the package. With CI=true a package that cannot be installed fails `make test`
+# here, and a test that would skip for it fails (tests/capabilities.py).
 DEB_PACKAGES := curl clamav-daemon chromium ffmpeg nginx-light
 BENCH_STAMP := $(VENV)/.bench-stamp
 
@@ -54,8 +55,11 @@ system-packages:
 	    echo "installing Debian packages:$$missing"; \
 	    (apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
 	     (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null)) \
-	      || echo "could not install$$missing: the tests that need them will skip"; \
-	  else echo "not root: tests needing$$missing will skip"; fi; \
+	      || { echo "could not install$$missing: the tests that need them will skip" >&2; \
+	           if [ "$$CI" = true ]; then echo "CI=true: a package the tests need is missing" >&2; exit 1; fi; }; \
+	  else echo "not root: tests needing$$missing will skip" >&2; \
+	    if [ "$$CI" = true ]; then echo "CI=true: a package the tests need is missing" >&2; exit 1; fi; \
+	  fi; \
 	fi
 
 test: lint system-packages

@@ -1,5 +1,6 @@
 """Shared fixtures: a real streamproxy on loopback, over each storage kind, and clients for it.
 
+Skips for a missing package or capability fail when CI=true (capabilities.py).
 Every test that starts a service runs twice, on a local directory (`local`) and
 on S3 through moto's server (`s3`), unless marked `local_only` or `s3_only`.
 """
@@ -11,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,6 +29,11 @@ from streamproxy.server import READ_BUFFER
 from streamproxy.settings import Settings
 from streamproxy.transfers import TRANSFERS
 
+# The hooks make a skip for a missing need fail when CI=true; require_program is
+# re-exported (the tests import it from here).
+from .capabilities import pytest_make_collect_report as pytest_make_collect_report
+from .capabilities import pytest_runtest_makereport as pytest_runtest_makereport
+from .capabilities import require_program as require_program
 from .s3support import BUCKET, FAKE_AWS, MotoServer, S3Store
 
 
@@ -257,14 +262,6 @@ async def run_program(*args: str, cwd: Path | None = None) -> tuple[int, bytes, 
     stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return process.returncode, stdout, stderr
-
-
-def require_program(name: str, package: str) -> str:
-    """The path of a program from Debian's packages, or skip naming the package."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"needs {name} from Debian's package {package} (make test installs it as root)")
-    return path
 
 
 async def read_response(reader: asyncio.StreamReader) -> bytes:

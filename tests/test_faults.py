@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import shutil
 import socket
 import struct
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from .conftest import (
     md5,
     multipart_body,
     random_bytes,
+    require_program,
     staged_files,
     stop_server,
     upload_across_sigterm,
@@ -112,29 +112,29 @@ async def test_shutdown_lets_a_quick_upload_finish(spawn: Spawn, tmp_path: Path)
     assert (storage / "1_f.bin").read_bytes() == FILE
 
 
-def _can_mount_tmpfs() -> str | None:
-    if shutil.which("unshare") is None:
-        return "needs unshare from Debian's package util-linux"
-    probe = __import__("subprocess").run(
-        ["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+def _mount_namespace_wrapper() -> list[str]:
+    """`unshare -Urm`, once it has shown it can mount a small tmpfs here; else skip saying why."""
+    unshare = require_program("unshare", "util-linux")
+    probe = subprocess.run(
+        [unshare, "-Urm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
         capture_output=True,
     )
     if probe.returncode != 0:
-        return "needs user and mount namespaces (unshare -Urm) to mount a small tmpfs"
-    return None
+        pytest.skip(
+            "needs user and mount namespaces (unshare -Urm) to mount a small tmpfs: "
+            + probe.stderr.decode(errors="replace").strip()
+        )
+    return [unshare, "-Urm"]
 
 
 async def test_disk_full_gives_507_and_leaves_nothing(spawn: Spawn, tmp_path: Path) -> None:
-    reason = _can_mount_tmpfs()
-    if reason:
-        pytest.skip(reason)
+    unshare = await asyncio.to_thread(_mount_namespace_wrapper)
     storage = tmp_path / "small"
     storage.mkdir()
     # The server runs in its own mount namespace over a 4 MiB tmpfs; /proc/PID/root
     # lets the test look inside that namespace.
     wrapper = (
-        "unshare",
-        "-Urm",
+        *unshare,
         "sh",
         "-c",
         f'mount -t tmpfs -o size=4m tmpfs "{storage}" && exec "$0" "$@"',
@@ -152,7 +152,11 @@ async def test_disk_full_gives_507_and_leaves_nothing(spawn: Spawn, tmp_path: Pa
                 results.append((response.status, await response.json()))
         assert results[0][0] == 200
         assert results[1][0] == 507
-        assert results[1][1]["error"] == "insufficient_storage"
+        refusal = results[1][1]
+        assert set(refusal) == {"message", "error", "detail", "requestId"}, refusal
+        assert refusal["error"] == "insufficient_storage"
+        assert refusal["message"] == "An error occurred while uploading file."
+        assert isinstance(refusal["detail"], str) and refusal["detail"], refusal
         assert list((inside / ".tmp").iterdir()) == []
         visible = sorted(p.name for p in inside.iterdir() if not p.name.startswith("."))
         assert visible == ["1_big.bin"]
@@ -164,4 +168,3 @@ async def test_disk_full_gives_507_and_leaves_nothing(spawn: Spawn, tmp_path: Pa
         ) as response:
             assert md5(await response.read()) == md5(first)
     await stop_server(server)
-    assert json.dumps(results[1][1])  # the error body was JSON

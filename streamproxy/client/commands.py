@@ -214,7 +214,8 @@ class Upload(Command):
         async def upload(client: MediaClient) -> int:
             failed = 0
             for path in files:
-                with TransferBar(path.name, enabled=show, forced=bool(arguments.progress)) as bar:
+                bar = TransferBar(path.name, enabled=show, forced=bool(arguments.progress))
+                async with bar:
                     try:
                         result = await client.upload(
                             path,
@@ -282,7 +283,8 @@ class Download(Command):
         show = wanted(arguments.progress, output.json)
 
         async def download(client: MediaClient) -> int:
-            with TransferBar(target.name, enabled=show, forced=bool(arguments.progress)) as bar:
+            bar = TransferBar(target.name, enabled=show, forced=bool(arguments.progress))
+            async with bar:
                 try:
                     result = await client.download(
                         arguments.name,

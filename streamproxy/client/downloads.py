@@ -4,13 +4,15 @@ A resumed download appends to the bytes already at the target path, asking for
 the rest with `Range` + `If-Range` so the service sends the whole file again if
 it is no longer the same one. Since the service's ETag is the content's MD5, the
 finished file is checked against it: a resume onto bytes that were not the start
-of this file is caught instead of silently producing a corrupt file.
+of this file is caught instead of silently producing a corrupt file, and the
+bytes this download wrote are taken back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -150,6 +152,7 @@ async def receive(
     finally:
         file.close()
     if expected and digest is not None and digest.hexdigest() != expected:
+        await asyncio.to_thread(undo_write, target, offset)
         raise mismatch(target, resumed=bool(offset))
     return DownloadResult(
         path=target,
@@ -183,12 +186,28 @@ async def check_complete(
     )
 
 
+def undo_write(target: Path, offset: int) -> None:
+    """A file that failed its MD5 is not left behind: what this call wrote goes.
+
+    A resume restores the bytes that were there before (they may be someone's
+    own file of the same name, not a download of ours); a fresh download is removed.
+    """
+    if offset:
+        os.truncate(target, offset)
+    else:
+        target.unlink(missing_ok=True)
+
+
 def mismatch(target: Path, *, resumed: bool) -> MediaError:
     if resumed:
         detail = (
-            f"the bytes already in {target} were not the start of this file; "
-            "download again without resuming"
+            f"the bytes already in {target} were not the start of this file, so it is "
+            "left as it was; download again without resuming (--no-resume) to replace it, "
+            "or save elsewhere with -o"
         )
     else:
-        detail = f"the bytes written to {target} do not match the service's ETag (MD5)"
+        detail = (
+            f"the bytes received do not match the service's ETag (MD5), so {target} "
+            "was removed; download again"
+        )
     return MediaError(None, CHECKSUM_MISMATCH, detail)

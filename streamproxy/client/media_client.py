@@ -7,6 +7,7 @@ key and a connection pool. Every call returns a typed result or raises
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -254,7 +255,25 @@ class MediaClient:
         async with self._request("POST", self.endpoint("files/from-url"), json=job) as response:
             answer = await self._json(response)
         conversation = None if conversation_id is None else str(conversation_id)
-        return UploadResult.from_json(answer, file_name, conversation)
+        result = UploadResult.from_json(answer, file_name, conversation)
+        if file_name is None:
+            result = await self._with_recorded_name(result)
+        return result
+
+    async def _with_recorded_name(self, result: UploadResult) -> UploadResult:
+        """The original name the service derived (Content-Disposition, URL path) and keeps.
+
+        The answer carries only the stored name, which may hold a uniqueness
+        suffix (`report-cbe2ed.pdf`); `stat` has the name the service recorded,
+        so a media message labels the file as `stat` and `message` do. Should
+        the stat fail, the import still stands and the label falls back to the
+        stored name.
+        """
+        try:
+            found = await self.stat(result.name)
+        except MediaError:
+            return result
+        return dataclasses.replace(result, original_name=found.original_name)
 
     # Metadata and messages
 

@@ -31,8 +31,10 @@ def _optional(body: dict[str, Any], key: str) -> str | None:
 class UploadResult:
     """A stored file, as `POST /files` and `POST /files/from-url` answer.
 
-    `original_name` and `conversation_id` are what the client sent (the service
-    does not echo them); media messages use the original name as the label.
+    `original_name` is the name the service recorded (`stat`'s `originalName`):
+    what the client sent, or for an import without a file name, what the service
+    derived; `conversation_id` is what the client sent. Media messages use the
+    original name as the label, whatever path stored the file.
     """
 
     name: str

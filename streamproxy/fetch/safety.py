@@ -16,6 +16,7 @@ addresses that no reader of the URL expects, whatever the allow list says.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
@@ -140,7 +141,7 @@ class FetchPolicy:
         reason = self.address_refusal(address)
         if reason:
             shown = host if host == str(address) else f"{host} ({address})"
-            raise Refused(f"{shown} is a {reason} address")
+            raise Refused(f"{shown} is a {reason} address{allow_hint(host, address)}")
 
     def check_url(self, url: URL) -> None:
         """Everything that can be refused before any lookup or connection."""
@@ -156,4 +157,22 @@ class FetchPolicy:
         if address is not None:
             self.check_address(host, address)
         elif _is_localhost(host) and not self.host_allowed(host):
-            raise Refused(f"{host} is a loopback name")
+            raise Refused(f"{host} is a loopback name{allow_hint(host)}")
+
+
+def allow_hint(host: str, address: IPAddress | None = None) -> str:
+    """How the operator lets this through: the refusal names the flag and its value.
+
+    A user who reads only "is a loopback address" cannot guess that a start-up
+    flag exists; each value named here is one `parse_allow_rule` accepts.
+    """
+    values: list[str] = []
+    with contextlib.suppress(ValueError):
+        if isinstance(parse_allow_rule(host), str):
+            values.append(host.rstrip(".").lower())
+    if address is not None:
+        values.append(str(address).split("%", 1)[0])
+    if not values:
+        return ""
+    options = " or ".join(f"--fetch-allow {value}" for value in values)
+    return f"; the service refuses it unless started with {options}"

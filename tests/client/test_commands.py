@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import pty
+import select
+import struct
 import sys
+import termios
+import time
 from pathlib import Path
 from typing import Any
 
-from ..conftest import md5, random_bytes, run_program
+from aiohttp import web
+
+from ..conftest import ServiceFactory, md5, random_bytes, run_program
 from ..fetch.conftest import ALLOW_SOURCES
 from ..fetch.sources import Source
 from .conftest import Recorded, run_cli
@@ -137,6 +144,31 @@ async def test_fetch_imports_a_url(start_recorded: Any, start_source: Any) -> No
     refused = await run_cli("fetch", "ftp://x/y", "--channel", "web", "--server", served.url)
     assert refused.code == 1
     assert "400 bad_request" in refused.stderr or "400 source_not_allowed" in refused.stderr
+
+
+async def test_fetch_labels_the_file_as_stat_and_message_do(
+    start_recorded: Any, start_source: Any
+) -> None:
+    """One rule for the label: the original name the service recorded, never the
+    stored name's uniqueness suffix (the second import of one URL gets one)."""
+    served: Recorded = await start_recorded(fetch_allow=ALLOW_SOURCES)
+    source: Source = await start_source()
+    url = source.file("/docs/report.pdf", b"%PDF-1.7\n" + random_bytes(3000))
+    common = ["--channel", "web", "--conversation-id", "7", "--server", served.url]
+    await run_cli("fetch", url, *common)
+    run = await run_cli("fetch", url, "--json", *common)
+    assert run.code == 0, run.stderr
+    (result,) = run.json_lines()
+    stored = result["name"]
+    assert stored.startswith("7_report-") and stored != "7_report.pdf"
+    fetched = result["mediaMessage"]
+    assert fetched["additionalDetails"]["fileName"] == "report.pdf"
+    assert fetched["attachment"]["mediaLabel"] == "report.pdf"
+    assert fetched["attachment"]["mediaName"] == stored
+    stat = (await run_cli("stat", stored, "--json", "--server", served.url)).json_lines()[0]
+    assert stat["originalName"] == "report.pdf"
+    message = await run_cli("message", stored, "--server", served.url)
+    assert json.loads(message.stdout) == fetched
 
 
 async def test_download_saves_resumes_and_takes_ranges(
@@ -282,3 +314,78 @@ async def test_the_entry_point_takes_server_and_key_from_the_environment(
     # Usage errors exit 2 from the real entry point too.
     code, _, stderr = await run_program(sys.executable, "-m", "streamproxy", "download")
     assert code == 2 and b"NAME_OR_URL" in stderr
+
+
+async def test_a_resume_onto_other_bytes_leaves_them_as_they_were_and_names_no_resume(
+    served: Recorded, tmp_path: Path
+) -> None:
+    data = random_bytes(400_000, seed=15)
+    await served.service.upload_json(data, filename="clip.webm", conversation_id="c")
+    mine = write(tmp_path / "clip.webm", random_bytes(100_000, seed=16))  # someone's own file
+    common = ["-o", str(mine), "--server", served.url]
+    refused = await run_cli("download", "c_clip.webm", *common)
+    assert refused.code == 1
+    assert "checksum_mismatch" in refused.stderr and "--no-resume" in refused.stderr
+    assert mine.read_bytes() == random_bytes(100_000, seed=16)  # not the corrupt mix
+    fresh = await run_cli("download", "c_clip.webm", "--no-resume", *common)
+    assert fresh.code == 0, fresh.stderr
+    assert mine.read_bytes() == data
+
+
+def _read_terminal(fd: int, marker: bytes, seconds: float) -> bytes:
+    """What a terminal shows until `marker` appears (or `seconds` pass, or it closes)."""
+    shown = b""
+    deadline = time.monotonic() + seconds
+    while marker not in shown and (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the other side closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    return shown
+
+
+async def test_the_progress_bar_shows_while_the_server_stalls_before_the_first_chunk(
+    start_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """On a terminal (auto mode), the bar and its clock appear while no byte has come."""
+    release = asyncio.Event()
+
+    async def stall(request: web.Request, response: web.StreamResponse) -> None:
+        if request.method == "GET" and request.path.endswith("/files/download"):
+            await release.wait()
+
+    def hold_downloads(app: web.Application) -> None:
+        app.on_response_prepare.append(stall)
+
+    service = await start_service(prepare=hold_downloads)
+    data = random_bytes(300_000, seed=17)
+    await service.upload_json(data, filename="stall.bin", conversation_id="s")
+    target = tmp_path / "stall.bin"
+    controller, terminal = pty.openpty()
+    # A terminal of 100 columns (a bare pty has 0, and tqdm draws nothing in 0 columns).
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streamproxy", "download", "s_stall.bin", "-o", str(target),
+            "--server", service.url,
+            stdout=asyncio.subprocess.PIPE, stderr=terminal,
+        )  # fmt: skip
+        try:
+            # The bar, and its clock past one second, while the server still stalls.
+            shown = await asyncio.to_thread(_read_terminal, controller, b"[00:01,", 30)
+            assert b"\rstall.bin: 0.00B [00:01," in shown, shown
+            assert not release.is_set() and not target.exists()
+        finally:
+            release.set()
+        stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert process.returncode == 0
+    assert stdout.decode().startswith("saved ")
+    assert target.read_bytes() == data

@@ -174,6 +174,8 @@ async def test_upload_from_url_and_stat(
             await client.upload_from_url("http://127.0.0.1:1/x", channel="web")
     assert (result.name, result.type, result.etag) == ("13318_photo.png", "image/png", md5(PNG))
     assert named.name == "shot.png"
+    assert (result.original_name, named.original_name) == (stat.original_name, "shot.png")
+    assert stat.original_name == "photo.png"
     assert source.seen[0].headers["d360-api-key"] == "k360"
     assert isinstance(stat, FileStat)
     assert (stat.channel, stat.conversation_id, stat.size) == ("whatsapp", "13318", len(PNG))

@@ -7,14 +7,22 @@ import contextlib
 import socket
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from ..conftest import Service, ServiceFactory, random_bytes, require_program, run_program
-from .conftest import ALLOW_SOURCES, import_error, import_ok, job, post_import
+from ..conftest import (
+    ServerProcess,
+    Service,
+    ServiceFactory,
+    random_bytes,
+    require_program,
+    run_program,
+)
+from .conftest import ALLOW_SOURCES, SOURCE_HOSTS, import_error, import_ok, job, post_import
 from .sources import HOLD, Source, gzip_bomb, gzipped, response_head
 
 # --- the source fails --------------------------------------------------------------
@@ -64,35 +72,48 @@ async def test_unsupported_content_encoding(importer: Service, source: Source) -
     importer.assert_nothing_stored()
 
 
-CLEAR_REFS = Path("/proc/self/clear_refs")
-CAN_MEASURE = CLEAR_REFS.exists()
+def _reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := the current RSS
 
 
-def _peak_rss_reset() -> None:
-    CLEAR_REFS.write_text("5")  # resets VmHWM to the current RSS
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise AssertionError(field)
 
 
 async def test_gzip_bomb_fills_neither_disk_nor_memory(
-    start_service: ServiceFactory, source: Source
+    spawn: Callable[..., Awaitable[ServerProcess]], source: Source, tmp_path: Path
 ) -> None:
-    service = await start_service(fetch_allow=ALLOW_SOURCES, max_size=20 * 1024 * 1024)
+    """Measured on a spawned server alone: the test process's own memory (sources,
+    other tests' leftovers, the garbage collector's timing) plays no part."""
+    storage = tmp_path / "store"
+    allow = [arg for host in SOURCE_HOSTS for arg in ("--fetch-allow", host)]
+    server = await spawn("--storage", str(storage), "--max-size", "20M", *allow)
     bomb = gzip_bomb(256 * 1024 * 1024)  # 256 MiB of zeros in about 256 KiB: one read
     assert len(bomb) < 300 * 1024
+    warm_up = source.file("/small", gzipped(bytes(100_000)), headers={"Content-Encoding": "gzip"})
     url = source.file("/bomb", bomb, headers={"Content-Encoding": "gzip"})
-    if CAN_MEASURE:
-        _peak_rss_reset()
-    await import_error(service, url, 413, "too_large")
-    if CAN_MEASURE:
-        growth_mib = (_status_kib("VmHWM") - _status_kib("VmRSS")) / 1024
-        assert growth_mib < 50, f"peak RSS rose {growth_mib:.0f} MiB decoding the bomb"
-    service.assert_nothing_stored()
+    async with aiohttp.ClientSession() as session:
+
+        async def post(source_url: str) -> tuple[int, dict[str, Any]]:
+            async with session.post(server.url + "/files/from-url", json=job(source_url)) as answer:
+                return answer.status, await answer.json()
+
+        # The first import loads the fetch path's code; the peak is measured after it.
+        assert (await post(warm_up))[0] == 200
+        _reset_peak_rss(server.pid)
+        before = _status_kib(server.pid, "VmRSS")
+        status, body = await post(url)
+        peak = _status_kib(server.pid, "VmHWM")
+    assert (status, body["error"]) == (413, "too_large"), body
+    growth_mib = (peak - before) / 1024
+    assert growth_mib < 50, f"the server's peak RSS rose {growth_mib:.0f} MiB decoding the bomb"
+    assert sorted(p.name for p in storage.iterdir() if not p.name.startswith(".")) == [
+        "11111_small"
+    ]
+    assert list((storage / ".tmp").iterdir()) == []
 
 
 async def test_deflate_bomb_is_stopped_at_the_cap(
@@ -164,13 +185,20 @@ async def test_idle_read_timeout(quick_timeouts: Service, source: Source) -> Non
     quick_timeouts.assert_nothing_stored()
 
 
-async def test_total_timeout(quick_timeouts: Service, source: Source) -> None:
-    # Never idle for long, but never done: only the total stops it.
+async def test_total_timeout(start_service: ServiceFactory, source: Source) -> None:
+    """Never idle for long, but never done: only the total stops it.
+
+    The idle timeout is 100 times the source's pause, so a busy machine that delays
+    the source's loop cannot turn this into an idle timeout; without the total, the
+    body would complete after about 10 seconds."""
+    service = await start_service(
+        fetch_allow=ALLOW_SOURCES, fetch_read_timeout=10.0, fetch_timeout=2.0
+    )
     trickle = [step for _ in range(100) for step in (b"x" * 10, 0.1)]
     url = source.script("/trickle", response_head(200, 1000), *trickle)
-    detail = await import_error(quick_timeouts, url, 504, "source_timeout")
+    detail = await import_error(service, url, 504, "source_timeout")
     assert "2 seconds" in detail
-    quick_timeouts.assert_nothing_stored()
+    service.assert_nothing_stored()
 
 
 @contextlib.contextmanager

@@ -233,7 +233,7 @@ async def test_oauth_shapes(importer, source: Source, oauth, expected) -> None:
 
 
 async def test_credentials_follow_a_same_origin_redirect(importer, source: Source) -> None:
-    final = source.file("/final.png", PNG)
+    source.file("/final.png", PNG)
     start = source.redirect("/start", "/final.png", status=301)
     body = await import_ok(importer, start, **CREDENTIALS)
     assert body["name"] == "11111_final.png"
@@ -241,26 +241,29 @@ async def test_credentials_follow_a_same_origin_redirect(importer, source: Sourc
     for seen in source.seen:
         assert seen.headers["authorization"] == "Bearer oauth-secret-token"
         assert seen.headers["d360-api-key"] == "d360-secret-key"
-    assert final
+    assert await importer.fetch(body["name"]) == PNG  # the redirect target's bytes
 
 
 async def test_credentials_are_dropped_on_a_cross_origin_redirect(
     importer, source: Source, other_source: Source
 ) -> None:
-    elsewhere = other_source.file("/cdn.png", PNG)
-    back = source.file("/back.png", PNG)
+    back_png = PNG + b"from the first origin"
+    other_source.file("/cdn.png", PNG + b"never asked for")
+    back = source.file("/back.png", back_png)
     # first origin -> other origin -> back to the first origin
     other_source.redirect("/bounce", back, status=307)
     start = source.redirect("/start", other_source.url("/bounce"), status=302)
-    await import_ok(importer, start, **CREDENTIALS)
+    body = await import_ok(importer, start, **CREDENTIALS)
     first, last = source.seen
+    assert (first.target, last.target) == ("/start", "/back.png")
     assert first.headers["authorization"] == "Bearer oauth-secret-token"
     assert first.headers["d360-api-key"] == "d360-secret-key"
     (middle,) = other_source.seen
+    assert middle.target == "/bounce"  # only the redirect: its /cdn.png was never asked for
     for seen in (middle, last):  # once the chain left the origin, never again
         assert "authorization" not in seen.headers
         assert "d360-api-key" not in seen.headers
-    assert elsewhere
+    assert await importer.fetch(body["name"]) == back_png
 
 
 async def test_five_redirects_are_followed_and_six_refused(importer, source: Source) -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from ipaddress import ip_address, ip_network
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
@@ -15,7 +19,7 @@ from streamproxy.fetch.resolver import CheckingResolver
 from streamproxy.fetch.safety import FetchPolicy, Refused, parse_allow_rule
 from streamproxy.settings import SettingsError, load_settings
 
-from ..conftest import Service, ServiceFactory
+from ..conftest import ServerProcess, Service, ServiceFactory
 from .conftest import (
     ALLOW_SOURCES,
     SourceFactory,
@@ -359,3 +363,42 @@ async def test_environment_proxy_is_ignored(
     await import_ok(service, source.file("/direct.png", b"\x89PNG\r\n\x1a\n"))
     assert proxy.connections == 0
     assert len(source.seen) == 1
+
+
+async def _import_from(server: ServerProcess, url: str) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.url + "/files/from-url", json=job(url)) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_a_refusal_names_the_flag_that_allows_it_and_that_flag_works(
+    spawn: Callable[..., Awaitable[ServerProcess]],
+    start_source: SourceFactory,
+    tmp_path: Path,
+) -> None:
+    """The command line a user follows: the refusal's detail says which `--fetch-allow`
+    lets the source through, and a server started with exactly that imports it,
+    for an address (`127.0.0.1`) and for a host name (`localhost`)."""
+    local = await start_source("127.0.0.1")
+    by_address = local.file("/a.txt", b"by address")
+    by_name = f"http://localhost:{local.port}/n.txt"
+    local.file("/n.txt", b"by name")
+    strict = await spawn("--storage", str(tmp_path / "strict"))
+    hints = []
+    for url in (by_address, by_name):
+        status, body = await _import_from(strict, url)
+        assert (status, body["error"]) == (400, "source_not_allowed"), body
+        hints.append(re.findall(r"--fetch-allow (\S+)", body["detail"]))
+    assert hints == [["127.0.0.1"], ["localhost"]]
+    assert local.connections == 0
+    sources = [(by_address, b"by address"), (by_name, b"by name")]
+    for (value,), (url, data) in zip(hints, sources, strict=True):
+        allowing = await spawn("--storage", str(tmp_path / value), "--fetch-allow", value)
+        status, body = await _import_from(allowing, url)
+        assert status == 200, body
+        assert (tmp_path / value / body["name"]).read_bytes() == data
+    # A host name allows that name only, not the addresses it resolves to.
+    status, body = await _import_from(allowing, by_address)
+    assert (status, body["error"]) == (400, "source_not_allowed"), body

@@ -1,0 +1,88 @@
+"""What the tests need from the machine, and what a missing need does: skip, or fail in CI.
+
+On a developer's machine a test that needs a Debian package, an extra or a kernel
+capability skips and names it. In CI (`CI=true`) that skip would silently empty a
+whole area (every S3 test without aiobotocore, the virus scan without clamd), so
+the hooks below turn it into a failure. A skip that is part of a test's design,
+not about anything missing, is raised with `skip_by_design` and stays a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Generator
+from typing import NoReturn
+
+import pytest
+
+# Where Debian keeps daemons and admin tools (clamd, unshare's helpers); a non-login
+# shell or a CI runner's PATH often lacks them.
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+class DesignSkip(pytest.skip.Exception):  # type: ignore[misc,name-defined]
+    """A skip that is part of the test's design: kept as a skip even when CI=true."""
+
+
+def skip_by_design(reason: str) -> NoReturn:
+    """Skip for a reason that no installation would change (never for a missing need)."""
+    raise DesignSkip(reason)
+
+
+def find_program(name: str) -> str | None:
+    """A program on PATH, or in the sbin directories PATH may not list."""
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN_DIRS])
+    return shutil.which(name, path=path)
+
+
+def require_program(name: str, package: str) -> str:
+    """The path of a program from Debian's packages, or skip naming the package."""
+    path = find_program(name)
+    if path is None:
+        pytest.skip(f"needs {name} from Debian's package {package} (make test installs it as root)")
+    return path
+
+
+def _skip_reason(longrepr: object) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _as_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
+    reason = _skip_reason(report.longrepr).removeprefix("Skipped: ")
+    report.outcome = "failed"
+    report.longrepr = (
+        f"CI=true: this test would skip ({reason}); in CI a missing package or "
+        "capability is a failure. Install it (make test does, as root), or, if the "
+        "skip is part of the test's design, raise it with capabilities.skip_by_design."
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if not (in_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return report
+    if call.excinfo is not None and isinstance(call.excinfo.value, DesignSkip):
+        return report
+    _as_failure(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """A whole module skipped at import (`importorskip` at its top) fails in CI too."""
+    report = yield
+    if in_ci() and report.skipped:
+        _as_failure(report)
+    return report
