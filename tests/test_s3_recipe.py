@@ -82,14 +82,14 @@ async def test_the_s3_recipe_works_as_written(spawn: Spawn, tmp_path: Path) -> N
     make_help, pip_install, moto, export, create_bucket, make_serve = commands
     assert make_help[:2] == ["make", "serve"]  # makes the venv: see the make -n test
     assert pip_install[0] == ".venv/bin/pip" and {"moto[server]", "aiobotocore"} <= set(pip_install)
-    assert moto[-1] == "&"
+    assert moto[-1] == "&" and moto[-2] == "2>/dev/null"
     assert export[0] == "export"
     environment = dict(item.split("=", 1) for item in export[1:])
     environment |= {"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
     assert make_serve[:2] == ["make", "serve"] and make_serve[2].startswith("ARGS=")
     serve_args = [localise(word) for word in shlex.split(make_serve[2].removeprefix("ARGS="))]
 
-    with started([localise(word) for word in moto[:-1]]):
+    with started([localise(word) for word in moto[:-2]]):
         await asyncio.to_thread(wait_listening, moto_port)
         made = await asyncio.create_subprocess_exec(
             *[localise(word) for word in create_bucket], env={**os.environ, **environment}

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from streamproxy.cli import build_parser
+from streamproxy.client.commands import KEY_ENV, SERVER_ENV
 from streamproxy.settings import (
     OPTIONS,
     Settings,
@@ -239,8 +240,9 @@ def test_unknown_variables_are_warned_about(caplog: pytest.LogCaptureFixture) ->
     environ = {
         "STREAMPROXY_MAXSIZE": "1M",  # a typo: the cap stays the default
         "STREAMPROXY_QQQ": "1",
-        "STREAMPROXY_SERVER": "http://x",  # the client commands' variables are no typos
-        "STREAMPROXY_CLIENT_API_KEY": "k",
+        SERVER_ENV: "http://x",  # the client commands' variables are no typos
+        KEY_ENV: "k",
+        "STREAMPROXY_CONFIG": "",
         "OTHER_MAXSIZE": "1",
     }
     with caplog.at_level("WARNING", logger="streamproxy.settings"):
