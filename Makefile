@@ -6,7 +6,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The service needs only its runtime packages; the tests need the dev extra too.
+# The service needs only its runtime packages (with S3 support, so `--storage s3://...`
+# works from a fresh clone); the tests need the dev extra too.
 SERVE_STAMP := $(VENV)/.serve-stamp
 STAMP := $(VENV)/.dev-stamp
 # Debian packages some tests drive (curl as a real client; clamd for virus scanning;
@@ -25,7 +26,7 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[speed]'
+	$(BIN)/python -m pip install --quiet -e '.[speed,s3]'
 	@touch $@
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python

@@ -28,10 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the service",
         description="Run the service. Every flag is also a STREAMPROXY_* variable "
-        "(--max-size is STREAMPROXY_MAX_SIZE) and a key of the --config TOML file.",
+        "(--max-size is STREAMPROXY_MAX_SIZE) and a key of the --config TOML file "
+        "(max-size or max_size). Precedence: flag, variable, file, default.",
     )
     add_arguments(serve)
     add_client_commands(commands)
+    for command_parser in commands.choices.values():
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 
@@ -54,9 +57,21 @@ def run(settings: Settings) -> None:
     run_loop(serve(settings))
 
 
+def _parse_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Like `parse_args`, but a flag a sub-command does not know is reported with that
+    sub-command's usage (`serve --bogus`), not the top-level one."""
+    arguments, unknown = parser.parse_known_args(argv)
+    if unknown:
+        owner: argparse.ArgumentParser = getattr(arguments, "command_parser", parser)
+        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return arguments
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments = _parse_arguments(parser, argv)
     if arguments.command in COMMANDS:
         return run_client(arguments)
     if arguments.command != "serve":

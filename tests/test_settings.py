@@ -12,7 +12,15 @@ import aiohttp
 import pytest
 
 from streamproxy.cli import build_parser
-from streamproxy.settings import OPTIONS, SettingsError, load_settings, parse_size
+from streamproxy.client.commands import KEY_ENV, SERVER_ENV
+from streamproxy.settings import (
+    OPTIONS,
+    Settings,
+    SettingsError,
+    format_size,
+    load_settings,
+    parse_size,
+)
 
 from .conftest import ServerProcess, Service, stop_server
 
@@ -106,8 +114,8 @@ def test_repeatable_flags_and_switches() -> None:
         (["--allow-type", "not a type"], {}, "--allow-type"),
         (["--public-url", "ftp://x"], {}, "--public-url"),
         (["--base-path", "/a/../b"], {}, "--base-path"),
-        ([], {"STREAMPROXY_FSYNC": "maybe"}, "environment: --fsync"),
-        ([], {"STREAMPROXY_MAX_TRANSFERS": "0"}, "--max-transfers"),
+        ([], {"STREAMPROXY_FSYNC": "maybe"}, "^STREAMPROXY_FSYNC: not a boolean"),
+        ([], {"STREAMPROXY_MAX_TRANSFERS": "0"}, "^STREAMPROXY_MAX_TRANSFERS: must be at least 1"),
         (["--chunk-size", "4095"], {}, "--chunk-size: chunk size must be between 4k and 16M"),
         (["--chunk-size", "16777217"], {}, "--chunk-size"),
         (["--s3-part-size", "5242879"], {}, "--s3-part-size: S3 part size must be between"),
@@ -116,6 +124,19 @@ def test_repeatable_flags_and_switches() -> None:
         (["--fetch-proxy", "socks5://p:1080"], {}, "--fetch-proxy: not an http"),
         (["--workers", "0"], {}, "--workers"),
         (["--cache-size", "lots"], {}, "--cache-size"),
+        (["--max-size", "0"], {}, "^--max-size: must be at least 1 byte"),
+        ([], {"STREAMPROXY_MAX_SIZE": "0k"}, "^STREAMPROXY_MAX_SIZE: must be at least 1 byte"),
+        (["--port", "abc"], {}, r"^--port: not a port number \(0 to 65535\): 'abc'$"),
+        ([], {"STREAMPROXY_PORT": "abc"}, "^STREAMPROXY_PORT: not a port number"),
+        (["--workers", "two"], {}, "^--workers: not a whole number: 'two'$"),
+        (["--client-timeout", "soon"], {}, "^--client-timeout: not a number of seconds"),
+        (["--header-timeout", "0"], {}, "^--header-timeout: must be a positive number"),
+        ([], {"STREAMPROXY_HEADER_TIMEOUT": "x"}, "^STREAMPROXY_HEADER_TIMEOUT: not a number"),
+        (["--keepalive-timeout", "-1"], {}, "^--keepalive-timeout: must be a positive"),
+        (["--keepalive-timeout", "inf"], {}, "^--keepalive-timeout: must be a positive"),
+        (["--max-head-size", "1023"], {}, "^--max-head-size: .* between 1k and 1M"),
+        (["--max-head-size", "2M"], {}, "^--max-head-size: .* between 1k and 1M"),
+        ([], {"STREAMPROXY_MAX_HEAD_SIZE": "big"}, "^STREAMPROXY_MAX_HEAD_SIZE: not a size"),
     ],
 )
 def test_bad_values_name_the_setting(
@@ -133,10 +154,129 @@ def test_bad_values_name_the_setting(
         (["--s3-part-size", "5M"], "s3_part_size", 5 * 1024 * 1024),
         (["--s3-part-size", "4G"], "s3_part_size", 4 * 1024**3),
         (["--s3-endpoint", "http://minio:9000"], "s3_endpoint", "http://minio:9000"),
+        (["--max-size", "1"], "max_size", 1),
+        (["--max-head-size", "1k"], "max_head_size", 1024),
+        (["--max-head-size", "1M"], "max_head_size", 1024**2),
+        (["--header-timeout", "0.5"], "header_timeout", 0.5),
     ],
 )
 def test_limits_of_values_are_accepted(argv: list[str], field: str, value: object) -> None:
     assert getattr(parse(*argv), field) == value
+
+
+def test_the_head_and_keep_alive_settings(tmp_path: Path) -> None:
+    """Defaults as issue 10 sets them (15 s, 75 s as nginx, 32 KiB), and every source."""
+    settings = parse()
+    assert (settings.header_timeout, settings.keepalive_timeout) == (15.0, 75.0)
+    assert settings.max_head_size == 32 * 1024
+    config = tmp_path / "heads.toml"
+    config.write_text('header-timeout = 5\nkeepalive_timeout = 30.5\nmax-head-size = "64k"\n')
+    settings = parse("--config", str(config))
+    assert (settings.header_timeout, settings.keepalive_timeout) == (5.0, 30.5)
+    assert settings.max_head_size == 64 * 1024
+    settings = parse(
+        "--header-timeout",
+        "2",
+        environ={"STREAMPROXY_KEEPALIVE_TIMEOUT": "9", "STREAMPROXY_MAX_HEAD_SIZE": "16k"},
+    )
+    assert (settings.header_timeout, settings.keepalive_timeout) == (2.0, 9.0)
+    assert settings.max_head_size == 16 * 1024
+
+
+def test_a_file_in_the_way_of_the_storage_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "x"
+    blocker.write_text("mine")
+    with pytest.raises(SettingsError, match=f"^--storage: {blocker} is a file, not a directory$"):
+        parse("--storage", str(blocker))
+    with pytest.raises(SettingsError, match=r"^STREAMPROXY_STORAGE: .* is a file, not a directory"):
+        parse(environ={"STREAMPROXY_STORAGE": str(blocker)})
+    assert blocker.read_text() == "mine"
+    assert parse("--storage", str(tmp_path)).storage == str(tmp_path)  # a directory
+    assert parse("--storage", str(tmp_path / "new")).storage == str(tmp_path / "new")
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.name)
+def test_no_value_gets_a_raw_python_error(option, tmp_path: Path) -> None:
+    """Nonsense in any flag, variable or TOML type is refused (or taken) in our words,
+    under the name it was given by; never `invalid literal for int()` or a traceback."""
+    config = tmp_path / "c.toml"
+    attempts: list[tuple[list[str], dict[str, str], str]] = [
+        ([], {option.env: "x!"}, option.env),
+        ([], {option.env: ""}, option.env),
+    ]
+    if not option.switch:
+        attempts.append(([option.flag, "x!"], {}, option.flag))
+    for toml_value in ("true", "1", "1.5", "[1, 2]", "{a = 1}", "1979-05-27"):
+        attempts.append((["--config", str(config)], {}, f"config file {config}: {option.name}"))
+        config.write_text(f"{option.name} = {toml_value}\n")
+        for argv, environ, label in attempts:
+            try:
+                parse(*argv, environ=environ)
+            except SettingsError as error:
+                message = str(error)
+                assert message.startswith(label + ": "), message
+                for python_words in ("invalid literal", "could not convert", "object has no"):
+                    assert python_words not in message, message
+        attempts.pop()
+
+
+def test_toml_values_of_the_wrong_type_are_refused_clearly(tmp_path: Path) -> None:
+    config = tmp_path / "typed.toml"
+    config.write_text("fsync = 1\nport = 8081\n")
+    settings = parse("--config", str(config))
+    assert (settings.fsync, settings.port) == (True, 8081)
+    for line, message in [
+        ("port = true", "port: not a port number"),
+        ("port = 80.5", "port: not a port number"),
+        ("host = ['a', 'b']", "host: needs a single value"),
+        ("max-size = {a = 1}", "max-size: needs a single value"),
+    ]:
+        config.write_text(line + "\n")
+        with pytest.raises(SettingsError, match=message):
+            parse("--config", str(config))
+
+
+def test_unknown_variables_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {
+        "STREAMPROXY_MAXSIZE": "1M",  # a typo: the cap stays the default
+        "STREAMPROXY_QQQ": "1",
+        SERVER_ENV: "http://x",  # the client commands' variables are no typos
+        KEY_ENV: "k",
+        "STREAMPROXY_CONFIG": "",
+        "OTHER_MAXSIZE": "1",
+    }
+    with caplog.at_level("WARNING", logger="streamproxy.settings"):
+        settings = parse(environ=environ)
+    assert settings.max_size == 5 * 1024**2
+    warnings = [record.getMessage() for record in caplog.records]
+    assert warnings == [
+        "STREAMPROXY_MAXSIZE is not a setting and is ignored (did you mean STREAMPROXY_MAX_SIZE?)",
+        "STREAMPROXY_QQQ is not a setting and is ignored",
+    ]
+
+
+def test_a_mistyped_config_key_names_the_closest_setting(tmp_path: Path) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text("keepalive-timout = 5\n")
+    with pytest.raises(SettingsError, match=r"unknown setting 'keepalive-timout' \(did you mean"):
+        parse("--config", str(config))
+
+
+def test_each_setting_is_declared_once() -> None:
+    """Every option is a `Settings` field; help texts carry no hand-written default, the
+    declared default is what `--help` shows, and `Settings()` holds the same values."""
+    internal = {"storage_prepared", "reuse_port"}
+    assert [option.name for option in OPTIONS] == [
+        name for name in Settings.__dataclass_fields__ if name not in internal
+    ]
+    defaults = Settings()
+    for option in OPTIONS:
+        assert "default" not in option.help, option.name
+        assert getattr(defaults, option.name) == option.default
+    shown = {option.name: option.shown_default for option in OPTIONS}
+    assert shown["max_size"] == format_size(defaults.max_size) == "5M"
+    assert shown["stale_after"] == "24h" and shown["link_ttl"] == "7d"
+    assert shown["max_head_size"] == "32k" and shown["header_timeout"] == "15"
 
 
 def test_bad_config_files(tmp_path: Path) -> None:
@@ -157,9 +297,11 @@ def test_readme_lists_every_setting() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     rows = [line for line in readme.splitlines() if line.startswith("| `--")]
     for option in OPTIONS:
-        assert any(f"`{option.flag}`" in row and f"`{option.env}`" in row for row in rows), (
-            option.name
-        )
+        row = next((row for row in rows if row.split("|")[1].strip() == f"`{option.flag}`"), "")
+        assert f"`{option.env}`" in row, option.name
+        if option.shown_default is not None and option.default is not None:
+            default_cell = row.split("|")[3]
+            assert f"`{option.shown_default}`" in default_cell, (option.name, default_cell)
 
 
 async def test_command_line_refuses_bad_flags_clearly() -> None:

@@ -140,9 +140,9 @@ def test_fetch_settings_from_environment_and_flags() -> None:
     assert settings.fetch_allow == (ip_network("127.0.0.2/32"), "media.internal")
     assert settings.fetch_timeout == 90.0
     assert settings.fetch_proxy == URL("http://proxy.internal:3128")
-    with pytest.raises(SettingsError, match="--fetch-read-timeout"):
+    with pytest.raises(SettingsError, match=r"^STREAMPROXY_FETCH_READ_TIMEOUT: "):
         load_settings(environ={"STREAMPROXY_FETCH_READ_TIMEOUT": "0"})
-    with pytest.raises(SettingsError, match="--fetch-proxy"):
+    with pytest.raises(SettingsError, match=r"^STREAMPROXY_FETCH_PROXY: "):
         load_settings(environ={"STREAMPROXY_FETCH_PROXY": "socks5://x:1"})
 
 
