@@ -41,6 +41,7 @@ from .requestlog import new_request_id
 log = logging.getLogger("streamproxy")
 
 _HEAD_END = b"\r\n\r\n"  # aiohttp's parser refuses bare-LF heads, so this is the end
+_LINGER = 2.0  # seconds a refused client may go on sending before the connection closes
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class GuardedRequestHandler(web.RequestHandler):
         self._body: StreamReader | None = None  # the body of the last head, until its EOF
         self._messages_seen = 0
         self._responses_done = 0
+        self._lingering = False  # answered and half-closed: what arrives is discarded
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -99,6 +101,8 @@ class GuardedRequestHandler(web.RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         if self._body is not None and self._body.is_eof():
             self._body = None  # that request's body is complete: a new head may begin
         if self._body is not None or self.transport is None or not data:
@@ -176,10 +180,21 @@ class GuardedRequestHandler(web.RequestHandler):
         )
 
     def _answer_and_close(self, answer: bytes) -> None:
-        """Write `answer` (unless a response is under way: it would cut into it) and close."""
-        if answer and self.transport is not None and self._responses_done == self._messages_seen:
-            self.transport.write(answer)  # close() below sends it before closing
-        self.force_close()
+        """Write `answer` (unless a response is under way: it would cut into it), then close
+        gently: a client still sending its head would otherwise get a reset that can
+        destroy the answer before it reads it, so the connection is half-closed and
+        what arrives is discarded for a moment first (nginx's lingering close)."""
+        transport = self.transport
+        if transport is None or self._lingering:
+            return
+        if answer and self._responses_done == self._messages_seen:
+            transport.write(answer)
+        if not answer or not transport.can_write_eof():
+            self.force_close()
+            return
+        self._lingering = True
+        transport.write_eof()
+        self._loop.call_later(_LINGER, self.force_close)
 
 
 class GuardedSite(web.BaseSite):

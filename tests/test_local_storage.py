@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 from streamproxy.storage.base import FileInfo, FileMissing, LocalFileSource, now_utc
 from streamproxy.storage.local import LocalStorage
 
+from .capabilities import find_program
 from .conftest import ServerProcess, stop_server
 
 pytestmark = pytest.mark.local_only
