@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from .cors import parse_cors_origin
 from .fetch.safety import AllowRule, parse_allow_rule
 from .mediatypes import TypeRule, parse_type_rule
 from .scan import ClamdAddress
@@ -228,6 +229,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="KEY",
     ),
     Option(
+        "cors_origin",
+        parse_cors_origin,
+        "let pages from this origin call the service from a browser: https://chat.example, "
+        "or * for any (repeatable)",
+        repeatable=True,
+        metavar="ORIGIN",
+    ),
+    Option(
         "max_transfers",
         parse_positive_int,
         "transfers in flight before 503 busy",
@@ -402,6 +411,7 @@ class Settings:
     public_url: URL | None = None
     base_path: str = ""
     api_key: tuple[str, ...] = ()
+    cors_origin: tuple[str, ...] = ()
     max_transfers: int | None = None
     compat_status: bool = False
     fsync: bool = True
