@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import download, health, upload
+from .cors import install_cors
 from .errors import error_middleware
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
@@ -88,6 +89,7 @@ def create_app(
     if settings.ui:
         add_page_routes(app.router, settings.base_path)
     app.on_response_prepare.append(echo_request_id)
+    install_cors(app, settings.cors_origin)
     app.cleanup_ctx.append(_storage_lifecycle)
     app.cleanup_ctx.append(fetch_client_lifecycle)
     if retention_sweep:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from yarl import URL
 
+from ..cors import parse_cors_origin
 from ..fetch.safety import AllowRule, parse_allow_rule
 from ..mediatypes import TypeRule, parse_type_rule
 from ..scan import ClamdAddress
@@ -240,6 +241,13 @@ class Settings:
         "sign download links with this key; unsigned or expired links get 403 "
         "(repeatable: the first signs, all verify)",
         metavar="KEY",
+    )
+    cors_origin: tuple[str, ...] = setting(
+        (),
+        parse_cors_origin,
+        "let pages from this origin call the service from a browser: https://chat.example, "
+        "or * for any (repeatable)",
+        metavar="ORIGIN",
     )
     link_ttl: float = setting(
         7 * 86400.0,
