@@ -50,7 +50,20 @@ class LocalStore:
         return sorted(p.name for p in (self.root / ".tmp").iterdir())
 
     def meta_names(self) -> set[str]:
-        return {p.name.removesuffix(".json") for p in (self.root / ".meta").iterdir()}
+        """Names that have metadata: attached to the file, or in a sidecar in .meta."""
+        attached = {name for name in self.stored_names() if self.attached_metadata(name)}
+        sidecars = {p.name.removesuffix(".json") for p in (self.root / ".meta").iterdir()}
+        return attached | sidecars
+
+    def attached_metadata(self, name: str) -> bytes | None:
+        try:
+            return os.getxattr(self.root / name, "user.streamproxy", follow_symlinks=False)
+        except OSError:
+            return None
+
+    def metadata(self, name: str) -> bytes:
+        """A stored file's metadata document, wherever the storage keeps it."""
+        return self.attached_metadata(name) or (self.root / ".meta" / f"{name}.json").read_bytes()
 
 
 Store = LocalStore | S3Store

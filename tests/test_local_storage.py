@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -13,6 +15,7 @@ import pytest
 
 from streamproxy.storage.base import FileInfo, FileMissing, LocalFileSource, now_utc
 from streamproxy.storage.local import LocalStorage
+from streamproxy.storage.localfs import META_XATTR
 
 from .capabilities import find_program
 from .conftest import ServerProcess, stop_server
@@ -21,15 +24,20 @@ pytestmark = pytest.mark.local_only
 Spawn = Callable[..., Awaitable[ServerProcess]]
 
 
-@pytest.fixture(params=["unnamed", "named"])
+@pytest.fixture(params=["unnamed", "named", "sidecar"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LocalStorage]:
-    """Unnamed temporaries (O_TMPFILE) where the file system has them, and the fallback."""
+    """Unnamed temporaries (O_TMPFILE) and metadata in an extended attribute where the
+    file system has them, and the fallbacks: named temporaries, sidecar metadata files."""
     local = LocalStorage(tmp_path / "data")
     await local.start()
     if request.param == "named":
         local.staging.unnamed = False
+    elif request.param == "sidecar":
+        local.staging.xattrs = False
     elif not local.staging.unnamed:
         pytest.skip("this file system has no O_TMPFILE")
+    if request.param != "sidecar" and not local.staging.xattrs:
+        pytest.skip("this file system has no user extended attributes")
     yield local
     await local.close()
 
@@ -74,6 +82,53 @@ async def test_a_taken_name_is_never_replaced(storage: LocalStorage) -> None:
     assert third == "other"
     assert (storage.root / "manual").read_bytes() == b"by hand"
     assert not (storage.root / ".meta" / "manual.json").exists()
+
+
+def attached(path: Path) -> bytes | None:
+    try:
+        return os.getxattr(path, META_XATTR)
+    except OSError:
+        return None
+
+
+async def test_metadata_goes_with_the_file(storage: LocalStorage) -> None:
+    """In the file's extended attribute, durable with its bytes and no file of its own;
+    in a sidecar where the file system has no attributes."""
+    data = b"with its metadata"
+    name = await store(storage, data, ["a.txt"])
+    sidecar = storage.root / ".meta" / f"{name}.json"
+    raw = attached(storage.root / name)
+    if storage.staging.xattrs:
+        assert raw is not None and not sidecar.exists()
+    else:
+        assert raw is None and sidecar.exists()
+        raw = sidecar.read_bytes()
+    assert FileInfo.from_json(raw).etag == hashlib.md5(data).hexdigest()
+    assert (await storage.stat(name)).info.size == len(data)
+
+
+async def test_both_layouts_are_read_and_expire(storage: LocalStorage) -> None:
+    """Files stored with a sidecar (before attributes, or where one did not fit) stay
+    readable beside attached ones; attached metadata wins over a stale sidecar; the
+    retention sweep deletes both kinds and leaves files copied in by hand."""
+    if not storage.staging.xattrs:
+        pytest.skip("needs extended attributes")
+    storage.staging.xattrs = False
+    old_style = await store(storage, b"old style", ["old"])
+    storage.staging.xattrs = True
+    new_style = await store(storage, b"new style", ["new"])
+    stale = FileInfo(type="text/plain", size=1, etag="0" * 32, created=now_utc())
+    (storage.root / ".meta" / "new.json").write_bytes(stale.to_json())
+    (storage.root / "manual").write_bytes(b"by hand")
+    for name, data in ((old_style, b"old style"), (new_style, b"new style")):
+        async with storage.open(name) as stored:
+            assert b"".join([c async for c in stored.chunks(0, len(data))]) == data
+        assert (await storage.stat(name)).info.etag == hashlib.md5(data).hexdigest()
+    with pytest.raises(FileMissing):
+        await storage.stat("manual")
+    assert await storage.delete_older_than(datetime.now(UTC) + timedelta(seconds=5)) == 2
+    assert visible(storage.root) == {"manual"}
+    assert list((storage.root / ".meta").iterdir()) == []
 
 
 async def test_racing_commits_all_survive(storage: LocalStorage) -> None:

@@ -1,15 +1,17 @@
 """Local directory storage, the embedded default.
 
 Layout under the root:
-    NAME                 the file's bytes, exactly as uploaded (servable by anything)
-    .meta/NAME.json      its metadata
+    NAME                 the file's bytes, exactly as uploaded (servable by anything),
+                         its metadata in the extended attribute `user.streamproxy`
+    .meta/NAME.json      its metadata where the file system has no extended attributes
     .tmp/                files being written; emptied at start-up
 
-A file is staged in `.tmp`, flushed with fsync, and published with `link(2)`,
-which fails instead of replacing an existing name: that is the atomic,
-no-overwrite commit. The metadata is linked first and claims the name; the bytes
-follow, so whenever a name is visible its metadata is too. Stored names never
-start with a dot, so `.meta` and `.tmp` cannot be reached by a download.
+A file is staged in `.tmp`, its metadata attached, flushed with fsync, and
+published with `link(2)`, which fails instead of replacing an existing name: that
+is the atomic, no-overwrite commit, and whenever a name is visible its metadata
+is too. (With sidecars the metadata is linked first and claims the name; the
+bytes follow.) Stored names never start with a dot, so `.meta` and `.tmp` cannot
+be reached by a download.
 
 The parts live in their own modules: `localstaging` (the staging area and the
 commit), `localwrite` (one upload), `localread` (open, stat and the cache) and

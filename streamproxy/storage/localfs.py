@@ -15,10 +15,13 @@ from pathlib import Path
 from .base import StorageError, StorageFull, StorageUnavailable
 
 META_DIR = ".meta"
+META_XATTR = "user.streamproxy"  # a stored file's metadata, where extended attributes exist
 TMP_DIR = ".tmp"
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC  # a stored file, never a link
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _REFUSED_ERRNOS = {errno.EROFS, errno.EACCES}
+# No such attribute, or none on this file system (or on links: Linux refuses user.*).
+_NO_ATTRIBUTE = {errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM}
 
 
 def storage_error(error: OSError, doing: str) -> StorageError:
@@ -28,6 +31,19 @@ def storage_error(error: OSError, doing: str) -> StorageError:
     if error.errno in _REFUSED_ERRNOS:
         return StorageUnavailable(f"{doing} failed: {error.strerror}")
     return StorageError(f"{doing} failed: {error.strerror}")
+
+
+def read_attached(file: int | Path) -> bytes | None:
+    """The metadata in a stored file's extended attribute (a descriptor, or a path that
+    is not followed if it is a link); None when it has none there."""
+    try:
+        if isinstance(file, int):
+            return os.getxattr(file, META_XATTR)
+        return os.getxattr(file, META_XATTR, follow_symlinks=False)
+    except OSError as error:
+        if error.errno in _NO_ATTRIBUTE:
+            return None
+        raise
 
 
 def fsync_directory(path: Path) -> None:

@@ -24,7 +24,7 @@ from .base import (
     StorageError,
     StoredMeta,
 )
-from .localfs import META_DIR, READ_FLAGS
+from .localfs import META_DIR, READ_FLAGS, read_attached
 from .smallfiles import SMALL_FILE, CachedFile, Identity, SmallFileCache
 
 _T = TypeVar("_T")
@@ -91,10 +91,16 @@ class LocalReader:
     def _handle(self, meta: StoredMeta, file: IO[bytes]) -> LocalFileHandle:
         return LocalFileHandle(meta, file, self._run_blocking, self._chunk_size)
 
-    def _read_meta_sync(self, name: str) -> FileInfo:
+    def _read_meta_sync(self, name: str, fd: int | None = None) -> FileInfo:
+        """The metadata of `name` (open as `fd`, when given): the file's own extended
+        attribute, else its sidecar in `.meta` (file systems without attributes, files
+        stored before there were any). A file with neither is not a stored file."""
         try:
-            with open(self.meta_dir / f"{name}.json", "rb") as meta_file:
-                return FileInfo.from_json(meta_file.read())
+            raw = read_attached(fd if fd is not None else self.root / name)
+            if raw is None:
+                with open(self.meta_dir / f"{name}.json", "rb") as meta_file:
+                    raw = meta_file.read()
+            return FileInfo.from_json(raw)
         except FileNotFoundError:
             raise FileMissing(name) from None
         except (ValueError, TypeError, KeyError) as error:
@@ -114,7 +120,7 @@ class LocalReader:
             status = os.fstat(fd)
             if not stat_module.S_ISREG(status.st_mode):
                 raise FileMissing(name)
-            info = self._read_meta_sync(name)
+            info = self._read_meta_sync(name, fd)
             if info.size != status.st_size:
                 raise StorageError(
                     f"{name!r} is {status.st_size} bytes but its metadata says {info.size}"

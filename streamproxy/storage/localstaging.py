@@ -3,21 +3,67 @@
 An upload's bytes go to an unnamed file (`O_TMPFILE`) in `.tmp` where the file
 system allows it: nothing to clean up after a crash, and no name to create and
 remove (on this project's test machine that made the whole commit six times
-cheaper). Elsewhere a named file in `.tmp` stands in. Publishing (`claim`) links
-the metadata, then the bytes, under a name that must be free.
+cheaper). Elsewhere a named file in `.tmp` stands in.
+
+The metadata goes into an extended attribute of the staged file (`attach`) where
+the file system has them: the fsync of the file then makes bytes and metadata
+durable together, and publishing (`claim`) is one `link` that fails if the name
+is taken, then one directory fsync, shared by the commits waiting for it at the
+same time (`GroupSync`). Where there are no extended attributes (or the metadata
+does not fit in one), a sidecar `.meta/NAME.json` is written, fsynced and linked
+first, claiming the name; the bytes follow, so a visible file always has its
+metadata either way.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
+import threading
 from contextlib import suppress
 from pathlib import Path
 
-from .localfs import META_DIR, TMP_DIR, fsync_directory, storage_error
+from .localfs import META_DIR, META_XATTR, TMP_DIR, fsync_directory, storage_error
 
 log = logging.getLogger("streamproxy.storage")
+
+# The attribute cannot be set: none on this file system, or the metadata too big for it.
+_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.E2BIG, errno.ERANGE, errno.ENOSPC, errno.EPERM}
+
+
+class GroupSync:
+    """Group commit of one directory's fsyncs: a caller whose link is done waits for an
+    fsync of the directory that started after it; one fsync serves every caller that
+    arrived before it began, and the callers who come while it runs share the next."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._changes = threading.Condition()
+        self._arrived = 0  # callers so far, each after its own change
+        self._synced = 0  # callers covered by a finished fsync
+        self._running = False
+
+    def sync(self) -> None:
+        with self._changes:
+            self._arrived += 1
+            ticket = self._arrived
+            while self._synced < ticket:
+                if self._running:
+                    self._changes.wait()
+                    continue
+                self._running, covers = True, self._arrived
+                self._changes.release()
+                try:
+                    fsync_directory(self._path)
+                finally:
+                    self._changes.acquire()
+                    self._running = False
+                    self._changes.notify_all()
+                # Only reached when the fsync succeeded; a failure reaches the caller that
+                # ran it, and the others covered by it try again themselves.
+                self._synced = covers
 
 
 class StagingArea:
@@ -29,6 +75,9 @@ class StagingArea:
         self.tmp_dir = root / TMP_DIR
         self.fsync = fsync
         self.unnamed = False  # unnamed temporaries work here: decided by `probe`
+        self.xattrs = False  # metadata goes in an extended attribute: decided by `probe`
+        self._root_sync = GroupSync(root)
+        self._meta_sync = GroupSync(self.meta_dir)
         self._proc_fd: int | None = None
         self._temporaries = itertools.count(1)
 
@@ -38,6 +87,31 @@ class StagingArea:
         return f"{os.getpid()}-{next(self._temporaries)}"
 
     def probe(self) -> None:
+        """What this file system offers: unnamed temporaries, extended attributes."""
+        self._probe_unnamed()
+        self._probe_xattrs()
+
+    def _probe_xattrs(self) -> None:
+        """Can a staged file carry the metadata in a user extended attribute? (ext4, XFS,
+        btrfs, tmpfs since Linux 6.6; not every NFS.) Otherwise sidecar files are used."""
+        self.xattrs = False
+        probe = self.tmp_dir / f"xattr-{self.temporary_name()}.probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError:
+            log.info("cannot probe %s for extended attributes; using metadata files", self.tmp_dir)
+            return
+        try:
+            os.setxattr(fd, META_XATTR, b"{}")
+            self.xattrs = os.getxattr(fd, META_XATTR) == b"{}"
+        except (OSError, AttributeError):
+            log.info("no extended attributes in %s; using metadata files", self.tmp_dir)
+        finally:
+            os.close(fd)
+            with suppress(OSError):
+                probe.unlink()
+
+    def _probe_unnamed(self) -> None:
         """Can this file system create an unnamed file and link it in? (Linux, most local
         file systems; not NFS.) Otherwise named temporaries in `.tmp` are used."""
         self.unnamed = False
@@ -74,7 +148,45 @@ class StagingArea:
         except OSError as error:
             raise storage_error(error, "creating a temporary file") from error
 
-    def claim(self, name: str, metadata: bytes, fd: int, path: Path | None) -> bool:
+    def attach(self, fd: int, metadata: bytes) -> bool:
+        """Put the metadata on the staged file, before its fsync; False where it cannot
+        go there (the commit then writes a sidecar)."""
+        if not self.xattrs:
+            return False
+        try:
+            os.setxattr(fd, META_XATTR, metadata)
+        except OSError as error:
+            if error.errno in _NO_XATTR:
+                return False
+            raise
+        return True
+
+    def claim(
+        self, name: str, metadata: bytes, fd: int, path: Path | None, *, attached: bool
+    ) -> bool:
+        """Publish under `name`; False if the name is taken. The staged file is fsynced.
+
+        With the metadata `attached`, the file carries it and one link publishes both.
+        Otherwise see `claim_with_sidecar`.
+        """
+        if not attached:
+            return self.claim_with_sidecar(name, metadata, fd, path)
+        try:
+            self._link(fd, path, name)
+        except FileExistsError:
+            return False
+        if self.fsync:
+            self._root_sync.sync()
+        return True
+
+    def _link(self, fd: int, path: Path | None, name: str) -> None:
+        """Give the staged file its name; fails rather than replace a file."""
+        if path is None:  # an unnamed temporary: link it through /proc/self/fd
+            os.link(str(fd), self.root / name, src_dir_fd=self._proc_fd)
+        else:
+            os.link(path, self.root / name)
+
+    def claim_with_sidecar(self, name: str, metadata: bytes, fd: int, path: Path | None) -> bool:
         """Publish metadata then bytes under `name`; False if the name is taken.
 
         Creating the metadata file with O_EXCL claims the name atomically; the bytes
@@ -93,10 +205,7 @@ class StagingArea:
                     os.fsync(meta_fd)
             finally:
                 os.close(meta_fd)
-            if path is None:  # an unnamed temporary: link it through /proc/self/fd
-                os.link(str(fd), self.root / name, src_dir_fd=self._proc_fd)
-            else:
-                os.link(path, self.root / name)
+            self._link(fd, path, name)
         except FileExistsError:
             # Bytes without metadata under that name (copied in by hand): leave them be.
             meta_path.unlink()
@@ -105,8 +214,8 @@ class StagingArea:
             meta_path.unlink()
             raise
         if self.fsync:
-            fsync_directory(self.meta_dir)
-            fsync_directory(self.root)
+            self._meta_sync.sync()
+            self._root_sync.sync()
         return True
 
     def check_writable(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .base import StorageError
-from .localfs import META_DIR, TMP_DIR, mtime
+from .localfs import META_DIR, TMP_DIR, mtime, read_attached
 
 _T = TypeVar("_T")
 
@@ -41,20 +41,28 @@ def _remove(entry: os.DirEntry[str]) -> None:
 
 
 def delete_older_than(root: Path, cutoff: float) -> int:
-    """Delete stored files whose metadata is older than `cutoff` (a timestamp)."""
+    """Delete stored files last written before `cutoff` (a timestamp). A stored file
+    has metadata, attached or in a sidecar; files copied in by hand are left alone."""
     deleted = 0
-    with os.scandir(root / META_DIR) as entries:
+    meta_dir = root / META_DIR
+    with os.scandir(root) as entries:
         for entry in entries:
-            if not entry.name.endswith(".json") or mtime(entry) >= cutoff:
+            if (
+                entry.name.startswith(".")
+                or not entry.is_file(follow_symlinks=False)
+                or mtime(entry) >= cutoff
+            ):
                 continue
-            name = entry.name.removesuffix(".json")
-            # Bytes first: the name stops being visible before its metadata goes.
+            sidecar = meta_dir / f"{entry.name}.json"
             with suppress(FileNotFoundError):
-                (root / name).unlink()
-                deleted += 1
-                log.info("retention: deleted %s", name)
-            with suppress(FileNotFoundError):
+                if read_attached(Path(entry.path)) is None and not sidecar.exists():
+                    continue
+                # Bytes first: the name stops being visible before its metadata goes.
                 os.unlink(entry.path)
+                deleted += 1
+                log.info("retention: deleted %s", entry.name)
+            with suppress(FileNotFoundError):
+                sidecar.unlink()
     return deleted
 
 

@@ -172,11 +172,12 @@ class LocalWriter:
             self._open_sync()
         assert self._fd is not None
         try:
-            if self._staging.fsync:
-                os.fsync(self._fd)
             metadata = info.to_json()
+            attached = self._staging.attach(self._fd, metadata)
+            if self._staging.fsync:
+                os.fsync(self._fd)  # the bytes, and the metadata when attached
             for name in names:
-                if self._staging.claim(name, metadata, self._fd, self._path):
+                if self._staging.claim(name, metadata, self._fd, self._path, attached=attached):
                     return StoredMeta(name, info)
         except OSError as error:
             raise storage_error(error, "saving the file") from error
