@@ -5,26 +5,29 @@ bytes must not be read back to compute it. hashlib cannot save its state, so the
 state comes from `rehashes` (PyPI, RustCrypto's md-5 behind a serializable state; not
 `rehash`, whose restored state is wrong on Python 3.11+).
 
-Measured on this machine (2 CPUs shared with other jobs, load ~6, so the absolute rates
-are low; `python -m benchmarks.hash_state`, 1 GiB in 512 KiB pieces):
+Measured on this machine (2 CPUs shared with seven other jobs, so rates are CPU time of
+the hashing thread; `python -m benchmarks.hash_state`, 1 GiB in 512 KiB pieces):
 
-- speed: hashlib 288 MiB/s, rehashes 261 MiB/s (0.91x; another run 0.83x);
+- speed: hashlib 800 MiB/s, rehashes 676 MiB/s (0.85x), this class 640 MiB/s (0.80x);
 - saved state: 88 bytes (plus the 5-byte header below);
 - a restored state continues correctly (tests/resumable/test_hashstate.py: random data,
-  random split points, a save and restore at every split, equal to hashlib);
-- the GIL: rehashes holds it. Two threads hashing at once take 2.19x one thread's time
-  (hashlib 1.60x: it lets go of the GIL). While a worker thread hashes 512 KiB pieces,
-  a 1 ms timer on the event loop is late by 7 to 11 ms on average, worst 34 to 158 ms
-  (hashlib: 1.6 ms mean), because the loop waits the interpreter's 5 ms switch interval
-  for each hand-over.
+  random split points, a save and restore at every split, in a fresh process too);
+- the GIL: rehashes holds it for a whole update call. While a worker thread is inside one
+  256 MiB update, the main thread counts to 8.4 million beside hashlib but to 0.17
+  million beside rehashes (only before the call starts). While a worker thread hashes
+  512 KiB pieces, a 1 ms timer on the event loop is late by 10 ms on average (worst 59
+  ms) with plain rehashes, 1.4 ms with hashlib: a waiting thread gets the GIL only after
+  the interpreter's 5 ms switch interval and the end of the current call. Two threads
+  hashing at once took 2.19x one thread's time with rehashes, 1.60x with hashlib, in the
+  quietest run; later runs got about half a CPU from the machine and say nothing.
 
-Decision: use rehashes (the only correct serializable MD5 on 3.11+ we found, within 10 to
-17% of hashlib), and feed it in slices of at most 128 KiB with `time.sleep(0)` between
-them. The sleep lets go of the GIL, so a waiting event loop gets it at once rather than
-after the switch interval: the loop's mean lateness drops from 10.7 ms to 0.75 ms for
-about 15% more hashing time. A worker thread is still right for the hash (it overlaps with
-the write, which releases the GIL), but one process hashes at most one core's worth of
-resumable bytes; `--workers` spreads uploads over cores.
+Decision: rehashes (the only correct serializable MD5 on 3.11+ found). Each update call
+gets at most 512 KiB (about 0.8 ms) and is followed by `time.sleep(0)`, which lets go of
+the GIL so a waiting event loop runs at once rather than after the switch interval: the
+loop's mean lateness is then 1.5 ms (worst 25 ms), as with hashlib, for 5% of speed
+(smaller slices cost copies: 128 KiB slices ran at 574 MiB/s). The hash still belongs
+on a worker thread (it overlaps the write, which lets go of the GIL), but one process
+hashes at most one core's worth of resumable bytes; `--workers` spreads uploads.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from typing import Final, Protocol, cast
 
 import rehashes  # type: ignore[import-untyped]
 
-SLICE: Final = 128 * 1024
-"""The most bytes hashed while holding the GIL; then the thread lets others run."""
+SLICE: Final = 512 * 1024
+"""The most bytes hashed while holding the GIL (about 0.8 ms); then others may run."""
 
 _HEADER: Final = b"RMD5\x01"
 """Names the format (and the library behind it), so a stored state from another format is
@@ -64,14 +67,14 @@ class ResumableMD5:
 
     def update(self, piece: bytes | bytearray | memoryview) -> None:
         """Hash `piece`; may run on a worker thread (see the module docstring)."""
-        view = memoryview(piece).cast("B")
-        size = len(view)
-        if size <= SLICE:
-            self._md5.update(piece if type(piece) is bytes else view.tobytes())
-            return
-        for start in range(0, size, SLICE):
-            self._md5.update(view[start : start + SLICE].tobytes())
+        if type(piece) is bytes and len(piece) <= SLICE:
+            self._md5.update(piece)  # rehashes takes bytes only: no copy for the usual case
             time.sleep(0)  # let go of the GIL: a waiting event loop runs now
+            return
+        view = memoryview(piece).cast("B")
+        for start in range(0, len(view), SLICE):
+            self._md5.update(view[start : start + SLICE].tobytes())
+            time.sleep(0)
 
     def hexdigest(self) -> str:
         """The digest of everything so far; hashing may go on afterwards."""
