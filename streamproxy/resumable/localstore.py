@@ -163,11 +163,12 @@ class UploadArea:
 
     def write_info(self, record: UploadRecord) -> None:
         directory = self.path(record.id)
-        if not directory.is_dir():
-            raise NotFound("the upload was removed")
         temporary = directory / "info.tmp"
-        self._write_file(temporary, record.to_json())
-        os.replace(temporary, directory / "info")
+        try:
+            self._write_file(temporary, record.to_json())
+            os.replace(temporary, directory / "info")
+        except FileNotFoundError as error:  # cancelled or expired meanwhile
+            raise NotFound("the upload was removed") from error
         if self.fsync:
             _fsync_directory(directory)
 
