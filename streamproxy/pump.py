@@ -23,9 +23,9 @@ from types import TracebackType
 from typing import Any
 
 from . import naming
-from .errors import infected, scanner_unavailable, too_large, type_not_allowed
+from .errors import ApiError, infected, scanner_unavailable, too_large, type_not_allowed
 from .mediatypes import TypePolicy
-from .scan import ClamdStream, Scanner, ScannerUnavailable
+from .scan import ClamdStream, ScanFailed, Scanner, ScannerUnavailable
 from .settings import DEFAULT_CHUNK_SIZE
 from .sniff import HEADER_SIZE, choose_type, sniff_bytes
 from .storage.base import (
@@ -89,7 +89,10 @@ class Intake:
             try:
                 self._scan = await self._scanner.open()
             except ScannerUnavailable as error:
-                self._scanner_failed(error)
+                # Fail closed (503), or with --clamd-fail-open go on unscanned, saying so.
+                if not self._scanner.fail_open:
+                    raise scanner_unavailable(str(error)) from error
+                log.warning("storing %r unscanned: %s", self.filename, error)
         try:
             self._writer = await self._storage.create_writer(self._observe)
         except BaseException:
@@ -98,15 +101,12 @@ class Intake:
             raise
         return self
 
-    def _scanner_failed(self, error: ScannerUnavailable) -> None:
-        """Fail closed (503), or with --clamd-fail-open go on unscanned, saying so."""
-        if self._scan is not None:
-            self._scan.close()
-            self._scan = None
-        assert self._scanner is not None
-        if not self._scanner.fail_open:
-            raise scanner_unavailable(str(error)) from error
-        log.warning("storing %r unscanned: %s", self.filename, error)
+    def _scan_failed(self, error: ScanFailed) -> ApiError:
+        """clamd took the stream and did not finish it: refused, fail-open or not."""
+        note = ""
+        if self._scanner is not None and self._scanner.fail_open:
+            note = "; --clamd-fail-open covers only a clamd that cannot be reached at the start"
+        return scanner_unavailable(f"{error}; the file was not stored{note}")
 
     async def __aexit__(
         self,
@@ -189,17 +189,16 @@ class Intake:
         try:
             for piece in pieces:
                 await self._scan.feed(piece)
-        except ScannerUnavailable as error:
-            self._scanner_failed(error)
+        except ScanFailed as error:
+            raise self._scan_failed(error) from error
 
     async def _check_verdict(self) -> None:
         if self._scan is None:
             return
         try:
             signature = await self._scan.verdict()
-        except ScannerUnavailable as error:
-            self._scanner_failed(error)
-            return
+        except ScanFailed as error:
+            raise self._scan_failed(error) from error
         if signature is not None:
             log.warning("refused %r: clamd found %s", self.filename, signature)
             raise infected(signature)
