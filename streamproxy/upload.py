@@ -136,6 +136,11 @@ async def upload(request: web.Request) -> web.Response:
                     )
                     await cleanup.enter_async_context(intake)
                     await intake.pump(part.chunks())
+                    if not intake.size and not intake.filename:
+                        # What a browser sends for a file input left empty.
+                        raise bad_request(
+                            "no file was sent: the file part has no name and no bytes"
+                        )
                 elif part.name == "conversationId":
                     conversation_id = conversation_id_or_400(await part.text())
                 else:
