@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from .metrics import METRICS, Handler
+from .naming import BadName
 from .settings import SETTINGS
 from .storage.base import FileMissing, StorageFull, StorageUnavailable
 
@@ -225,6 +226,8 @@ def _to_api_error(request: web.Request, error: Exception) -> ApiError:
         return storage_unavailable(str(error))
     if isinstance(error, FileMissing):
         return not_found(f"no file named {str(error)!r}")
+    if isinstance(error, BadName):  # a name or conversationId the client gave
+        return bad_request(str(error))
     log.exception(
         "internal error on %s %s [%s]", request.method, request.path, request.get(REQUEST_ID)
     )

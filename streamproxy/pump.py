@@ -1,6 +1,6 @@
 """The pump: one incoming file, piece by piece, from any source into a storage writer.
 
-Both upload paths (multipart and URL import) go through `Intake`. It counts bytes
+Every upload path enters it through `intake.open_pump`. It counts bytes
 against the cap, hashes (MD5, plus any extra digest such as the SHA-256 a WhatsApp
 webhook announces), sniffs the type from the first bytes and checks the type
 rules, while the writer stages the bytes. Pieces are handed over in batches of
@@ -9,13 +9,15 @@ the next is read, which bounds memory per upload, keeps the disk side busy, and
 is the backpressure: a slow disk slows the client down, it never grows a buffer.
 
 As an async context manager, it guarantees that every way out (cap hit, source
-broken, client gone, disk full, cancellation) ends in exactly one of commit or abort.
+broken, client gone, disk full, cancellation) ends in exactly one of commit or abort;
+`Stage` names where it is on that way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import hashlib
 import logging
 from collections.abc import AsyncIterable, Callable, Sequence
@@ -47,7 +49,17 @@ log = logging.getLogger("streamproxy")
 WRITES_IN_FLIGHT = 2
 
 
-class Intake:
+class Stage(enum.Enum):
+    """A pump's lifecycle: NEW -> OPEN -> PUMPED -> COMMITTED, or ABORTED from OPEN/PUMPED."""
+
+    NEW = enum.auto()  # made, not entered: nothing open yet
+    OPEN = enum.auto()  # entered: a writer (and a scan) open, bytes may flow
+    PUMPED = enum.auto()  # every byte written, type and verdict accepted: ready to commit
+    COMMITTED = enum.auto()  # published under its name
+    ABORTED = enum.auto()  # the temporary removed: nothing left behind
+
+
+class Pump:
     """One file on its way into storage; see the module docstring."""
 
     def __init__(
@@ -75,7 +87,7 @@ class Intake:
         self._scanner = scanner
         self._scan: ClamdStream | None = None
         self._writer: StorageWriter | None = None
-        self._finished = False
+        self.stage = Stage.NEW
         self.size = 0
         self.media_type: str | None = None
 
@@ -84,7 +96,7 @@ class Intake:
         for digest in self._digests:
             digest.update(piece)
 
-    async def __aenter__(self) -> Intake:
+    async def __aenter__(self) -> Pump:
         if self._scanner is not None:
             try:
                 self._scan = await self._scanner.open()
@@ -99,6 +111,7 @@ class Intake:
             if self._scan is not None:
                 self._scan.close()
             raise
+        self.stage = Stage.OPEN
         return self
 
     def _scan_failed(self, error: ScanFailed) -> ApiError:
@@ -116,10 +129,14 @@ class Intake:
     ) -> None:
         if self._scan is not None:
             self._scan.close()
-        if not self._finished and self._writer is not None:
-            self._finished = True
-            # Shielded: a second cancellation must not leave the temporary behind.
-            await asyncio.shield(self._writer.abort())
+        if self.stage in (Stage.OPEN, Stage.PUMPED):
+            await self._abort()
+
+    async def _abort(self) -> None:
+        assert self._writer is not None
+        self.stage = Stage.ABORTED
+        # Shielded: a second cancellation must not leave the temporary behind.
+        await asyncio.shield(self._writer.abort())
 
     def _decide_type(self, first_bytes: bytes) -> None:
         sniffed = sniff_bytes(first_bytes)
@@ -135,7 +152,8 @@ class Intake:
         to the writer in batches of about `chunk_size`, so each trip to a worker
         thread moves a worthwhile amount.
         """
-        assert self._writer is not None, "use Intake as an async context manager"
+        assert self.stage is Stage.OPEN, f"pump() on a {self.stage.name} pump (one pump() per file)"
+        assert self._writer is not None
         writer = self._writer
         in_flight: collections.deque[asyncio.Future[None]] = collections.deque()
         batch: list[Piece] = []
@@ -166,6 +184,7 @@ class Intake:
             while in_flight:
                 await in_flight.popleft()
             await self._check_verdict()
+            self.stage = Stage.PUMPED
         finally:
             for write in in_flight:
                 # Let the writes finish (the writer's abort waits for them anyway),
@@ -214,6 +233,7 @@ class Intake:
         channel: str | None = None,
     ) -> StoredMeta:
         """Publish under `{conversationId}_{name}` or the next free variant of it."""
+        assert self.stage is Stage.PUMPED, f"commit() on a {self.stage.name} pump"
         assert self._writer is not None and self.media_type is not None
         info = FileInfo(
             type=self.media_type,
@@ -225,12 +245,13 @@ class Intake:
             original_name=self.filename or None,
         )
         base = naming.base_name(conversation_id, self.filename, self.media_type)
-        self._finished = True
         try:
-            return await self._writer.commit(naming.candidates(base), info)
+            meta = await self._writer.commit(naming.candidates(base), info)
         except BaseException:
-            await asyncio.shield(self._writer.abort())
+            await self._abort()
             raise
+        self.stage = Stage.COMMITTED
+        return meta
 
 
 def _consume_result(future: asyncio.Future[None]) -> None:
