@@ -10,6 +10,7 @@ instead of line by line. Header values are parsed with aiohttp's own helpers.
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -71,7 +72,6 @@ class FormPart:
             else _decode_filename(params.get("filename"))
         )
         self.content_type: str | None = headers.get("Content-Type")
-        self.finished = False
 
     def chunks(self) -> AsyncIterator[bytes | memoryview]:
         return self._form.body_chunks(self)
@@ -110,6 +110,15 @@ def _decode_filename(filename: str | None) -> str | None:
         return filename
 
 
+class At(enum.Enum):
+    """Where the reader is in the form: PREAMBLE -> (DELIMITER -> PART)* -> CLOSED."""
+
+    PREAMBLE = enum.auto()  # nothing read yet: the body starts with a preamble to skip
+    DELIMITER = enum.auto()  # just past a delimiter: the rest of its boundary line comes next
+    PART = enum.auto()  # a part's headers are read; its body may still be unread
+    CLOSED = enum.auto()  # the closing delimiter is read: no more parts
+
+
 class FormReader:
     """Parts of a multipart body, one after the other, read from aiohttp's StreamReader."""
 
@@ -126,15 +135,13 @@ class FormReader:
         self._delimiter = CRLF + b"--" + boundary
         # The first boundary has no CRLF before it: pretend it does.
         self._buffer = bytearray(CRLF)
-        self._scanned = 0  # bytes of the buffer known not to start a delimiter
-        self._eof = False
+        self._at = At.PREAMBLE
+        self._eof = False  # the request body has ended (the form may still be in the buffer)
         self._chunk_size = chunk_size
         self.limits = limits
         self._idle_timeout = idle_timeout
         self._parts = 0
         self._current: FormPart | None = None
-        self._closed = False
-        self._started = False
 
     async def _fill(self) -> bool:
         """Read more of the body into the buffer; False at the end of the body."""
@@ -171,6 +178,7 @@ class FormReader:
             index = self._buffer.find(self._delimiter)
             if index >= 0:
                 del self._buffer[: index + len(self._delimiter)]
+                self._at = At.DELIMITER
                 return
             if len(self._buffer) > self.limits.max_preamble + len(self._delimiter):
                 raise bad_request("no multipart boundary found at the start of the body")
@@ -182,7 +190,7 @@ class FormReader:
         while len(self._buffer) < 2 and await self._fill():
             pass
         if self._buffer[:2] == b"--":
-            self._closed = True
+            self._at = At.CLOSED
             return False
         while True:
             padding = len(self._buffer) - len(self._buffer.lstrip(b" \t"))
@@ -220,20 +228,18 @@ class FormReader:
 
     async def next_part(self) -> FormPart | None:
         """The next part, after draining what is left of the previous one; None at the end."""
-        if self._current is not None and not self._current.finished:
+        if self._at is At.PART:
+            assert self._current is not None
             await self._current.discard()
-        if self._closed:
-            return None
-        if not self._started:
-            self._started = True
+        if self._at is At.PREAMBLE:
             await self._skip_preamble()
-        if not await self._after_delimiter():
+        if self._at is At.CLOSED or not await self._after_delimiter():
             return None
         self._parts += 1
         if self._parts > self.limits.max_parts:
             raise bad_request(f"the form has more than {self.limits.max_parts} parts")
         self._current = FormPart(self, await self._read_headers())
-        self._scanned = 0
+        self._at = At.PART
         return self._current
 
     async def _piece(self) -> bytes:
@@ -259,12 +265,14 @@ class FormReader:
         delimiter where it lies and passed on as a view. Only the last few bytes of a
         piece (where a delimiter might begin) wait for the next one.
         """
+        if part is not self._current or self._at is not At.PART:
+            return  # read already: its bytes are behind the reader
         delimiter = self._delimiter
         keep = len(delimiter) - 1
         # What is buffered already (read along with the headers) comes first.
         index = self._buffer.find(delimiter)
         if index >= 0:
-            part.finished = True
+            self._at = At.DELIMITER
             if index:
                 yield bytes(self._buffer[:index])
             del self._buffer[: index + len(delimiter)]
@@ -304,6 +312,6 @@ class FormReader:
                 if index:
                     yield memoryview(piece)[:index]
                 rest = index + len(delimiter)
-            part.finished = True
+            self._at = At.DELIMITER
             self._buffer += piece[rest:]
             return
