@@ -16,7 +16,10 @@ always: a stream clamd refused to finish is not a clean file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -72,8 +75,10 @@ class ClamdStream:
 
     clamd's one answer is awaited from the start, so an answer it gives before the
     stream ends (its StreamMaxLength error, just before it hangs up) is kept to say
-    why. Every failure after the session opened is a `ScanFailed`: clamd took the
-    stream and did not finish it, which is never a reason to store the file unscanned.
+    why; a second handle on the socket reads it even when a write error made
+    asyncio close its own before reading. Every failure after the session opened
+    is a `ScanFailed`: clamd took the stream and did not finish it, which is never
+    a reason to store the file unscanned.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float):
@@ -81,6 +86,8 @@ class ClamdStream:
         self._timeout = timeout
         self._answer = asyncio.ensure_future(reader.readuntil(b"\0"))
         self._answer.add_done_callback(_consume_error)
+        self._spare = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+        self._spare.setblocking(False)
         self.sent = 0  # bytes of the file handed to clamd so far
 
     async def feed(self, chunk: bytes | bytearray | memoryview) -> None:
@@ -105,6 +112,9 @@ class ClamdStream:
     def _failure(self, otherwise: str) -> ScanFailed:
         """clamd's early answer as the reason, if it gave one, else `otherwise`."""
         text = _answer_text(self._answer) if self._answer.done() else ""
+        if not text:
+            with contextlib.suppress(OSError):  # nothing there, or the socket is gone
+                text = _decode(self._spare.recv(_MAX_REPLY))
         reason = f"clamd answered {text!r}" if text else otherwise
         return ScanFailed(f"{reason} after {self.sent} bytes{_hint(text)}")
 
@@ -132,6 +142,7 @@ class ClamdStream:
     def close(self) -> None:
         self._answer.cancel()
         self._writer.close()
+        self._spare.close()
 
 
 def _answer_text(answer: asyncio.Future[bytes]) -> str:
@@ -145,6 +156,10 @@ def _answer_text(answer: asyncio.Future[bytes]) -> str:
         return ""
     else:
         raw = answer.result()
+    return _decode(raw)
+
+
+def _decode(raw: bytes) -> str:
     return raw.rstrip(b"\0").decode("utf-8", "replace").strip()
 
 
