@@ -52,7 +52,6 @@ async def upload(request: web.Request) -> web.Response:
         form = FormReader(
             request.content,
             boundary,
-            chunk_size=settings.chunk_size,
             limits=FORM_LIMITS,
             idle_timeout=settings.client_timeout,
         )

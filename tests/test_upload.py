@@ -9,6 +9,16 @@ import re
 import aiohttp
 import pytest
 
+from streamproxy.multipart_parser import (
+    FormEnd,
+    FormLimits,
+    FormParser,
+    MalformedForm,
+    PartData,
+    PartEnd,
+    PartStart,
+)
+
 from .conftest import (
     Service,
     ServiceFactory,
@@ -298,3 +308,40 @@ async def test_curl_upload_and_download(service: Service, tmp_path) -> None:
     code, _, _ = await run_program(curl, "-sS", "-o", str(target), body["url"])
     assert code == 0
     assert target.read_bytes() == data
+
+
+def _parse_in_pieces(body: bytes, size: int) -> list[tuple[str | None, bytes]]:
+    """Feed the form parser `body` in pieces of `size` bytes; (part name, bytes) per part."""
+    parser = FormParser(b"pieces", FormLimits())
+    parts: list[tuple[str | None, bytes]] = []
+    events = []
+    for offset in range(0, len(body), size):
+        events += parser.feed(body[offset : offset + size])
+    events += parser.feed(b"")
+    name: str | None = None
+    data = bytearray()
+    for event in events:
+        if isinstance(event, PartStart):
+            name, data = event.headers["Content-Disposition"].split('"')[1], bytearray()
+        elif isinstance(event, PartData):
+            data += event.data
+        elif isinstance(event, PartEnd):
+            parts.append((name, bytes(data)))
+    assert isinstance(events[-1], FormEnd)
+    return parts
+
+
+@pytest.mark.parametrize("size", [*range(1, 14), 64, 4096])
+def test_form_parser_at_every_piece_size(size: int) -> None:
+    """The parser alone (no I/O), fed the whole envelope and body in pieces of every
+    size: boundary lines, headers and delimiters split anywhere, near-misses kept."""
+    content = b"\r\n--piece" + random_bytes(200, seed=size) + b"\r\n--piecex\r\n-"
+    body = multipart_body(
+        "pieces",
+        [field_part("conversationId", "8"), file_part(content, "s.bin"), field_part("e", "")],
+        preamble=b"preamble\r\n",
+    )
+    expected = [("conversationId", b"8"), ("file", content), ("e", b"")]
+    assert _parse_in_pieces(body + b"epilogue", size) == expected
+    with pytest.raises(MalformedForm, match="before the closing multipart boundary"):
+        _parse_in_pieces(body[: body.index(content) + 50], size)
