@@ -61,13 +61,14 @@ async def upload(request: web.Request) -> web.Response:
                 if part.name == "file":
                     if pump is not None:
                         raise bad_request("the form has more than one part named 'file'")
-                    pump = open_pump(
-                        request,
-                        "upload",
-                        declared_type=normalize_media_type(part.content_type),
-                        filename=clean_client_name(part.filename or ""),
+                    pump = await cleanup.enter_async_context(
+                        open_pump(
+                            request,
+                            "upload",
+                            declared_type=normalize_media_type(part.content_type),
+                            filename=clean_client_name(part.filename or ""),
+                        )
                     )
-                    await cleanup.enter_async_context(pump)
                     await pump.pump(part.chunks())
                     if not pump.size and not pump.filename:
                         # What a browser sends for a file input left empty.

@@ -40,15 +40,16 @@ async def from_url(request: web.Request) -> web.Response:
                     response = await client.open(job.source_url, job.credentials)
                     cleanup.push_async_callback(_close, response)
                     check_response(response, settings.max_size)
-                    pump = open_pump(
-                        request,
-                        "import",
-                        declared_type=job.mime_type
-                        or normalize_media_type(response.headers.get("Content-Type")),
-                        filename=job.file_name or name_from_source(response, job.source_url),
-                        extra_digests=[sha256],
+                    pump = await cleanup.enter_async_context(
+                        open_pump(
+                            request,
+                            "import",
+                            declared_type=job.mime_type
+                            or normalize_media_type(response.headers.get("Content-Type")),
+                            filename=job.file_name or name_from_source(response, job.source_url),
+                            extra_digests=[sha256],
+                        )
                     )
-                    await cleanup.enter_async_context(pump)
                     await pump.pump(SourceBody(response, settings.chunk_size, settings))
             except TimeoutError:
                 raise source_timeout(
