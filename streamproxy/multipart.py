@@ -129,12 +129,16 @@ class FormReader:
     async def _next_event(self) -> Event:
         """The parser's next event, feeding it the body as it arrives."""
         while not self._events:
-            piece = await self._piece()
-            try:
-                self._events.extend(self._parser.feed(piece))
-            except MalformedForm as error:
-                raise bad_request(str(error)) from None
+            await self._feed_parser()
         return self._events.popleft()
+
+    async def _feed_parser(self) -> None:
+        """Feed the parser the next piece of the body; queue the events it completes."""
+        piece = await self._piece()
+        try:
+            self._events.extend(self._parser.feed(piece))
+        except MalformedForm as error:
+            raise bad_request(str(error)) from None
 
     async def _piece(self) -> bytes:
         """The next piece of the body as aiohttp received it (no joining); b"" at the end."""
@@ -188,9 +192,13 @@ class FormReader:
         """A part's bytes up to the next delimiter, as views of what aiohttp received."""
         if part is not self._open:
             return  # read already: its bytes are behind the reader
+        events = self._events
         while True:
-            event = await self._next_event()
-            if isinstance(event, PartData):
+            # The hot loop of an upload: no coroutine per event, only one per piece read.
+            while not events:
+                await self._feed_parser()
+            event = events.popleft()
+            if type(event) is PartData:
                 yield event.data
             else:
                 assert isinstance(event, PartEnd), event
