@@ -22,7 +22,7 @@ from .auth import check_api_key
 from .errors import too_large
 from .mediatypes import TypePolicy
 from .metrics import METRICS
-from .pump import Pump
+from .pump import Progress, Pump
 from .scan import SCANNER
 from .settings import SETTINGS, Settings
 from .storage.base import STORAGE, StoredMeta
@@ -66,11 +66,13 @@ def open_pump(
     declared_type: str | None,
     filename: str,
     extra_digests: Sequence[Any] = (),
+    start: Progress | None = None,
 ) -> Pump:
     """A pump for one file, set up as the app is configured; enter it with `async with`.
 
     `declared_type` is the client's (normalised) type hint, `filename` the cleaned
-    name; `extra_digests` are hash objects fed alongside the MD5.
+    name; `extra_digests` are hash objects fed alongside the MD5; `start` is the
+    saved progress of a file that an earlier request began.
     """
     settings = request.config_dict[SETTINGS]
     return Pump(
@@ -83,6 +85,7 @@ def open_pump(
         on_bytes=request.config_dict[METRICS].received.labels(kind).inc,
         scanner=request.config_dict[SCANNER],
         chunk_size=settings.chunk_size,
+        start=start,
     )
 
 

@@ -11,6 +11,11 @@ is the backpressure: a slow disk slows the client down, it never grows a buffer.
 As an async context manager, it guarantees that every way out (cap hit, source
 broken, client gone, disk full, cancellation) ends in exactly one of commit or abort;
 `Stage` names where it is on that way.
+
+What it has taken in (size, the running MD5, the first bytes for the type) is its
+`Progress`: a request that brings only part of a file (a resumable upload's PATCH)
+pumps with `final=False`, saves the progress, and the next request starts a pump
+from it, so every way in shares this one pump.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import enum
 import hashlib
 import logging
 from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from . import naming
 from .errors import ApiError, infected, scanner_unavailable, too_large, type_not_allowed
@@ -59,6 +65,27 @@ class Stage(enum.Enum):
     ABORTED = enum.auto()  # the temporary removed: nothing left behind
 
 
+class Digest(Protocol):
+    """A running hash: hashlib's, or one whose state can be saved between requests."""
+
+    def update(self, data: Piece, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _new_md5() -> Digest:
+    return hashlib.md5(usedforsecurity=False)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a pump has taken in so far; a later request's pump can start from it."""
+
+    size: int = 0
+    md5: Digest = field(default_factory=_new_md5)  # goes on hashing: save it, do not share it
+    head: bytes = b""  # the file's first bytes, up to sniff.HEADER_SIZE: the type comes from them
+
+
 class Pump:
     """One file on its way into storage; see the module docstring."""
 
@@ -74,13 +101,15 @@ class Pump:
         on_bytes: Callable[[int], None] | None = None,
         scanner: Scanner | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        start: Progress | None = None,
     ) -> None:
         self._storage = storage
         self._max_size = max_size
         self._policy = policy
         self._declared_type = declared_type
         self.filename = filename
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        start = start or Progress()
+        self._md5 = start.md5
         self._digests = (self._md5, *extra_digests)
         self._on_bytes = on_bytes
         self._chunk_size = chunk_size
@@ -88,7 +117,8 @@ class Pump:
         self._scan: ClamdStream | None = None
         self._writer: StorageWriter | None = None
         self.stage = Stage.NEW
-        self.size = 0
+        self.size = start.size
+        self._head = bytearray(start.head[:HEADER_SIZE])
         self.media_type: str | None = None
 
     def _observe(self, piece: Piece) -> None:
@@ -138,6 +168,18 @@ class Pump:
         # Shielded: a second cancellation must not leave the temporary behind.
         await asyncio.shield(self._writer.abort())
 
+    @property
+    def progress(self) -> Progress:
+        return Progress(self.size, self._md5, bytes(self._head))
+
+    def _take_head(self, piece: Piece) -> None:
+        """Keep the file's first bytes; once there are enough, decide the type."""
+        missing = HEADER_SIZE - len(self._head)
+        if missing > 0:
+            self._head += piece[:missing]
+        if len(self._head) >= HEADER_SIZE:
+            self._decide_type(bytes(self._head))
+
     def _decide_type(self, first_bytes: bytes) -> None:
         sniffed = sniff_bytes(first_bytes)
         self.media_type = choose_type(self._declared_type, sniffed, self.filename)
@@ -145,12 +187,14 @@ class Pump:
         if refusal:
             raise type_not_allowed(refusal)
 
-    async def pump(self, chunks: AsyncIterable[Piece]) -> None:
+    async def pump(self, chunks: AsyncIterable[Piece], *, final: bool = True) -> None:
         """Move every piece into storage; raises ApiError for the cap and the type rules.
 
         Pieces come as the source delivers them (views, no copies); they are handed
         to the writer in batches of about `chunk_size`, so each trip to a worker
-        thread moves a worthwhile amount.
+        thread moves a worthwhile amount. `final=False`: more of the file comes
+        later, so a short file's type and the scanner's verdict wait, and the pump
+        stays OPEN rather than ready to commit.
         """
         assert self.stage is Stage.OPEN, f"pump() on a {self.stage.name} pump (one pump() per file)"
         assert self._writer is not None
@@ -170,21 +214,22 @@ class Pump:
                     self._on_bytes(size)
                 batch.append(piece)
                 batched += size
-                if self.media_type is None and batched >= HEADER_SIZE:
-                    self._decide_type(_first_bytes(batch, HEADER_SIZE))
+                if self.media_type is None:
+                    self._take_head(piece)
                 if batched >= self._chunk_size:
                     await self._hand_over(writer, batch, in_flight)
                     batch, batched = [], 0
                     if len(in_flight) >= WRITES_IN_FLIGHT:
                         await in_flight.popleft()
-            if self.media_type is None:
-                self._decide_type(_first_bytes(batch, HEADER_SIZE))
+            if self.media_type is None and final:
+                self._decide_type(bytes(self._head))
             if batch:
                 await self._hand_over(writer, batch, in_flight)
             while in_flight:
                 await in_flight.popleft()
-            await self._check_verdict()
-            self.stage = Stage.PUMPED
+            if final:
+                await self._check_verdict()
+                self.stage = Stage.PUMPED
         finally:
             for write in in_flight:
                 # Let the writes finish (the writer's abort waits for them anyway),
@@ -257,13 +302,3 @@ class Pump:
 def _consume_result(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-def _first_bytes(pieces: list[Piece], count: int) -> bytes:
-    """The first `count` bytes of the pieces, copying no more than those."""
-    head = bytearray()
-    for piece in pieces:
-        head += piece[: count - len(head)]
-        if len(head) >= count:
-            break
-    return bytes(head)
