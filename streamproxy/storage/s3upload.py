@@ -9,7 +9,10 @@ left glibc holding freed ones, adding about half again to the peak RSS.
 
 Commit, without ever replacing a name and with nothing visible before it:
 - A file that fits one part is still all in memory: one PutObject with
-  `If-None-Match: *` per candidate name, the next name on 412.
+  `If-None-Match: *` per candidate name, the next name on 412 unless the object
+  there is our own: a PutObject whose answer was lost is retried (by aiohttp or
+  botocore, unseen), and the retry finds the name taken by its first try. So
+  every object carries its writer's random token (`x-amz-meta-writer`).
 - A larger file went into a multipart upload under a staging key
   (`PREFIX.tmp/TIME-UUID`), which downloads cannot name. Commit completes it there,
   then copies it server-side (UploadPartCopy, no byte through us) into a new
@@ -26,6 +29,7 @@ Every multipart upload and staging object is discarded on every way out; see
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 
     from .s3 import S3Storage
 
+WRITER = "writer"  # the user metadata key of the writer's token
 # Server-side copy: 1 GiB per UploadPartCopy (S3 allows 5 GiB), a few at once.
 COPY_PART = 1024**3
 COPY_CONCURRENCY = 4
@@ -64,6 +69,7 @@ class S3Writer:
         # The pump may queue the next write before this one ends: they go in turn.
         self._in_turn = asyncio.Lock()
         self._staged = False  # the staging upload was (perhaps) completed into an object
+        self._token = uuid.uuid4().hex  # tells our own object from another writer's
         self._done = False
 
     # --- writing ------------------------------------------------------------------
@@ -130,7 +136,8 @@ class S3Writer:
         if self._done:
             raise StorageError("the upload is already finished")
         # The same object arguments for every candidate name: encoded once.
-        arguments = {"ContentType": info.type, "Metadata": encode(info)}
+        metadata = encode(info) | {WRITER: self._token}
+        arguments = {"ContentType": info.type, "Metadata": metadata}
         try:
             if self._next_part == 1:
                 return await self._put_whole(names, info, arguments)
@@ -156,10 +163,16 @@ class S3Writer:
                 )
             except S3_ERRORS as error:
                 if is_taken(error):
+                    if await self._written_by_us(name):
+                        return StoredMeta(name, info)  # by a try whose answer was lost
                     continue
                 raise storage_error(error, "saving the file") from error
             return StoredMeta(name, info)
         raise NoFreeName("every candidate name is taken")
+
+    async def _written_by_us(self, name: str) -> bool:
+        head = await self._storage._head_object(self._storage.key(name), "looking a name up")
+        return head is not None and head.get("Metadata", {}).get(WRITER) == self._token
 
     async def _complete_staging(self) -> None:
         storage = self._storage
