@@ -9,10 +9,7 @@ left glibc holding freed ones, adding about half again to the peak RSS.
 
 Commit, without ever replacing a name and with nothing visible before it:
 - A file that fits one part is still all in memory: one PutObject with
-  `If-None-Match: *` per candidate name, the next name on 412 unless the object
-  there is our own: a PutObject whose answer was lost is retried (by aiohttp or
-  botocore, unseen), and the retry finds the name taken by its first try. So
-  every object carries its writer's random token (`x-amz-meta-writer`).
+  `If-None-Match: *` per candidate name, the next name on 412.
 - A larger file went into a multipart upload under a staging key
   (`PREFIX.tmp/TIME-UUID`), which downloads cannot name. Commit completes it there,
   then copies it server-side (UploadPartCopy, no byte through us) into a new
@@ -21,6 +18,13 @@ Commit, without ever replacing a name and with nothing visible before it:
   one call, but not every S3-compatible server honours its If-None-Match
   (moto silently replaces), whereas the conditional CompleteMultipartUpload is
   the primitive AWS, MinIO and moto all implement; start-up checks it.
+
+A conditional write whose answer was lost may have happened: aiohttp or
+botocore retries it unseen, and the retry finds the name taken (412), or no
+answer comes at all. Every object carries its writer's random token
+(`x-amz-meta-writer`), so after a failure that may hide a write the writer
+looks at the name: if the object there is its own, the file is stored, and
+saying 412 (next name) or 503 would leave a file under a name nobody is told.
 
 Every multipart upload and staging object is discarded on every way out; see
 `s3cleanup` for when S3 itself is away.
@@ -34,10 +38,12 @@ from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
 from .s3body import PartReader
 from .s3cleanup import Leftover, staging_key
-from .s3meta import S3_ERRORS, encode, is_taken, storage_error
+from .s3meta import S3_ERRORS, encode, http_status, is_taken, storage_error
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
@@ -162,16 +168,22 @@ class S3Writer:
                     **arguments,
                 )
             except S3_ERRORS as error:
+                if await self._written_by_us(name, error):
+                    return StoredMeta(name, info)
                 if is_taken(error):
-                    if await self._written_by_us(name):
-                        return StoredMeta(name, info)  # by a try whose answer was lost
                     continue
                 raise storage_error(error, "saving the file") from error
             return StoredMeta(name, info)
         raise NoFreeName("every candidate name is taken")
 
-    async def _written_by_us(self, name: str) -> bool:
-        head = await self._storage._head_object(self._storage.key(name), "looking a name up")
+    async def _written_by_us(self, name: str, error: BaseException) -> bool:
+        """After a failed write of `name`: did a try whose answer was lost store it?"""
+        if isinstance(error, ClientError) and not is_taken(error) and http_status(error) < 500:
+            return False  # S3 refused the write outright
+        try:
+            head = await self._storage._head_object(self._storage.key(name), "looking a name up")
+        except StorageError:
+            return False
         return head is not None and head.get("Metadata", {}).get(WRITER) == self._token
 
     async def _complete_staging(self) -> None:
@@ -209,11 +221,13 @@ class S3Writer:
                 )
             except BaseException as error:
                 await asyncio.shield(storage.janitor.discard(Leftover(key, upload_id)))
+                if not isinstance(error, S3_ERRORS):
+                    raise
+                if await self._written_by_us(name, error):
+                    return StoredMeta(name, info)
                 if is_taken(error):
                     continue
-                if isinstance(error, S3_ERRORS):
-                    raise storage_error(error, "publishing the file") from error
-                raise
+                raise storage_error(error, "publishing the file") from error
             return StoredMeta(name, info)
         raise NoFreeName("every candidate name is taken")
 
