@@ -122,6 +122,8 @@ class Rule:
 
 @dataclass
 class FaultProxy:
+    """Between streamproxy and moto's server on `target_port`; see the module docstring."""
+
     target_port: int
     rules: list[Rule] = field(default_factory=list)
     _down: bool = False
@@ -165,12 +167,11 @@ class FaultProxy:
         return rule
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._down:
-            writer.transport.abort()
-            return
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            head = b""
+        if self._down or not head:
             writer.transport.abort()
             return
         request = Request.parse(head)

@@ -31,9 +31,9 @@ from typing import NamedTuple
 
 import pytest
 
-from .conftest import Service, ServiceFactory, eventually, md5, random_bytes
+from .conftest import Service, ServiceFactory, md5, random_bytes
 from .faultproxy import ALWAYS, Answer, Cut, Fault, FaultProxy, Match, Rule
-from .s3support import MotoServer
+from .s3support import MotoServer, until
 
 MiB = 1024 * 1024
 BIG = {"max_size": 40 * MiB, "s3_part_size": 5 * MiB}
@@ -208,5 +208,5 @@ async def test_lost_answer_to_create_multipart_upload_is_left_to_the_stale_sweep
     # --stale-after 1s (run at start-up) takes the orphans for stale.
     await asyncio.sleep(2.1)
     await start_service(storage=service.settings.storage, stale_after=1.0)
-    await eventually(lambda: service.temporaries() == [])
+    await until(lambda: service.temporaries() == [])
     await asyncio.to_thread(service.assert_clean, stored)

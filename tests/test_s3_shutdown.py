@@ -18,20 +18,12 @@ from .conftest import (
     random_bytes,
     stop_server,
 )
-from .s3support import BUCKET, MotoServer, S3Store
+from .s3support import BUCKET, MotoServer, S3Store, until
 
 MiB = 1024 * 1024
 Spawn = Callable[..., Awaitable[ServerProcess]]
 FILE = random_bytes(30 * MiB, seed=31)
 BODY = multipart_body("b", [field_part("conversationId", "1"), file_part(FILE, "big.bin")])
-
-
-async def until(check: Callable[[], bool], within: float = 30.0) -> None:
-    """Poll a blocking check (boto3 against moto) off the event loop."""
-    deadline = time.monotonic() + within
-    while not await asyncio.to_thread(check):
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
 
 
 async def test_sigterm_mid_multipart_upload_leaves_nothing_in_the_bucket(
