@@ -333,7 +333,7 @@ class S3Storage:
             raise storage_error(error, "starting the upload") from error
         return response["UploadId"]
 
-    async def _head_object(self, key: str, doing: str) -> HeadObjectOutputTypeDef | None:
+    async def head_object(self, key: str, doing: str) -> HeadObjectOutputTypeDef | None:
         """HeadObject, or None when there is no such object."""
         try:
             return await self.client.head_object(Bucket=self.bucket, Key=key)
@@ -343,13 +343,13 @@ class S3Storage:
             raise storage_error(error, doing) from error
 
     async def _head(self, name: str) -> tuple[StoredMeta, str]:
-        head = await self._head_object(self.key(name), "looking the file up")
+        head = await self.head_object(self.key(name), "looking the file up")
         if head is None:
             raise FileMissing(name)
         return StoredMeta(name, decode(head)), str(head.get("ETag", ""))
 
     async def exists(self, key: str) -> bool:
-        return await self._head_object(key, "looking a name up") is not None
+        return await self.head_object(key, "looking a name up") is not None
 
     async def stat(self, name: str) -> StoredMeta:
         meta, _ = await self._head(name)
