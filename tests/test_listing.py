@@ -142,3 +142,20 @@ async def test_a_cursor_works_on_another_instance(
     assert len(rest["files"]) == 1 and rest["next"] is None
     if signing_key:
         assert "signature=" in rest["files"][0]["url"]
+
+
+@pytest.mark.local_only  # the document depends on settings, not on the storage
+@pytest.mark.parametrize("keys", [(), (KEY,)], ids=["open", "keyed"])
+async def test_the_openapi_document_covers_listing_and_deletion(
+    start_service: ServiceFactory, keys: tuple[str, ...]
+) -> None:
+    service = await start_service(api_key=keys)
+    async with service.session.get(service.url + "/openapi.json") as response:
+        files = (await response.json())["paths"]["/files"]
+    listed, deleting = files["get"], files["delete"]
+    assert {p["name"] for p in listed["parameters"]} == {"conversationId", "limit", "cursor"}
+    assert {p["name"] for p in deleting["parameters"]} == {"filename", "conversationId"}
+    assert {"200", "204", "400", "403", "404"} <= set(deleting["responses"])
+    assert ("401" in deleting["responses"]) == bool(keys)  # without keys: always 403
+    for operation in (listed, deleting):
+        assert ("security" in operation) == bool(keys)
