@@ -271,3 +271,18 @@ async def test_erasure_survives_sigkill_and_finishes_when_run_again(
         ) as response:
             assert await response.json() == {"files": [], "next": None}
     filler.assert_clean({kept["name"]})
+
+
+@pytest.mark.local_only  # CORS is decided before storage is touched
+async def test_a_browser_may_delete_and_list_from_a_listed_origin(
+    start_service: ServiceFactory,
+) -> None:
+    origin = "https://desk.example"
+    service = await keyed(start_service, cors_origin=(origin,))
+    for method in ("DELETE", "GET"):
+        headers = {"Origin": origin, "Access-Control-Request-Method": method,
+                   "Access-Control-Request-Headers": "authorization"}  # fmt: skip
+        async with service.session.options(service.url + "/files", headers=headers) as response:
+            assert response.status in {200, 204}, await response.text()
+            assert method in response.headers["Access-Control-Allow-Methods"]
+            assert response.headers["Access-Control-Allow-Origin"] == origin

@@ -7,8 +7,11 @@ and a cursor issued by one instance accepted by another on the same storage.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
+import os
 from datetime import datetime
 from typing import Any
 
@@ -159,3 +162,28 @@ async def test_the_openapi_document_covers_listing_and_deletion(
     assert ("401" in deleting["responses"]) == bool(keys)  # without keys: always 403
     for operation in (listed, deleting):
         assert ("security" in operation) == bool(keys)
+
+
+@pytest.mark.local_only  # S3 has no sidecar files: a prefix listing and one HEAD per file
+async def test_local_listing_and_erasure_open_only_their_conversations_sidecars(
+    start_service: ServiceFactory,
+) -> None:
+    """Another conversation's sidecar is replaced by a FIFO: opening it would block the
+    storage thread for ever, so listing and erasure can only pass without opening it."""
+    service = await start_service(api_key=(KEY,))
+    mine = await fill(service.session, service.url, "small", 3)
+    other = await upload_to(service.session, service.url, "other", "x.txt")
+    sidecar = service.root / ".meta" / f"{other['name']}.json"
+    sidecar.unlink()
+    os.mkfifo(sidecar)
+    try:
+        status, page = await asyncio.wait_for(listing(service, conversationId="small"), 10)
+        assert status == 200 and {entry["name"] for entry in page["files"]} == mine
+        async with service.session.delete(
+            service.url + "/files", params={"conversationId": "small"}, headers=AUTH
+        ) as response:
+            assert await asyncio.wait_for(response.json(), 10) == {"deleted": 3}
+        assert service.stored_names() == {other["name"]}
+    finally:  # should a reader be blocked on the FIFO, let it go so the server can stop
+        with contextlib.suppress(OSError):
+            os.close(os.open(sidecar, os.O_WRONLY | os.O_NONBLOCK))
