@@ -3,9 +3,9 @@
 Erasing a conversation's media is what privacy law asks of the operator, so it
 must not be open to anyone: without `--api-key` configured the route refuses
 (an open service cannot tell the operator from a stranger). Every deleted file
-is logged with the request id (the log's context carries it) and counted: a
-conversation's files one by one by the storage as they go, so a log cut short by
-a crash still shows what went.
+is logged with the request id (the log's context carries it) and counted as it
+goes, so a log cut short by a crash, or an erasure stopped by a storage error,
+still shows and counts what went.
 """
 
 from __future__ import annotations
@@ -51,7 +51,12 @@ async def delete_files(request: web.Request) -> web.Response:
         log.info("deleted %s", name)
         return web.Response(status=204)
     conversation_id = conversation_id_or_400(query["conversationId"])
-    deleted = await storage.delete_conversation(conversation_id)
-    erased.labels("conversation").inc(len(deleted))
-    log.info("erased conversation %s: %d files", conversation_id, len(deleted))
-    return web.json_response({"deleted": len(deleted)})
+    of_conversation = erased.labels("conversation")
+
+    def deleted(name: str) -> None:
+        of_conversation.inc()
+        log.info("deleted %s (conversation %s)", name, conversation_id)
+
+    count = await storage.delete_conversation(conversation_id, deleted)
+    log.info("erased conversation %s: %d files", conversation_id, count)
+    return web.json_response({"deleted": count})

@@ -286,3 +286,15 @@ async def test_a_browser_may_delete_and_list_from_a_listed_origin(
             assert response.status in {200, 204}, await response.text()
             assert method in response.headers["Access-Control-Allow-Methods"]
             assert response.headers["Access-Control-Allow-Origin"] == origin
+
+
+@pytest.mark.local_only  # a file copied into the directory by hand: local storage only
+async def test_bytes_without_metadata_are_not_a_stored_file_and_stay(
+    start_service: ServiceFactory,
+) -> None:
+    service = await keyed(start_service)
+    (service.root / "c1_by-hand.txt").write_bytes(b"put here by an operator")
+    status, body = await delete(service, filename="c1_by-hand.txt")
+    assert status == 404 and body["error"] == "not_found"
+    assert await delete(service, conversationId="c1") == (200, {"deleted": 0})
+    assert (service.root / "c1_by-hand.txt").read_bytes() == b"put here by an operator"

@@ -179,9 +179,12 @@ class Storage(Protocol):
     async def conversation(self, conversation_id: str) -> list[StoredMeta]:
         """Every stored file whose stored conversationId is exactly this one, in no order."""
 
-    async def delete_conversation(self, conversation_id: str) -> list[str]:
-        """Erase a conversation's files; the names deleted. Safe to run again after a
-        crash half-way: the rerun finds what is left and finishes the job."""
+    async def delete_conversation(
+        self, conversation_id: str, deleted: Callable[[str], None]
+    ) -> int:
+        """Erase a conversation's files, calling `deleted(name)` on the event loop as each
+        goes (to log and count it even if the erasure stops half-way); how many went.
+        Safe to run again after a crash half-way: the rerun finishes the job."""
 
     async def shared_secret(self, purpose: str) -> bytes:
         """A random key kept in the storage, made once (a conditional write), the same

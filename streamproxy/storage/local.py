@@ -141,20 +141,21 @@ class LocalStorage:
             "listing a conversation", localerase.conversation_files, conversation_id
         )
 
-    async def delete_conversation(self, conversation_id: str) -> list[str]:
-        """One thread trip per file, so that each deletion is logged (with the request
-        id, which lives on the event loop's side) as it happens."""
+    async def delete_conversation(
+        self, conversation_id: str, deleted: Callable[[str], None]
+    ) -> int:
+        """One thread trip per file, so that `deleted` hears of each as it goes."""
         doing = "erasing a conversation"
         candidates = await self._erasing(doing, localerase.erasure_candidates, conversation_id)
-        deleted = []
+        count = 0
         for name in candidates:
             if await self._erasing(doing, localerase.erase_if_in, name, conversation_id):
                 self._reader.forget(name)
-                deleted.append(name)
-                log.info("deleted %s (conversation %s)", name, conversation_id)
+                count += 1
+                deleted(name)
         if self.staging.fsync:
             await self._erasing(doing, localerase.sync_directories)
-        return deleted
+        return count
 
     async def shared_secret(self, purpose: str) -> bytes:
         return await self._erasing(

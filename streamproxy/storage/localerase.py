@@ -62,22 +62,26 @@ def _remove(root: Path, name: str, fsync: bool) -> bool:
 def delete_file(root: Path, name: str, fsync: bool) -> None:
     """Delete one stored file; FileMissing when no visible file has that name.
 
-    Metadata left alone by a crash (no bytes) is removed too, and still answers
-    FileMissing: nobody could see that file.
+    Bytes without metadata are not a stored file (copied in by hand: stat and
+    downloads do not see them either) and are left alone. Metadata left by a
+    crash (no bytes) is removed, and still answers FileMissing: nobody could
+    see that file.
     """
-    if not _remove(root, name, fsync):
+    if not _meta_path(root, name).exists() or not _remove(root, name, fsync):
         raise FileMissing(name)
 
 
 def _prefixed(directory: Path, prefix: str, suffix: str = "") -> list[str]:
-    """Entry names in `directory` that start with `prefix` (and end with `suffix`),
-    the suffix removed. One pass over the directory, no file opened."""
+    """Regular files in `directory` whose names start with `prefix` (and end with
+    `suffix`), the suffix removed. One pass over the directory, no file opened."""
     found = []
     with os.scandir(directory) as entries:
         for entry in entries:
             name = entry.name
             if name.startswith(prefix) and name.endswith(suffix):
-                found.append(name.removesuffix(suffix) if suffix else name)
+                with suppress(FileNotFoundError):
+                    if entry.is_file(follow_symlinks=False):
+                        found.append(name.removesuffix(suffix) if suffix else name)
     return found
 
 
@@ -86,8 +90,6 @@ def conversation_files(root: Path, conversation_id: str) -> list[StoredMeta]:
     those sidecars are read, and each must name exactly this conversation."""
     files = []
     for name in _prefixed(root, f"{conversation_id}_"):
-        if not (root / name).is_file():
-            continue
         info = _read_info(root, name)
         if info is not None and info.conversation_id == conversation_id:
             files.append(StoredMeta(name, info))

@@ -399,8 +399,10 @@ class S3Storage:
     async def conversation(self, conversation_id: str) -> list[StoredMeta]:
         return await self.erasure.conversation(conversation_id)
 
-    async def delete_conversation(self, conversation_id: str) -> list[str]:
-        return await self.erasure.delete_conversation(conversation_id)
+    async def delete_conversation(
+        self, conversation_id: str, deleted: Callable[[str], None]
+    ) -> int:
+        return await self.erasure.delete_conversation(conversation_id, deleted)
 
     async def shared_secret(self, purpose: str) -> bytes:
         return await self.erasure.shared_secret(purpose)

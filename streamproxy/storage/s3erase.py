@@ -16,7 +16,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from .base import FileMissing, StorageError, StoredMeta
 from .s3meta import S3_ERRORS, decode, is_missing, is_taken, storage_error
@@ -35,14 +35,26 @@ _R = TypeVar("_R")
 
 
 async def _bounded(function: Callable[[_T], Awaitable[_R]], items: Iterable[_T]) -> list[_R]:
-    """`function` over `items`, at most CONCURRENCY at a time, results in order."""
-    gate = asyncio.Semaphore(CONCURRENCY)
+    """`function` over `items`, at most CONCURRENCY at a time, results in order; on a
+    failure the calls under way finish, none is started, and the first error is raised."""
+    gate, failed = asyncio.Semaphore(CONCURRENCY), False
 
-    async def one(item: _T) -> _R:
+    async def one(item: _T) -> _R | None:
+        nonlocal failed
         async with gate:
-            return await function(item)
+            if failed:
+                return None
+            try:
+                return await function(item)
+            except BaseException:
+                failed = True
+                raise
 
-    return await asyncio.gather(*(one(item) for item in items))
+    results = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(list[_R], results)
 
 
 class S3Erasure:
@@ -101,17 +113,18 @@ class S3Erasure:
         metas = await _bounded(self._meta, await self._names(conversation_id))
         return [m for m in metas if m is not None and m.info.conversation_id == conversation_id]
 
-    async def delete_conversation(self, conversation_id: str) -> list[str]:
-        async def delete(name: str) -> str:
+    async def delete_conversation(
+        self, conversation_id: str, deleted: Callable[[str], None]
+    ) -> int:
+        async def delete(name: str) -> None:
             try:
                 await self._client().delete_object(Bucket=self.bucket, Key=self.prefix + name)
             except S3_ERRORS as error:
                 raise storage_error(error, "erasing a conversation") from error
-            log.info("deleted %s (conversation %s)", name, conversation_id)
-            return name
+            deleted(name)
 
         files = await self.conversation(conversation_id)
-        return await _bounded(delete, [meta.name for meta in files])
+        return len(await _bounded(delete, [meta.name for meta in files]))
 
     async def shared_secret(self, purpose: str) -> bytes:
         """`PREFIX.keys/PURPOSE`, put once with If-None-Match: the first writer wins and
