@@ -132,17 +132,21 @@ async def test_a_cursor_works_on_another_instance(
     start_service: ServiceFactory, tmp_path: Any, signing_key: tuple[str, ...]
 ) -> None:
     """Instances (and workers) on one storage share the cursor key: the storage keeps
-    it (a conditional write), or the signing key is used."""
+    it (made by a conditional write; here four instances race to make it), or the
+    signing key is used."""
     root = tmp_path / "shared"
-    first = await start_service(root=root, signing_key=signing_key)
-    second = await start_service(root=root, signing_key=signing_key)
+    instances = [await start_service(root=root, signing_key=signing_key) for _ in range(4)]
     for index in range(3):
-        await first.upload_json(b"x", filename=f"{index}.txt", conversation_id="c")
-    status, page = await listing(first, conversationId="c", limit="2")
-    assert status == 200 and page["next"]
-    status, rest = await listing(second, conversationId="c", limit="2", cursor=page["next"])
-    assert status == 200, rest
-    assert len(rest["files"]) == 1 and rest["next"] is None
+        await instances[0].upload_json(b"x", filename=f"{index}.txt", conversation_id="c")
+    firsts = await asyncio.gather(
+        *(listing(one, conversationId="c", limit="2") for one in instances)
+    )
+    assert all(status == 200 and page["next"] for status, page in firsts)
+    for _, page in firsts:
+        for other in instances:
+            status, rest = await listing(other, conversationId="c", cursor=page["next"])
+            assert status == 200, rest
+            assert len(rest["files"]) == 1 and rest["next"] is None
     if signing_key:
         assert "signature=" in rest["files"][0]["url"]
 
