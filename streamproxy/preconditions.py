@@ -2,18 +2,21 @@
 
 Pure functions of header values, so the download decides and this module only
 answers. The validators are formatted here and nowhere else: the ETag is the
-stored MD5, quoted; Last-Modified is the creation time as an HTTP date.
-aiohttp parses the ETag lists and the dates
-(`request.if_match` and friends); the order of evaluation
+stored MD5, quoted; Last-Modified is the creation time as an HTTP date, made by
+`email.utils` and not `strftime`, whose `%a`/`%b` follow the process locale (a
+host program that calls `setlocale` would otherwise send "Di, 01 Dez" and break
+If-Range). aiohttp parses the ETag lists and the If-(Un)Modified-Since dates
+(`request.if_match` and friends, with `email.utils` too); the order of evaluation
 and the comparisons are RFC 9110 13.2.2: If-Match, else If-Unmodified-Since;
 then If-None-Match, else If-Modified-Since; If-Range last.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import email.utils
+from datetime import UTC, datetime
 
-from aiohttp.helpers import ETAG_ANY, ETag, parse_http_date
+from aiohttp.helpers import ETAG_ANY, ETag
 
 ETags = tuple[ETag, ...]
 
@@ -24,8 +27,19 @@ def etag_header(etag: str) -> str:
 
 
 def http_date(moment: datetime) -> str:
-    """An IMF-fixdate (`Tue, 01 Dec 2026 01:02:03 GMT`); `moment` in UTC."""
-    return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    """An IMF-fixdate (`Tue, 01 Dec 2026 01:02:03 GMT`) whatever the locale; `moment` in UTC."""
+    return email.utils.format_datetime(moment, usegmt=True)
+
+
+def parse_http_date(value: str) -> datetime | None:
+    """The moment an HTTP date names, in UTC; None when it is not a date."""
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # "-0000": UTC, says RFC 5322
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 def _strong_match(tags: ETags, etag: str) -> bool:
