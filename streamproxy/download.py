@@ -189,6 +189,10 @@ class FileDownload:
         else:
             body = multipart_body(media_type, size, ranges)
         headers["Content-Type"] = body.content_type
+        if self.request.method == "HEAD":  # headers only: nothing sent, nothing counted
+            response = web.StreamResponse(status=outcome.status, headers=headers)
+            response.content_length = body.length
+            return response
         content, local_file = self.shortcuts()
         if content is not None:
             # Small enough to have been read whole: one response, one write.
@@ -197,8 +201,6 @@ class FileDownload:
             return web.Response(status=outcome.status, headers=headers, body=data)
         response = web.StreamResponse(status=outcome.status, headers=headers)
         response.content_length = body.length
-        if self.request.method == "HEAD":
-            return response
         await self.stream(response, body, local_file)
         return response
 
