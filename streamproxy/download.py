@@ -14,8 +14,7 @@ import enum
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import IO
+from typing import IO, NamedTuple
 from urllib.parse import quote
 
 from aiohttp import web
@@ -86,8 +85,7 @@ def validator_headers(meta: StoredMeta) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):
     """Bytes to send: an optional preamble (multipart headers), then a slice of the file."""
 
     preamble: bytes
@@ -95,8 +93,7 @@ class Segment:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
-class Body:
+class Body(NamedTuple):
     """What a 200 or 206 sends: its Content-Type, the slices in order, a closing trailer."""
 
     content_type: str
