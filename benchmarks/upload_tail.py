@@ -1,13 +1,20 @@
-"""The end of one big upload: how long the answer takes after the last byte was sent.
+"""One big upload, compared across checkouts: its rate, its CPU and its tail.
 
-`python -m benchmarks.upload_tail [--size 1G] [--rounds 5] [-- serve flags]` starts
-streamproxy on a temporary storage directory and uploads one file over a plain
-blocking socket (multipart, one pre-built block sent over and over), several times.
-For each upload it prints the rate and the tail: the time from the last `sendall`
-of the body to the response head, which is what the server still has to do once
-the client is done (the socket buffers' worth of bytes, then the fsync and the
-commit). Uploads of earlier rounds are deleted and the page cache written back
-(`sync`) before each round, so no round pays for another's writeback.
+    python -m benchmarks.upload_tail --checkout A --checkout B [--size 1G] [--rounds 6]
+
+starts one streamproxy per checkout (its code imported from that directory), each on
+a temporary storage directory, and uploads one file at a time over a plain blocking
+socket (multipart, one pre-built block sent over and over), the checkouts taking
+turns round by round: on a machine shared with other work, what drifts over a minute
+hits every checkout alike, which a run of one checkout after the other cannot give.
+For each upload it records the rate, the server's CPU seconds and the tail: the
+time from the last `sendall` of the body to the response head, what the server
+still has to do once the client is done (the socket buffers' worth of bytes, then
+the fsync and the commit), and of that the commit alone (the final fsync, the link
+and the directory's fsync), from the server's own histogram in /metrics. Uploads of
+earlier rounds are deleted and the page cache written back (`sync`) before each
+round, so no round pays for another's writeback.
+Extra flags for `streamproxy serve` follow `--`.
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .procstat import cpu_seconds, process_tree
 
 BLOCK = os.urandom(1024 * 1024)
 UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3}
@@ -68,64 +78,126 @@ def upload(port: int, size: int) -> tuple[float, float]:
     return answered - started, answered - sent
 
 
-def clear(storage: Path) -> None:
-    for entry in storage.iterdir():
-        if entry.name.startswith("."):
-            if entry.is_dir():
+@dataclass
+class Checkout:
+    """One checkout's server and what its uploads measured."""
+
+    path: Path
+    storage: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    rates: list[float] = field(default_factory=list)
+    tails: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    commits: list[float] = field(default_factory=list)
+
+    def start(self, serve_args: list[str]) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        command = [
+            *(sys.executable, "-m", "streamproxy", "serve", "--port", str(self.port)),
+            *("--storage", str(self.storage), "--max-size", "4G", "--log-level", "warning"),
+            *serve_args,
+        ]
+        environment = {**os.environ, "PYTHONPATH": str(self.path)}
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, cwd=self.path, env=environment
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"streamproxy from {self.path} did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def clear(self) -> None:
+        for entry in self.storage.iterdir():
+            if not entry.name.startswith("."):
+                entry.unlink()
+            elif entry.is_dir():
                 for inner in entry.iterdir():
                     inner.unlink()
-            continue
-        entry.unlink()
-    os.sync()
 
+    def measure(self, size: int) -> str:
+        assert self.process is not None
+        pids = process_tree(self.process.pid)
+        cpu_before = cpu_seconds(pids)
+        commit_before = self.commit_seconds()
+        seconds, tail = upload(self.port, size)
+        self.cpu.append(cpu_seconds(pids) - cpu_before)
+        self.commits.append((self.commit_seconds() - commit_before) * 1000)
+        self.rates.append(size / seconds / 1e6)
+        self.tails.append(tail * 1000)
+        return (
+            f"{self.rates[-1]:.0f} MB/s, tail {self.tails[-1]:.0f} ms"
+            f" (commit {self.commits[-1]:.0f} ms), cpu {self.cpu[-1]:.2f} s"
+        )
 
-def wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("streamproxy did not start")
+    def commit_seconds(self) -> float:
+        """The server's time spent in commits so far (its storage histogram's sum)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        for line in text.splitlines():
+            if line.startswith('streamproxy_storage_operation_seconds_sum{operation="commit"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.path}: median {statistics.median(self.rates):.0f} MB/s"
+            f" ({min(self.rates):.0f}-{max(self.rates):.0f}),"
+            f" tail {statistics.median(self.tails):.0f} ms"
+            f" ({min(self.tails):.0f}-{max(self.tails):.0f}),"
+            f" commit {statistics.median(self.commits):.0f} ms"
+            f" ({min(self.commits):.0f}-{max(self.commits):.0f}),"
+            f" server cpu {statistics.median(self.cpu):.2f} s"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.upload_tail")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.upload_tail",
+        description="One big upload at a time, the checkouts taking turns; see the docstring.",
+    )
+    parser.add_argument(
+        "--checkout", action="append", type=Path, help="a source tree (repeat; default: this one)"
+    )
     parser.add_argument("--size", default="1G", help="bytes per upload (K, M, G suffixes)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tmpdir", help="where the storage directory goes")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--tmpdir", help="where the storage directories go")
     parser.add_argument("serve_args", nargs="*", help="extra flags for streamproxy serve")
     arguments = parser.parse_args(argv)
     size = parse_size(arguments.size)
     workdir = Path(tempfile.mkdtemp(prefix="upload-tail-", dir=arguments.tmpdir))
-    storage = workdir / "storage"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        *(sys.executable, "-m", "streamproxy", "serve", "--port", str(port)),
-        *("--storage", str(storage), "--max-size", "4G", "--log-level", "warning"),
-        *arguments.serve_args,
+    paths = arguments.checkout or [Path(__file__).resolve().parent.parent]
+    checkouts = [
+        Checkout(path.resolve(), workdir / f"storage-{index}") for index, path in enumerate(paths)
     ]
-    server = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     try:
-        wait_ready(port)
-        upload(port, min(size, 64 * 1024 * 1024))  # warm-up, discarded
-        rates, tails = [], []
+        for checkout in checkouts:
+            checkout.start(arguments.serve_args)
+            upload(checkout.port, min(size, 64 * 1024 * 1024))  # warm-up, discarded
         for round_number in range(1, arguments.rounds + 1):
-            clear(storage)
-            seconds, tail = upload(port, size)
-            rates.append(size / seconds / 1e6)
-            tails.append(tail * 1000)
-            print(f"round {round_number}: {rates[-1]:.0f} MB/s, tail {tails[-1]:.0f} ms")
-        print(
-            f"median: {statistics.median(rates):.0f} MB/s, tail {statistics.median(tails):.0f} ms"
-            f" (tails {min(tails):.0f}-{max(tails):.0f} ms)"
-        )
+            # Rotate who goes first, so no checkout always follows the same one.
+            turn = round_number % len(checkouts)
+            for checkout in checkouts[turn:] + checkouts[:turn]:
+                for other in checkouts:
+                    other.clear()
+                os.sync()
+                print(f"round {round_number} {checkout.path}: {checkout.measure(size)}")
+        for checkout in checkouts:
+            print(checkout.summary())
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for checkout in checkouts:
+            checkout.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

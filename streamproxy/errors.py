@@ -25,6 +25,7 @@ from .error_table import (
     ApiError,
 )
 from .metrics import METRICS, Handler
+from .naming import BadName
 from .settings import SETTINGS
 from .storage.base import FileMissing, StorageFull, StorageUnavailable
 
@@ -137,6 +138,8 @@ def _to_api_error(request: web.Request, error: Exception) -> ApiError:
         return STORAGE_UNAVAILABLE(str(error))
     if isinstance(error, FileMissing):
         return NOT_FOUND(f"no file named {str(error)!r}")
+    if isinstance(error, BadName):  # a name or conversationId the client gave
+        return BAD_REQUEST(str(error))
     log.exception(
         "internal error on %s %s [%s]", request.method, request.path, request.get(REQUEST_ID)
     )

@@ -2,42 +2,40 @@
 
 Why not aiohttp's `MultipartReader`: it keeps no bound on the number of part
 headers or on the preamble, and it hands out small chunks; this reader bounds
-every part of the envelope (parts, header bytes, preamble, field sizes) and yields
-file data in chunks of the configured size, found with `bytes.find` over a buffer
-instead of line by line. Header values are parsed with aiohttp's own helpers.
+every part of the envelope (parts, header bytes, preamble, field sizes) and hands
+on file data as the pieces aiohttp received, found with `bytes.find` over each
+piece instead of line by line. The grammar lives in `multipart_parser` (no I/O);
+this module is its async driver: it reads the body within the idle timeout, feeds
+the parser and turns its events into parts. Header values are parsed with
+aiohttp's own helpers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 from aiohttp import StreamReader
 from aiohttp.helpers import parse_mimetype
 from aiohttp.multipart import parse_content_disposition
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from .error_table import BAD_REQUEST, client_stalled
+from .multipart_parser import (
+    At,
+    Event,
+    FormEnd,
+    FormLimits,
+    FormParser,
+    MalformedForm,
+    PartData,
+    PartEnd,
+    PartStart,
+)
 
-CRLF = b"\r\n"
-_MAX_PADDING = 256  # transport padding (spaces) allowed after a boundary line
-
-
-@dataclass(frozen=True)
-class FormLimits:
-    """Bounds on everything around the file bytes; generous for any real client."""
-
-    max_parts: int = 16
-    max_header_bytes: int = 8 * 1024  # all headers of one part together
-    max_preamble: int = 8 * 1024
-    max_field_bytes: int = 64 * 1024  # a non-file field's value
-
-    @property
-    def overhead(self) -> int:
-        """How much a body may exceed the file cap before its declared size is refused."""
-        return 64 * 1024
+__all__ = ["FormLimits", "FormPart", "FormReader", "boundary_from"]
 
 
 def boundary_from(content_type: str | None) -> bytes:
@@ -71,7 +69,6 @@ class FormPart:
             else _decode_filename(params.get("filename"))
         )
         self.content_type: str | None = headers.get("Content-Type")
-        self.finished = False
 
     def chunks(self) -> AsyncIterator[bytes | memoryview]:
         return self._form.body_chunks(self)
@@ -118,118 +115,30 @@ class FormReader:
         content: StreamReader,
         boundary: bytes,
         *,
-        chunk_size: int,
         limits: FormLimits,
         idle_timeout: float,
     ) -> None:
         self._content = content
-        self._delimiter = CRLF + b"--" + boundary
-        # The first boundary has no CRLF before it: pretend it does.
-        self._buffer = bytearray(CRLF)
-        self._scanned = 0  # bytes of the buffer known not to start a delimiter
-        self._eof = False
-        self._chunk_size = chunk_size
+        self._parser = FormParser(boundary, limits)
+        self._events: collections.deque[Event] = collections.deque()
+        self._eof = False  # the request body has ended
         self.limits = limits
         self._idle_timeout = idle_timeout
-        self._parts = 0
-        self._current: FormPart | None = None
-        self._closed = False
-        self._started = False
+        self._open: FormPart | None = None  # the part whose body is not read to its end
 
-    async def _fill(self) -> bool:
-        """Read more of the body into the buffer; False at the end of the body."""
-        if self._eof:
-            return False
-        data = await self._read(self._content.readany())
-        if not data:
-            self._eof = True
-            return False
-        self._buffer += data
-        return True
+    async def _next_event(self) -> Event:
+        """The parser's next event, feeding it the body as it arrives."""
+        while not self._events:
+            await self._feed_parser()
+        return self._events.popleft()
 
-    async def _read(self, read: Awaitable[bytes]) -> bytes:
-        """One read of the body within the idle timeout; its failures as the client's errors."""
+    async def _feed_parser(self) -> None:
+        """Feed the parser the next piece of the body; queue the events it completes."""
+        piece = await self._piece()
         try:
-            async with asyncio.timeout(self._idle_timeout):
-                return await read
-        except TimeoutError:
-            raise client_stalled(self._idle_timeout) from None
-        except (ConnectionError, asyncio.IncompleteReadError) as error:
-            raise BAD_REQUEST(f"the request body broke off: {error}") from error
-        except Exception as error:  # aiohttp's payload errors (bad chunking, bad encoding)
-            if type(error).__module__.startswith("aiohttp"):
-                raise BAD_REQUEST(f"the request body is malformed: {error}") from error
-            raise
-
-    async def _skip_preamble(self) -> None:
-        while True:
-            index = self._buffer.find(self._delimiter)
-            if index >= 0:
-                del self._buffer[: index + len(self._delimiter)]
-                return
-            if len(self._buffer) > self.limits.max_preamble + len(self._delimiter):
-                raise BAD_REQUEST("no multipart boundary found at the start of the body")
-            if not await self._fill():
-                raise BAD_REQUEST("the body does not contain the multipart boundary")
-
-    async def _after_delimiter(self) -> bool:
-        """Consume the rest of a boundary line; False when it was the closing one."""
-        while len(self._buffer) < 2 and await self._fill():
-            pass
-        if self._buffer[:2] == b"--":
-            self._closed = True
-            return False
-        while True:
-            padding = len(self._buffer) - len(self._buffer.lstrip(b" \t"))
-            rest = self._buffer[padding : padding + 2]
-            if rest == CRLF:
-                del self._buffer[: padding + 2]
-                return True
-            if len(rest) == 2 or padding > _MAX_PADDING:
-                raise BAD_REQUEST("malformed multipart boundary line")
-            if not await self._fill():
-                raise BAD_REQUEST("the body ended inside a multipart boundary line")
-
-    async def _read_headers(self) -> CIMultiDictProxy[str]:
-        limit = self.limits.max_header_bytes
-        while True:
-            if self._buffer.startswith(CRLF):
-                end, block = 0, b""
-                break
-            end = self._buffer.find(b"\r\n\r\n", 0, limit + 4)
-            if end >= 0:
-                block = bytes(self._buffer[:end])
-                break
-            if len(self._buffer) > limit:
-                raise BAD_REQUEST(f"the headers of a form part exceed {limit} bytes")
-            if not await self._fill():
-                raise BAD_REQUEST("the body ended inside the headers of a form part")
-        del self._buffer[: end + (4 if block else 2)]
-        headers: CIMultiDict[str] = CIMultiDict()
-        for line in block.split(CRLF):
-            name, colon, value = line.decode("utf-8", "replace").partition(":")
-            if not colon or not name or name != name.strip():
-                raise BAD_REQUEST("malformed header in a form part")
-            headers.add(name, value.strip())
-        return CIMultiDictProxy(headers)
-
-    async def next_part(self) -> FormPart | None:
-        """The next part, after draining what is left of the previous one; None at the end."""
-        if self._current is not None and not self._current.finished:
-            await self._current.discard()
-        if self._closed:
-            return None
-        if not self._started:
-            self._started = True
-            await self._skip_preamble()
-        if not await self._after_delimiter():
-            return None
-        self._parts += 1
-        if self._parts > self.limits.max_parts:
-            raise BAD_REQUEST(f"the form has more than {self.limits.max_parts} parts")
-        self._current = FormPart(self, await self._read_headers())
-        self._scanned = 0
-        return self._current
+            self._events.extend(self._parser.feed(piece))
+        except MalformedForm as error:
+            raise BAD_REQUEST(str(error)) from None
 
     async def _piece(self) -> bytes:
         """The next piece of the body as aiohttp received it (no joining); b"" at the end."""
@@ -247,58 +156,46 @@ class FormReader:
             if data or self._content.at_eof():
                 return data
 
-    async def body_chunks(self, part: FormPart) -> AsyncIterator[bytes | memoryview]:
-        """A part's bytes up to the next delimiter, as pieces of what aiohttp received.
+    async def _read(self, read: Awaitable[bytes]) -> bytes:
+        """One read of the body within the idle timeout; its failures as the client's errors."""
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                return await read
+        except TimeoutError:
+            raise client_stalled(self._idle_timeout) from None
+        except (ConnectionError, asyncio.IncompleteReadError) as error:
+            raise BAD_REQUEST(f"the request body broke off: {error}") from error
+        except Exception as error:  # aiohttp's payload errors (bad chunking, bad encoding)
+            if type(error).__module__.startswith("aiohttp"):
+                raise BAD_REQUEST(f"the request body is malformed: {error}") from error
+            raise
 
-        Large bodies are not copied: each piece aiohttp hands over is searched for the
-        delimiter where it lies and passed on as a view. Only the last few bytes of a
-        piece (where a delimiter might begin) wait for the next one.
-        """
-        delimiter = self._delimiter
-        keep = len(delimiter) - 1
-        # What is buffered already (read along with the headers) comes first.
-        index = self._buffer.find(delimiter)
-        if index >= 0:
-            part.finished = True
-            if index:
-                yield bytes(self._buffer[:index])
-            del self._buffer[: index + len(delimiter)]
-            return
-        if len(self._buffer) > keep:
-            yield bytes(self._buffer[: len(self._buffer) - keep])
-            del self._buffer[: len(self._buffer) - keep]
-        tail = bytes(self._buffer)  # at most `keep` bytes that may begin a delimiter
-        self._buffer.clear()
+    async def next_part(self) -> FormPart | None:
+        """The next part, after draining what is left of the previous one; None at the end."""
+        if self._open is not None:
+            await self._open.discard()
+        if self._parser.at is At.CLOSED and not self._events:
+            return None
+        event = await self._next_event()
+        if isinstance(event, FormEnd):
+            return None
+        assert isinstance(event, PartStart), event
+        self._open = FormPart(self, event.headers)
+        return self._open
+
+    async def body_chunks(self, part: FormPart) -> AsyncIterator[bytes | memoryview]:
+        """A part's bytes up to the next delimiter, as views of what aiohttp received."""
+        if part is not self._open:
+            return  # read already: its bytes are behind the reader
+        events = self._events
         while True:
-            piece = await self._piece()
-            if not piece:
-                raise BAD_REQUEST("the body ended before the closing multipart boundary")
-            # A delimiter that begins in the tail and ends in this piece?
-            index = (tail + piece[:keep]).find(delimiter) if tail else -1
-            if 0 <= index < len(tail):
-                if index:
-                    yield tail[:index]
-                rest = index + len(delimiter) - len(tail)
+            # The hot loop of an upload: no coroutine per event, only one per piece read.
+            while not events:
+                await self._feed_parser()
+            event = events.popleft()
+            if type(event) is PartData:
+                yield event.data
             else:
-                index = piece.find(delimiter)
-                if index < 0:
-                    # None here: pass on all but the last `keep` bytes, which wait.
-                    if len(piece) >= keep:
-                        if tail:
-                            yield tail
-                        yield memoryview(piece)[: len(piece) - keep]
-                        tail = piece[len(piece) - keep :]
-                    else:
-                        joint = tail + piece
-                        if len(joint) > keep:
-                            yield joint[: len(joint) - keep]
-                        tail = joint[-keep:]
-                    continue
-                if tail:
-                    yield tail
-                if index:
-                    yield memoryview(piece)[:index]
-                rest = index + len(delimiter)
-            part.finished = True
-            self._buffer += piece[rest:]
-            return
+                assert isinstance(event, PartEnd), event
+                self._open = None
+                return

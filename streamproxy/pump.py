@@ -1,6 +1,6 @@
 """The pump: one incoming file, piece by piece, from any source into a storage writer.
 
-Both upload paths (multipart and URL import) go through `Intake`. It counts bytes
+Every upload path enters it through `intake.open_pump`. It counts bytes
 against the cap, hashes (MD5, plus any extra digest such as the SHA-256 a WhatsApp
 webhook announces), sniffs the type from the first bytes and checks the type
 rules, while the writer stages the bytes. Pieces are handed over in batches of
@@ -9,23 +9,31 @@ the next is read, which bounds memory per upload, keeps the disk side busy, and
 is the backpressure: a slow disk slows the client down, it never grows a buffer.
 
 As an async context manager, it guarantees that every way out (cap hit, source
-broken, client gone, disk full, cancellation) ends in exactly one of commit or abort.
+broken, client gone, disk full, cancellation) ends in exactly one of commit or abort;
+`Stage` names where it is on that way.
+
+What it has taken in (size, the running MD5, the first bytes for the type) is its
+`Progress`: a request that brings only part of a file (a resumable upload's PATCH)
+pumps with `final=False`, saves the progress, and the next request starts a pump
+from it, so every way in shares this one pump.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import hashlib
 import logging
 from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from . import naming
-from .error_table import INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, over_the_cap
+from .error_table import INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, ApiError, over_the_cap
 from .mediatypes import TypePolicy
-from .scan import ClamdStream, Scanner, ScannerUnavailable
+from .scan import ClamdStream, ScanFailed, Scanner, ScannerUnavailable
 from .settings import DEFAULT_CHUNK_SIZE
 from .sniff import HEADER_SIZE, choose_type, sniff_bytes
 from .storage.base import (
@@ -47,7 +55,38 @@ log = logging.getLogger("streamproxy")
 WRITES_IN_FLIGHT = 2
 
 
-class Intake:
+class Stage(enum.Enum):
+    """A pump's lifecycle: NEW -> OPEN -> PUMPED -> COMMITTED, or ABORTED from OPEN/PUMPED."""
+
+    NEW = enum.auto()  # made, not entered: nothing open yet
+    OPEN = enum.auto()  # entered: a writer (and a scan) open, bytes may flow
+    PUMPED = enum.auto()  # every byte written, type and verdict accepted: ready to commit
+    COMMITTED = enum.auto()  # published under its name
+    ABORTED = enum.auto()  # the temporary removed: nothing left behind
+
+
+class Digest(Protocol):
+    """A running hash: hashlib's, or one whose state can be saved between requests."""
+
+    def update(self, data: Piece, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _new_md5() -> Digest:
+    return hashlib.md5(usedforsecurity=False)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a pump has taken in so far; a later request's pump can start from it."""
+
+    size: int = 0
+    md5: Digest = field(default_factory=_new_md5)  # goes on hashing: save it, do not share it
+    head: bytes = b""  # the file's first bytes, up to sniff.HEADER_SIZE: the type comes from them
+
+
+class Pump:
     """One file on its way into storage; see the module docstring."""
 
     def __init__(
@@ -62,21 +101,24 @@ class Intake:
         on_bytes: Callable[[int], None] | None = None,
         scanner: Scanner | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        start: Progress | None = None,
     ) -> None:
         self._storage = storage
         self._max_size = max_size
         self._policy = policy
         self._declared_type = declared_type
         self.filename = filename
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        start = start or Progress()
+        self._md5 = start.md5
         self._digests = (self._md5, *extra_digests)
         self._on_bytes = on_bytes
         self._chunk_size = chunk_size
         self._scanner = scanner
         self._scan: ClamdStream | None = None
         self._writer: StorageWriter | None = None
-        self._finished = False
-        self.size = 0
+        self.stage = Stage.NEW
+        self.size = start.size
+        self._head = bytearray(start.head[:HEADER_SIZE])
         self.media_type: str | None = None
 
     def _observe(self, piece: Piece) -> None:
@@ -84,29 +126,34 @@ class Intake:
         for digest in self._digests:
             digest.update(piece)
 
-    async def __aenter__(self) -> Intake:
+    async def __aenter__(self) -> Pump:
         if self._scanner is not None:
             try:
                 self._scan = await self._scanner.open()
             except ScannerUnavailable as error:
-                self._scanner_failed(error)
+                # Fail closed (503), or with --clamd-fail-open go on unscanned, saying so.
+                if not self._scanner.fail_open:
+                    raise SCANNER_UNAVAILABLE(
+                        f"the virus scanner is unavailable: {error}"
+                    ) from error
+                log.warning("storing %r unscanned: %s", self.filename, error)
         try:
             self._writer = await self._storage.create_writer(self._observe)
         except BaseException:
             if self._scan is not None:
                 self._scan.close()
             raise
+        self.stage = Stage.OPEN
         return self
 
-    def _scanner_failed(self, error: ScannerUnavailable) -> None:
-        """Fail closed (503), or with --clamd-fail-open go on unscanned, saying so."""
-        if self._scan is not None:
-            self._scan.close()
-            self._scan = None
-        assert self._scanner is not None
-        if not self._scanner.fail_open:
-            raise SCANNER_UNAVAILABLE(f"the virus scanner is unavailable: {error}") from error
-        log.warning("storing %r unscanned: %s", self.filename, error)
+    def _scan_failed(self, error: ScanFailed) -> ApiError:
+        """clamd took the stream and did not finish it: refused, fail-open or not."""
+        note = ""
+        if self._scanner is not None and self._scanner.fail_open:
+            note = "; --clamd-fail-open covers only a clamd that cannot be reached at the start"
+        return SCANNER_UNAVAILABLE(
+            f"the virus scanner is unavailable: {error}; the file was not stored{note}"
+        )
 
     async def __aexit__(
         self,
@@ -116,10 +163,26 @@ class Intake:
     ) -> None:
         if self._scan is not None:
             self._scan.close()
-        if not self._finished and self._writer is not None:
-            self._finished = True
-            # Shielded: a second cancellation must not leave the temporary behind.
-            await asyncio.shield(self._writer.abort())
+        if self.stage in (Stage.OPEN, Stage.PUMPED):
+            await self._abort()
+
+    async def _abort(self) -> None:
+        assert self._writer is not None
+        self.stage = Stage.ABORTED
+        # Shielded: a second cancellation must not leave the temporary behind.
+        await asyncio.shield(self._writer.abort())
+
+    @property
+    def progress(self) -> Progress:
+        return Progress(self.size, self._md5, bytes(self._head))
+
+    def _take_head(self, piece: Piece) -> None:
+        """Keep the file's first bytes; once there are enough, decide the type."""
+        missing = HEADER_SIZE - len(self._head)
+        if missing > 0:
+            self._head += piece[:missing]
+        if len(self._head) >= HEADER_SIZE:
+            self._decide_type(bytes(self._head))
 
     def _decide_type(self, first_bytes: bytes) -> None:
         sniffed = sniff_bytes(first_bytes)
@@ -128,14 +191,17 @@ class Intake:
         if refusal:
             raise TYPE_NOT_ALLOWED(refusal)
 
-    async def pump(self, chunks: AsyncIterable[Piece]) -> None:
+    async def pump(self, chunks: AsyncIterable[Piece], *, final: bool = True) -> None:
         """Move every piece into storage; raises ApiError for the cap and the type rules.
 
         Pieces come as the source delivers them (views, no copies); they are handed
         to the writer in batches of about `chunk_size`, so each trip to a worker
-        thread moves a worthwhile amount.
+        thread moves a worthwhile amount. `final=False`: more of the file comes
+        later, so a short file's type and the scanner's verdict wait, and the pump
+        stays OPEN rather than ready to commit.
         """
-        assert self._writer is not None, "use Intake as an async context manager"
+        assert self.stage is Stage.OPEN, f"pump() on a {self.stage.name} pump (one pump() per file)"
+        assert self._writer is not None
         writer = self._writer
         in_flight: collections.deque[asyncio.Future[None]] = collections.deque()
         batch: list[Piece] = []
@@ -152,20 +218,22 @@ class Intake:
                     self._on_bytes(size)
                 batch.append(piece)
                 batched += size
-                if self.media_type is None and batched >= HEADER_SIZE:
-                    self._decide_type(_first_bytes(batch, HEADER_SIZE))
+                if self.media_type is None:
+                    self._take_head(piece)
                 if batched >= self._chunk_size:
                     await self._hand_over(writer, batch, in_flight)
                     batch, batched = [], 0
                     if len(in_flight) >= WRITES_IN_FLIGHT:
                         await in_flight.popleft()
-            if self.media_type is None:
-                self._decide_type(_first_bytes(batch, HEADER_SIZE))
+            if self.media_type is None and final:
+                self._decide_type(bytes(self._head))
             if batch:
                 await self._hand_over(writer, batch, in_flight)
             while in_flight:
                 await in_flight.popleft()
-            await self._check_verdict()
+            if final:
+                await self._check_verdict()
+                self.stage = Stage.PUMPED
         finally:
             for write in in_flight:
                 # Let the writes finish (the writer's abort waits for them anyway),
@@ -189,17 +257,16 @@ class Intake:
         try:
             for piece in pieces:
                 await self._scan.feed(piece)
-        except ScannerUnavailable as error:
-            self._scanner_failed(error)
+        except ScanFailed as error:
+            raise self._scan_failed(error) from error
 
     async def _check_verdict(self) -> None:
         if self._scan is None:
             return
         try:
             signature = await self._scan.verdict()
-        except ScannerUnavailable as error:
-            self._scanner_failed(error)
-            return
+        except ScanFailed as error:
+            raise self._scan_failed(error) from error
         if signature is not None:
             log.warning("refused %r: clamd found %s", self.filename, signature)
             raise INFECTED(f"the file contains malware: {signature}")
@@ -215,6 +282,7 @@ class Intake:
         channel: str | None = None,
     ) -> StoredMeta:
         """Publish under `{conversationId}_{name}` or the next free variant of it."""
+        assert self.stage is Stage.PUMPED, f"commit() on a {self.stage.name} pump"
         assert self._writer is not None and self.media_type is not None
         info = FileInfo(
             type=self.media_type,
@@ -226,24 +294,15 @@ class Intake:
             original_name=self.filename or None,
         )
         base = naming.base_name(conversation_id, self.filename, self.media_type)
-        self._finished = True
         try:
-            return await self._writer.commit(naming.candidates(base), info)
+            meta = await self._writer.commit(naming.candidates(base), info)
         except BaseException:
-            await asyncio.shield(self._writer.abort())
+            await self._abort()
             raise
+        self.stage = Stage.COMMITTED
+        return meta
 
 
 def _consume_result(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-def _first_bytes(pieces: list[Piece], count: int) -> bytes:
-    """The first `count` bytes of the pieces, copying no more than those."""
-    head = bytearray()
-    for piece in pieces:
-        head += piece[: count - len(head)]
-        if len(head) >= count:
-            break
-    return bytes(head)

@@ -8,41 +8,21 @@ a full house) is refused first, also in answer to `Expect: 100-continue`.
 
 from __future__ import annotations
 
-import json
 from contextlib import AsyncExitStack
 
 from aiohttp import HttpVersion11, web
 
-from . import naming, signing
-from .auth import check_api_key
-from .error_table import BAD_REQUEST, ApiError, over_the_cap
+from .error_table import BAD_REQUEST, ApiError
 from .errors import response_for, send_and_close
-from .mediatypes import TypePolicy, normalize_media_type
-from .metrics import METRICS
+from .intake import open_pump, preflight, transfer, upload_response
+from .mediatypes import normalize_media_type
 from .multipart import FormLimits, FormReader, boundary_from
-from .pump import Intake
+from .naming import check_conversation_id, clean_client_name
+from .pump import Pump
 from .requestlog import assign_request_id
-from .scan import SCANNER
-from .settings import SETTINGS, Settings
-from .storage.base import STORAGE, StoredMeta
-from .transfers import TRANSFERS
+from .settings import SETTINGS
 
-SUCCESS_MESSAGE = "File uploaded successfully."
 FORM_LIMITS = FormLimits()
-
-# Which download route an upload route's `url` points at: Hybrid Chat's paths
-# answer with Hybrid Chat's download path.
-DOWNLOAD_ROUTE_FOR = {"upload": "download", "upload-hc": "download-hc", "url-upload": "download"}
-
-
-def preflight(request: web.Request, declared_overhead: int = 0) -> None:
-    """Checks that need no body: API key, declared size, free transfer slot."""
-    settings = request.config_dict[SETTINGS]
-    check_api_key(request)
-    declared = request.content_length
-    if declared is not None and declared > settings.max_size + declared_overhead:
-        raise over_the_cap(settings.max_size)
-    request.config_dict[TRANSFERS].check()
 
 
 async def expect_handler(request: web.Request) -> web.StreamResponse | None:
@@ -62,88 +42,47 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
-def download_url(request: web.Request, settings: Settings, meta: StoredMeta) -> str:
-    """Absolute URL of the file, from --public-url or else the request's own origin."""
-    route_name = DOWNLOAD_ROUTE_FOR.get(request.match_info.route.name or "", "download")
-    query = {"filename": meta.name}
-    if settings.signing_key:
-        query.update(signing.sign(meta.name, settings.signing_key, settings.link_ttl))
-    relative = request.app.router[route_name].url_for().with_query(query)
-    base = settings.public_url or request.url.origin()
-    return str(base).rstrip("/") + str(relative)
-
-
-def upload_response(request: web.Request, meta: StoredMeta) -> web.Response:
-    settings = request.config_dict[SETTINGS]
-    body = {
-        "message": SUCCESS_MESSAGE,
-        "name": meta.name,
-        "type": meta.info.type,
-        "size": meta.info.size,
-        "etag": meta.info.etag,
-        "url": download_url(request, settings, meta),
-    }
-    return web.Response(
-        body=json.dumps(body, ensure_ascii=False).encode(),
-        content_type="application/json",
-        headers={"ETag": f'"{meta.info.etag}"'},
-    )
-
-
-def conversation_id_or_400(value: str) -> str:
-    try:
-        return naming.check_conversation_id(value)
-    except naming.BadName as error:
-        raise BAD_REQUEST(str(error)) from None
-
-
-def client_name_or_400(filename: str | None) -> str:
-    try:
-        return naming.clean_client_name(filename or "")
-    except naming.BadName as error:
-        raise BAD_REQUEST(str(error)) from None
-
-
 async def upload(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     preflight(request, FORM_LIMITS.overhead)
     boundary = boundary_from(request.headers.get("Content-Type"))
     conversation_id: str | None = None
     if "conversationId" in request.query:
-        conversation_id = conversation_id_or_400(request.query["conversationId"])
-    with request.config_dict[TRANSFERS].slot("upload"):
+        conversation_id = check_conversation_id(request.query["conversationId"])
+    with transfer(request, "upload"):
         form = FormReader(
             request.content,
             boundary,
-            chunk_size=settings.chunk_size,
             limits=FORM_LIMITS,
             idle_timeout=settings.client_timeout,
         )
         async with AsyncExitStack() as cleanup:
-            intake: Intake | None = None
+            pump: Pump | None = None
             while (part := await form.next_part()) is not None:
                 if part.name == "file":
-                    if intake is not None:
+                    if pump is not None:
                         raise BAD_REQUEST("the form has more than one part named 'file'")
-                    intake = Intake(
-                        request.config_dict[STORAGE],
-                        max_size=settings.max_size,
-                        policy=TypePolicy(settings.allow_type, settings.deny_type),
-                        declared_type=normalize_media_type(part.content_type),
-                        filename=client_name_or_400(part.filename),
-                        on_bytes=request.config_dict[METRICS].received.labels("upload").inc,
-                        scanner=request.config_dict[SCANNER],
-                        chunk_size=settings.chunk_size,
+                    pump = await cleanup.enter_async_context(
+                        open_pump(
+                            request,
+                            "upload",
+                            declared_type=normalize_media_type(part.content_type),
+                            filename=clean_client_name(part.filename or ""),
+                        )
                     )
-                    await cleanup.enter_async_context(intake)
-                    await intake.pump(part.chunks())
+                    await pump.pump(part.chunks())
+                    if not pump.size and not pump.filename:
+                        # What a browser sends for a file input left empty.
+                        raise BAD_REQUEST(
+                            "no file was sent: the file part has no name and no bytes"
+                        )
                 elif part.name == "conversationId":
-                    conversation_id = conversation_id_or_400(await part.text())
+                    conversation_id = check_conversation_id(await part.text())
                 else:
                     await part.discard()
-            if intake is None:
+            if pump is None:
                 raise BAD_REQUEST("the form has no part named 'file'")
             if conversation_id is None:
                 raise BAD_REQUEST("conversationId is required, as a form field or in the query")
-            meta = await intake.commit(conversation_id)
+            meta = await pump.commit(conversation_id)
     return upload_response(request, meta)

@@ -207,7 +207,13 @@ async def test_a_failed_sweep_is_logged_counted_and_retried(
     (service.root / ".tmp-away").rename(tmp)
     _plant_stale(tmp / "abandoned.part")
     await eventually(lambda: service.temporaries() == [])  # the sweep runs on
-    assert value(await scrape(service), "streamproxy_retention_deleted_total", what="staged") == 1
+
+    async def counted() -> bool:  # the count follows the removal, after the sweep's thread
+        deleted = value(await scrape(service), "streamproxy_retention_deleted_total", what="staged")
+        assert deleted <= 1
+        return deleted == 1
+
+    await wait_for(counted)
 
 
 KEY = "a-signing-key-of-some-length"

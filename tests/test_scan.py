@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from streamproxy.scan import ClamdAddress
 
-from .conftest import ServiceFactory, random_bytes, require_program
+from .conftest import Service, ServiceFactory, eventually, random_bytes, require_program
 from .fetch.conftest import ALLOW_SOURCES, import_error, import_ok
 from .fetch.sources import Source
 
@@ -61,8 +64,19 @@ class Clamd:
         log = (self.root / "clamd.log").read_text() if (self.root / "clamd.log").exists() else ""
         raise RuntimeError("clamd did not start:\n" + log)
 
+    def bytes_spooled(self) -> int:
+        """Bytes clamd has written so far: it spools each stream it reads to a file."""
+        assert self.process is not None
+        io = Path(f"/proc/{self.process.pid}/io").read_text()
+        return int(next(line for line in io.splitlines() if line.startswith("wchar:")).split()[1])
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, number)
+
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGCONT)  # in case a test left it stopped
             self.process.terminate()
             await self.process.wait()
 
@@ -143,3 +157,91 @@ async def test_url_imports_are_scanned(start_service: ServiceFactory, clamd: Cla
     finally:
         await source.close()
     service.assert_clean({clean["name"]})
+
+
+async def upload_breaking_clamd(
+    service: Service, clamd: Clamd, data: bytes, first: int, fault: Callable[[], Awaitable[None]]
+) -> aiohttp.ClientResponse:
+    """Upload `data`, sending its first `first` bytes, then, once clamd has read them,
+    `fault()` (clamd killed or stopped mid-scan), then the rest."""
+    before = clamd.bytes_spooled()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[:first]
+        await eventually(lambda: clamd.bytes_spooled() - before >= first // 2)
+        await fault()
+        yield data[first:]
+
+    form = aiohttp.FormData()
+    form.add_field("conversationId", "7")
+    form.add_field("file", body(), filename="midway.bin")
+    async with service.session.post(service.url + "/files", data=form) as response:
+        await response.read()
+        return response
+
+
+async def test_clamd_killed_mid_scan_refuses_even_failing_open(
+    start_service: ServiceFactory, clamd: Clamd
+) -> None:
+    """clamd took the stream and died: no verdict, so no file, --clamd-fail-open or not."""
+    service = await start_service(
+        clamd=ClamdAddress(path=str(clamd.socket)), clamd_fail_open=True, chunk_size=64 * 1024
+    )
+
+    async def kill() -> None:
+        clamd.signal(signal.SIGKILL)
+        assert clamd.process is not None
+        await clamd.process.wait()
+
+    data = random_bytes(STREAM_LIMIT // 2)
+    response = await upload_breaking_clamd(service, clamd, data, 256 * 1024, kill)
+    assert response.status == 503
+    body = await response.json()
+    assert body["error"] == "scanner_unavailable"
+    assert "clamd dropped the stream" in body["detail"]
+    assert "--clamd-fail-open covers only" in body["detail"]
+    service.assert_nothing_stored()
+
+
+async def test_clamd_stopped_mid_scan_refuses_even_failing_open(
+    start_service: ServiceFactory, clamd: Clamd
+) -> None:
+    """clamd stops reading (SIGSTOP) after the first chunk: --clamd-timeout ends the wait."""
+    service = await start_service(
+        clamd=ClamdAddress(path=str(clamd.socket)),
+        clamd_fail_open=True,
+        clamd_timeout=1.0,
+        chunk_size=64 * 1024,
+    )
+
+    async def stop() -> None:
+        clamd.signal(signal.SIGSTOP)
+
+    data = random_bytes(STREAM_LIMIT // 2)
+    try:
+        response = await upload_breaking_clamd(service, clamd, data, 256 * 1024, stop)
+    finally:
+        clamd.signal(signal.SIGCONT)
+    assert response.status == 503
+    body = await response.json()
+    assert body["error"] == "scanner_unavailable"
+    assert "within 1 seconds" in body["detail"] or "nothing for 1 seconds" in body["detail"]
+    service.assert_nothing_stored()
+    # clamd running again serves the next upload as before.
+    stored = await service.upload_json(b"after the stall", filename="next.txt")
+    service.assert_clean({stored["name"]})
+
+
+async def test_stream_limit_refuses_even_failing_open(
+    start_service: ServiceFactory, clamd: Clamd
+) -> None:
+    """clamd's StreamMaxLength error: a stream it refused to finish is never stored unscanned."""
+    service = await start_service(
+        clamd=ClamdAddress(path=str(clamd.socket)), clamd_fail_open=True, max_size=10 << 20
+    )
+    response = await service.upload(random_bytes(2 * STREAM_LIMIT), filename="big.bin")
+    assert response.status == 503
+    body = await response.json()
+    assert body["error"] == "scanner_unavailable"
+    assert "StreamMaxLength" in body["detail"]
+    service.assert_nothing_stored()

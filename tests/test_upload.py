@@ -5,9 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
+
+from streamproxy.error_table import ApiError
+from streamproxy.mediatypes import TypePolicy
+from streamproxy.multipart_parser import (
+    FormEnd,
+    FormLimits,
+    FormParser,
+    MalformedForm,
+    PartData,
+    PartEnd,
+    PartStart,
+)
+from streamproxy.pump import Progress, Pump, Stage
+from streamproxy.storage.local import LocalStorage
 
 from .conftest import (
     Service,
@@ -298,3 +314,82 @@ async def test_curl_upload_and_download(service: Service, tmp_path) -> None:
     code, _, _ = await run_program(curl, "-sS", "-o", str(target), body["url"])
     assert code == 0
     assert target.read_bytes() == data
+
+
+def _parse_in_pieces(body: bytes, size: int) -> list[tuple[str | None, bytes]]:
+    """Feed the form parser `body` in pieces of `size` bytes; (part name, bytes) per part."""
+    parser = FormParser(b"pieces", FormLimits())
+    parts: list[tuple[str | None, bytes]] = []
+    events = []
+    for offset in range(0, len(body), size):
+        events += parser.feed(body[offset : offset + size])
+    events += parser.feed(b"")
+    name: str | None = None
+    data = bytearray()
+    for event in events:
+        if isinstance(event, PartStart):
+            name, data = event.headers["Content-Disposition"].split('"')[1], bytearray()
+        elif isinstance(event, PartData):
+            data += event.data
+        elif isinstance(event, PartEnd):
+            parts.append((name, bytes(data)))
+    assert isinstance(events[-1], FormEnd)
+    return parts
+
+
+@pytest.mark.parametrize("size", [*range(1, 14), 64, 4096])
+def test_form_parser_at_every_piece_size(size: int) -> None:
+    """The parser alone (no I/O), fed the whole envelope and body in pieces of every
+    size: boundary lines, headers and delimiters split anywhere, near-misses kept."""
+    content = b"\r\n--piece" + random_bytes(200, seed=size) + b"\r\n--piecex\r\n-"
+    body = multipart_body(
+        "pieces",
+        [field_part("conversationId", "8"), file_part(content, "s.bin"), field_part("e", "")],
+        preamble=b"preamble\r\n",
+    )
+    expected = [("conversationId", b"8"), ("file", content), ("e", b"")]
+    assert _parse_in_pieces(body + b"epilogue", size) == expected
+    with pytest.raises(MalformedForm, match="before the closing multipart boundary"):
+        _parse_in_pieces(body[: body.index(content) + 50], size)
+
+
+async def _one_piece(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_pump_goes_on_from_saved_progress(tmp_path: Path) -> None:
+    """A file brought by two requests, as a resumable upload's PATCHes will bring it: the
+    second pump starts from the first one's progress, so the MD5, the size, the cap and
+    the type sniffed from the first bytes are the whole file's. (This writer stages a new
+    object; appending to the first request's bytes is the resumable storage's part.)"""
+    storage = LocalStorage(tmp_path / "data")
+    await storage.start()
+
+    def pump(start: Progress | None = None, max_size: int = len(PNG)) -> Pump:
+        return Pump(
+            storage,
+            max_size=max_size,
+            policy=TypePolicy(),
+            declared_type=None,
+            filename="",
+            start=start,
+        )
+
+    try:
+        cut = 100  # the first request ends inside the bytes the type is sniffed from
+        async with pump() as first:
+            await first.pump(_one_piece(PNG[:cut]), final=False)
+            assert (first.stage, first.media_type) == (Stage.OPEN, None)
+            saved = first.progress
+        assert (saved.size, saved.head) == (cut, PNG[:cut])
+        with pytest.raises(ApiError) as over:  # the cap counts the bytes already taken in
+            async with pump(Progress(size=cut, head=PNG[:cut]), max_size=len(PNG) - 1) as again:
+                await again.pump(_one_piece(PNG[cut:]))
+        assert over.value.status == 413
+        async with pump(saved) as second:
+            await second.pump(_one_piece(PNG[cut:]))
+            meta = await second.commit("r1")
+        assert (meta.name, meta.info.type) == ("r1_file.png", "image/png")
+        assert (meta.info.size, meta.info.etag) == (len(PNG), md5(PNG))
+    finally:
+        await storage.close()

@@ -18,6 +18,7 @@ from .conftest import (
     field_part,
     file_part,
     http_post_head,
+    md5,
     multipart_body,
     random_bytes,
     raw_request,
@@ -236,6 +237,67 @@ async def test_missing_conversation_id_discards_the_streamed_file(service: Servi
     response = await service.upload(random_bytes(300_000), conversation_id=None)
     assert "conversationId" in await expect_error(response, 400, "bad_request")
     service.assert_nothing_stored()
+
+
+def unchosen_file_part(content_type: str | None) -> tuple[dict[str, str], bytes]:
+    """A file input left empty, as a browser sends it: `filename=""` and no bytes."""
+    headers = {"Content-Disposition": 'form-data; name="file"; filename=""'}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return headers, b""
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", None])
+async def test_empty_file_part_without_a_name_is_refused(
+    service: Service, content_type: str | None
+) -> None:
+    body = multipart_body(
+        "bnd", [unchosen_file_part(content_type), field_part("conversationId", "1")]
+    )
+    response = await post_raw(service, body)
+    assert "no file was sent" in await expect_error(response, 400, "bad_request")
+    form = aiohttp.FormData()  # aiohttp's own client sends the same for filename=""
+    form.add_field("file", b"", filename="", content_type=content_type)
+    form.add_field("conversationId", "1")
+    async with service.session.post(service.url + "/files", data=form) as response:
+        assert "no file was sent" in await expect_error(response, 400, "bad_request")
+    service.assert_nothing_stored()
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", None])
+async def test_curl_empty_file_part_without_a_name_is_refused(
+    service: Service, tmp_path, content_type: str | None
+) -> None:
+    """curl -F 'file=@empty;filename=' sends the browser's empty part; so does a hand-made body."""
+    curl = require_program("curl", "curl")
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    form_args = ["-F", f"file=@{empty};filename=", "-F", "conversationId=1"]
+    if content_type is None:
+        raw = tmp_path / "body"
+        parts = [unchosen_file_part(None), field_part("conversationId", "1")]
+        raw.write_bytes(multipart_body("bnd", parts))
+        form_args = ["-H", "Content-Type: multipart/form-data; boundary=bnd"]
+        form_args += ["--data-binary", f"@{raw}"]
+    code, stdout, _ = await run_program(curl, "-sS", *form_args, service.url + "/files")
+    assert code == 0
+    body = json.loads(stdout)
+    assert body["error"] == "bad_request"
+    assert "no file was sent" in body["detail"]
+    service.assert_nothing_stored()
+
+
+async def test_curl_empty_file_with_a_name_is_stored(service: Service, tmp_path) -> None:
+    curl = require_program("curl", "curl")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    code, stdout, _ = await run_program(
+        curl, "-sS", "-F", f"file=@{empty}", "-F", "conversationId=1", service.url + "/files"
+    )
+    assert code == 0
+    body = json.loads(stdout)
+    assert (body["name"], body["size"], body["etag"]) == ("1_empty.txt", 0, md5(b""))
+    service.assert_clean({"1_empty.txt"})
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", "x" * 129, ".hidden", "a b", "ü"])

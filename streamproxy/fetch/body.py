@@ -19,9 +19,9 @@ from typing import Any, Final
 from aiohttp import web
 from yarl import URL
 
-from ..error_table import BAD_REQUEST, ApiError, client_stalled
+from ..error_table import BAD_REQUEST, client_stalled
 from ..mediatypes import normalize_media_type
-from ..upload import client_name_or_400, conversation_id_or_400
+from ..naming import BadName, check_conversation_id, clean_client_name
 
 MAX_BODY: Final = 64 * 1024
 MAX_URL: Final = 8 * 1024
@@ -128,7 +128,7 @@ def _conversation_id(value: Any) -> str | None:
         value = str(value)
     if not isinstance(value, str):
         raise BAD_REQUEST("conversationId must be a string")
-    return conversation_id_or_400(value)
+    return check_conversation_id(value)
 
 
 def _file_name(document: dict[str, Any]) -> str:
@@ -136,9 +136,9 @@ def _file_name(document: dict[str, Any]) -> str:
     if name is None:
         return ""
     try:
-        return client_name_or_400(name)
-    except ApiError as error:
-        raise BAD_REQUEST(f"fileName: {error.detail}") from None
+        return clean_client_name(name)
+    except BadName as error:
+        raise BadName(f"fileName: {error}") from None
 
 
 def _mime_type(document: dict[str, Any]) -> str | None:

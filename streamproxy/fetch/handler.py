@@ -2,7 +2,7 @@
 
 Everything that needs no connection is refused first (key, body, URL, policy);
 then the source's head decides the name, the type and whether the declared size
-fits; then the body flows through `Intake` exactly as a multipart file part does,
+fits; then the body flows through the pump exactly as a multipart file part does,
 with an optional SHA-256 checked before anything is committed.
 """
 
@@ -17,15 +17,10 @@ from aiohttp import ClientResponse, web
 from yarl import URL
 
 from ..error_table import SOURCE_FAILED, SOURCE_TIMEOUT
-from ..mediatypes import TypePolicy, normalize_media_type
-from ..metrics import METRICS
+from ..intake import open_pump, preflight, transfer, upload_response
+from ..mediatypes import normalize_media_type
 from ..naming import BadName, clean_client_name
-from ..pump import Intake
-from ..scan import SCANNER
 from ..settings import SETTINGS
-from ..storage.base import STORAGE
-from ..transfers import TRANSFERS
-from ..upload import preflight, upload_response
 from .body import MAX_BODY, read_import_request
 from .client import FETCH_CLIENT, SourceBody, check_response
 
@@ -37,7 +32,7 @@ async def from_url(request: web.Request) -> web.Response:
     # size is checked against the source's own headers and bytes.
     preflight(request, declared_overhead=MAX_BODY)
     job = await read_import_request(request, settings.client_timeout)
-    with request.config_dict[TRANSFERS].slot("import"):
+    with transfer(request, "import"):
         async with AsyncExitStack() as cleanup:
             sha256 = hashlib.sha256()
             try:
@@ -45,27 +40,24 @@ async def from_url(request: web.Request) -> web.Response:
                     response = await client.open(job.source_url, job.credentials)
                     cleanup.push_async_callback(_close, response)
                     check_response(response, settings.max_size)
-                    intake = Intake(
-                        request.config_dict[STORAGE],
-                        max_size=settings.max_size,
-                        policy=TypePolicy(settings.allow_type, settings.deny_type),
-                        declared_type=job.mime_type
-                        or normalize_media_type(response.headers.get("Content-Type")),
-                        filename=job.file_name or name_from_source(response, job.source_url),
-                        extra_digests=[sha256],
-                        on_bytes=request.config_dict[METRICS].received.labels("import").inc,
-                        scanner=request.config_dict[SCANNER],
-                        chunk_size=settings.chunk_size,
+                    pump = await cleanup.enter_async_context(
+                        open_pump(
+                            request,
+                            "import",
+                            declared_type=job.mime_type
+                            or normalize_media_type(response.headers.get("Content-Type")),
+                            filename=job.file_name or name_from_source(response, job.source_url),
+                            extra_digests=[sha256],
+                        )
                     )
-                    await cleanup.enter_async_context(intake)
-                    await intake.pump(SourceBody(response, settings.chunk_size, settings))
+                    await pump.pump(SourceBody(response, settings.chunk_size, settings))
             except TimeoutError:
                 raise SOURCE_TIMEOUT(
                     f"the import took longer than {settings.fetch_timeout:g} seconds"
                 ) from None
             if job.sha256 is not None and not hmac.compare_digest(sha256.digest(), job.sha256):
                 raise SOURCE_FAILED("the content's SHA-256 does not match the sha256 given")
-            meta = await intake.commit(job.conversation_id, channel=job.channel)
+            meta = await pump.commit(job.conversation_id, channel=job.channel)
     return upload_response(request, meta)
 
 

@@ -1,0 +1,70 @@
+"""Resumable uploads (issue 12): tus 1.0.0 and the IETF draft on one state machine.
+
+What is here (the foundation, no HTTP yet):
+
+- `hashstate`: the whole file's MD5 saved after any byte (rehashes; figures inside).
+- `state`: the upload record and its transitions, sans-IO; the protocol decisions.
+- `problems`: the refusals, with API.md's status and code and the draft's problem types.
+- `headers`: the tus and draft headers, parsed and written.
+- `localstore`: local storage's capability: `.uploads/<id>/{data,info,lock}`, durable
+  acknowledged offsets, a flock per upload across processes.
+
+How the next session wires it (DESIGN.md: two thin translations onto one machine):
+
+Routes, in a `resumable/routes.py` added to app.py's upload routes: `OPTIONS` and
+`POST /files/uploads`, `HEAD|PATCH|DELETE|GET /files/uploads/{id}`. Every handler first
+calls `headers.detect_protocol` (412 with `Tus-Version: 1.0.0` otherwise, OPTIONS
+aside), checks `state.is_valid_id` (404), and turns a `ResumableError` into the upload
+routes' JSON error plus `headers.problem_fields` for draft clients (then
+`application/problem+json`), with `Upload-Offset` on 409 and `Upload-Complete: ?0` on
+draft refusals. tus responses carry `Tus-Resumable`; `OPTIONS` answers `Tus-Version`,
+`Tus-Extension` (`headers.format_extensions`; `checksum-trailer` only if aiohttp can
+be made to read request trailers), `Tus-Max-Size`, `Tus-Checksum-Algorithm`, and for the
+draft `Upload-Limit`. An append: take the lock (409 busy), read the record,
+`check_append`, then stream the body at most `record.room(cap)` bytes through the pump
+into `Appender.write`, feeding a `ResumableMD5` restored from `record.md5_state` (and
+a `headers.Checksum.new_hash()` when `Upload-Checksum` came: on mismatch `discard()`
+and 460), then `appended(...)` and `Appender.acknowledge(...)` before answering the new
+offset. A client that drops mid-body still gets its received bytes acknowledged (the
+draft's offset is what was processed): acknowledge in `finally` on a disconnect, after
+cutting to what was fully written. Completion (tus: `reached_length`; draft:
+`Upload-Complete: ?1`) calls `finish()`, then the same commit as `POST /files`: type
+rules and the sniff from `record.head`, naming from the metadata (`filename`/`name`,
+`conversationId`, `filetype`/`type`, `channel`), the clamd scan (reads the stored bytes
+once: the only re-read besides concatenation, since MD5 does not compose), then publish
+the data file under its name (on the same file system as `.tmp`: link(2) as the local
+writer does), `committed(result)` or `failed(status, code, detail)`, events and metrics.
+tus partial uploads complete without a commit; a final concatenation reads its parts
+once, in order, hashing as it goes, and commits.
+
+The 104: for a draft creation, after aiohttp's `Expect: 100-continue` handler (the 100
+must still be sent) and before the body is read, write
+`HTTP/1.1 104 Upload Resumption Supported\\r\\nLocation: ...\\r\\n`
+`Upload-Draft-Interop-Version: N\\r\\nUpload-Limit: max-size=CAP\\r\\n\\r\\n` straight on
+`request.transport` (HTTP/1.1 only, only for interop 6 and 8), as aiohttp's own
+100-continue does; the record must be created (durably) before it is sent.
+
+Stop the older request (draft): the lock holder is known per process (a registry of
+in-flight appends by id): a new request on the same worker cancels the older task,
+which acknowledges what it wrote and lets go of the flock; another worker's holder is
+answered 409 until it ends (its idle read timeout), which the kernel's flock release
+makes immediate when that worker dies.
+
+S3 (no flock across instances): the record lives in an info object
+`<prefix>.uploads/<id>/info`, written only with conditional requests (`If-None-Match: *`
+to create, `If-Match: <etag>` to update; a 412 is someone else's write: re-read, and
+`Busy` if their lease runs). The lease is `record.lease` (holder = instance:pid:request,
+`until` = now + a TTL renewed while bytes flow) with `generation` as the fencing token:
+`check_holder` before every info write. The bytes are one multipart upload per upload
+(`record.backend`: upload id, part ETags); parts of at least 5 MiB, a shorter tail
+kept as its own object `<id>/tail` and prepended to the next part, as tusd's `.part`.
+Completion completes the multipart upload into a staging key, then the normal commit.
+moto 5.2.5's server honours `If-Match` and `If-None-Match: *` on PutObject
+(moto/s3/responses.py, put_object), but appears to check and then write without a lock:
+make sure of it before building the two-instance race test on moto.
+
+Expiry: `--upload-expiry` (default 24 h) is the `lifetime` passed to `create` and
+`appended`; retention asks `UploadArea.expired(now)` (S3: lists the info objects),
+takes each lock and calls `remove` (S3: abort the multipart upload, delete info and
+tail), sending `upload.expired`. `UploadArea.prepare` runs at start-up.
+"""
