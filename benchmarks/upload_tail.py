@@ -15,11 +15,16 @@ and the directory's fsync), from the server's own histogram in /metrics. Uploads
 earlier rounds are deleted and the page cache written back (`sync`) before each
 round, so no round pays for another's writeback.
 Extra flags for `streamproxy serve` follow `--`.
+
+With `--wrk SIZE` each turn is instead 3 s of wrk uploading SIZE bytes per request
+on 64 connections (the suite's small-upload scenario), and it reports requests per
+second and the server's CPU milliseconds per request.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import shutil
@@ -33,7 +38,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import load
 from .procstat import cpu_seconds, process_tree
+from .servers import Streamproxy
 
 BLOCK = os.urandom(1024 * 1024)
 UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3}
@@ -141,6 +148,37 @@ class Checkout:
             f" (commit {self.commits[-1]:.0f} ms), cpu {self.cpu[-1]:.2f} s"
         )
 
+    def measure_wrk(self, size: int) -> str:
+        """3 s of wrk: `size`-byte multipart uploads on 64 connections."""
+        assert self.process is not None
+        pids = process_tree(self.process.pid)
+        cpu_before = cpu_seconds(pids)
+        script = load.wrk_upload_script(Streamproxy(self.storage, []), size, "ab")
+        outcome = asyncio.run(
+            load.run_wrk(
+                "wrk",
+                f"http://127.0.0.1:{self.port}",
+                script,
+                connections=64,
+                seconds=3,
+                payload_per_request=size,
+            )
+        )
+        if outcome.errors:
+            raise RuntimeError(f"wrk: {outcome.error_sample}")
+        cpu = cpu_seconds(pids) - cpu_before
+        self.rates.append(outcome.requests / outcome.seconds)
+        self.cpu.append(cpu / max(outcome.requests, 1) * 1000)
+        return f"{self.rates[-1]:.0f} req/s, {self.cpu[-1]:.2f} CPU ms per request"
+
+    def summary_wrk(self) -> str:
+        return (
+            f"{self.path}: median {statistics.median(self.rates):.0f} req/s"
+            f" ({min(self.rates):.0f}-{max(self.rates):.0f}),"
+            f" server CPU {statistics.median(self.cpu):.2f} ms per request"
+            f" ({min(self.cpu):.2f}-{max(self.cpu):.2f})"
+        )
+
     def commit_seconds(self) -> float:
         """The server's time spent in commits so far (its storage histogram's sum)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as answer:
@@ -172,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", default="1G", help="bytes per upload (K, M, G suffixes)")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--wrk", metavar="SIZE", help="small uploads with wrk instead")
     parser.add_argument("--tmpdir", help="where the storage directories go")
     parser.add_argument("serve_args", nargs="*", help="extra flags for streamproxy serve")
     arguments = parser.parse_args(argv)
@@ -184,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for checkout in checkouts:
             checkout.start(arguments.serve_args)
-            upload(checkout.port, min(size, 64 * 1024 * 1024))  # warm-up, discarded
+            if arguments.wrk:
+                checkout.measure_wrk(parse_size(arguments.wrk))  # warm-up, discarded
+                checkout.rates.clear()
+                checkout.cpu.clear()
+            else:
+                upload(checkout.port, min(size, 64 * 1024 * 1024))  # warm-up, discarded
         for round_number in range(1, arguments.rounds + 1):
             # Rotate who goes first, so no checkout always follows the same one.
             turn = round_number % len(checkouts)
@@ -192,9 +236,13 @@ def main(argv: list[str] | None = None) -> int:
                 for other in checkouts:
                     other.clear()
                 os.sync()
-                print(f"round {round_number} {checkout.path}: {checkout.measure(size)}")
+                if arguments.wrk:
+                    result = checkout.measure_wrk(parse_size(arguments.wrk))
+                else:
+                    result = checkout.measure(size)
+                print(f"round {round_number} {checkout.path}: {result}")
         for checkout in checkouts:
-            print(checkout.summary())
+            print(checkout.summary_wrk() if arguments.wrk else checkout.summary())
     finally:
         for checkout in checkouts:
             checkout.stop()
