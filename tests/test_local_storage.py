@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from streamproxy.storage.base import FileInfo, FileMissing, LocalFileSource, now_utc
 from streamproxy.storage.local import LocalStorage
 from streamproxy.storage.localfs import META_XATTR
+from streamproxy.storage.localstaging import GroupSync
 
 from .capabilities import find_program
 from .conftest import ServerProcess, stop_server
@@ -198,3 +200,18 @@ async def test_read_only_storage_is_503_and_logged_once(spawn: Spawn, tmp_path: 
     upload_errors = [line for line in server.log if "POST /files" in line and "ead-only" in line]
     assert len(upload_errors) == 1, "".join(server.log)
     assert sorted(storage.rglob("*")) == [storage / ".meta", storage / ".tmp"]
+
+
+def test_grouped_directory_syncs_never_report_a_sync_that_failed(tmp_path: Path) -> None:
+    """Callers that share one directory fsync all return once it is done; when the fsync
+    fails, every caller gets the error (none returns as if its link were durable)."""
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    group = GroupSync(directory)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert list(pool.map(lambda _: group.sync(), range(64))) == [None] * 64
+        directory.rmdir()  # now every fsync of it fails
+        failures = [pool.submit(group.sync) for _ in range(16)]
+        for failure in failures:
+            with pytest.raises(FileNotFoundError):
+                failure.result()
