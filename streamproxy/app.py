@@ -15,7 +15,7 @@ from . import download, health, upload
 from .cors import install_cors
 from .errors import error_middleware
 from .events import EVENTS, EventBus, events_lifecycle
-from .events.spool import open_spool
+from .events.spools import open_spool
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
 from .framing import framing_middleware

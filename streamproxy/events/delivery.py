@@ -331,7 +331,7 @@ class EventBus:
             await self._give_up(claim, "expired")
             return
         log.warning(
-            "event %s to %s failed: %s; next attempt in %.0fs",
+            "event %s to %s failed: %s; next attempt in %.3gs",
             pending.key,
             _shown(pending.url),
             failure,

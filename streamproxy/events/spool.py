@@ -34,10 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
-from ..storage.base import Storage
-from ..storage.local import LocalStorage
 from ..storage.localfs import fsync_directory, storage_error
-from ..storage.timed import TimedStorage
 from .model import Event
 
 log = logging.getLogger("streamproxy.events")
@@ -320,25 +317,3 @@ class MemorySpool:
             yield _MemoryClaim(self, pending)
         finally:
             self._held.discard(key)
-
-
-def open_spool(storage: Storage, *, fsync: bool = True) -> Spool:
-    """The spool the storage offers: its own directory or bucket prefix, else memory."""
-    inner = storage.inner if isinstance(storage, TimedStorage) else storage
-    if isinstance(inner, LocalStorage):
-        return LocalSpool(inner.root, inner.run_blocking, fsync=fsync)
-    s3_spool = _s3_spool(inner)
-    return s3_spool if s3_spool is not None else MemorySpool()
-
-
-def _s3_spool(storage: Storage) -> Spool | None:
-    """An S3 storage's spool; without the S3 extra there is no S3 storage either."""
-    try:
-        from ..storage.s3 import S3Storage
-    except ImportError:
-        return None
-    if not isinstance(storage, S3Storage):
-        return None
-    from .s3spool import S3Spool
-
-    return S3Spool(storage)

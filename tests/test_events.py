@@ -1,0 +1,434 @@
+"""Webhook events (API.md, "Events"): a real receiver on loopback checks every event's
+body and signature; delivery survives a receiver that is down, a server SIGKILL, a
+receiver that hangs (uploads go on) and redirects (never followed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamproxy.events import EVENTS, SIGNATURE_HEADER, Schedule, emit, file_data, sign, verify
+from streamproxy.events.model import new_event
+from streamproxy.mediatypes import parse_type_rule
+from streamproxy.scan import ClamdAddress
+from streamproxy.storage.base import STORAGE
+
+from .conftest import (
+    LocalStore,
+    ServerProcess,
+    Service,
+    ServiceFactory,
+    eventually,
+    file_part,
+    http_post_head,
+    multipart_body,
+    random_bytes,
+    raw_request,
+)
+from .test_scan import EICAR, Clamd
+from .test_scan import clamd as clamd  # the fixture: a real clamd with the EICAR signature
+
+SECRET = "webhook-secret-of-the-tests"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Receiver:
+    """A webhook receiver as a connector would write one: it checks the signature
+    (400 otherwise), then keeps the event. `mode` makes it misbehave."""
+
+    def __init__(self, secret: str | None = SECRET, port: int | None = None) -> None:
+        self.secret = secret
+        self.port = port or free_port()
+        self.events: list[dict[str, Any]] = []
+        self.rejected = 0
+        self.mode = "ok"  # "hang": hold every request; "redirect": answer 307
+        self.held = 0
+        self.release = asyncio.Event()
+        self.redirect_followed = 0
+        self.in_flight: dict[str, int] = {}
+        self.most_at_once = 0  # the most deliveries of one event id at the same time
+        self._server: TestServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook?token=abc"
+
+    def ids(self) -> set[str]:
+        return {event["id"] for event in self.events}
+
+    def of_type(self, event_type: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event["type"] == event_type]
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.secret is not None and not verify(
+            request.headers.get(SIGNATURE_HEADER, ""), body, self.secret
+        ):
+            self.rejected += 1
+            return web.Response(status=400, text="bad signature")
+        if self.mode == "hang":
+            self.held += 1
+            await self.release.wait()
+        if self.mode == "redirect":
+            raise web.HTTPTemporaryRedirect("/elsewhere")
+        event = json.loads(body)
+        self.in_flight[event["id"]] = self.in_flight.get(event["id"], 0) + 1
+        self.most_at_once = max(self.most_at_once, self.in_flight[event["id"]])
+        await asyncio.sleep(0.05)  # long enough for a second deliverer to overlap
+        self.in_flight[event["id"]] -= 1
+        self.events.append(event)
+        return web.Response(status=204)
+
+    async def _elsewhere(self, request: web.Request) -> web.Response:
+        self.redirect_followed += 1
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        app.router.add_post("/elsewhere", self._elsewhere)
+        self._server = TestServer(app, host="127.0.0.1", port=self.port)
+        await self._server.start_server()
+
+    async def stop(self) -> None:
+        self.release.set()
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A running receiver; closed after the services of the test (it is set up first)."""
+    hook = Receiver()
+    await hook.start()
+    yield hook
+    await hook.stop()
+
+
+@pytest.fixture
+async def dead_receiver() -> AsyncIterator[Receiver]:
+    """A receiver whose port answers nothing until the test starts it."""
+    hook = Receiver()
+    yield hook
+    await hook.stop()
+
+
+def quick_retries(app: web.Application) -> None:
+    """`prepare` hook: retries after 0.1 s instead of 5 s, so a test waits seconds."""
+    bus = app[EVENTS]
+    bus.schedule = Schedule(first_retry=0.1, give_up_after=60.0)
+    bus.scan_interval = 0.2
+
+
+def pending_records(service: Service) -> list[str]:
+    """What the spool holds: files in `.events/`, or objects under `<prefix>.events/`."""
+    store = service.store
+    if isinstance(store, LocalStore):
+        directory = store.root / ".events"
+        return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    keys = store._keys(store.prefix + ".events/")
+    return sorted(key for key in keys if key.endswith(".json"))  # not the claims' locks
+
+
+async def metric_value(url: str, name: str, **labels: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+async def until_metric(url: str, name: str, at_least: float, **labels: str) -> None:
+    """Wait until a counter of the service reaches `at_least` (the server's own pace)."""
+    for _ in range(300):
+        if await metric_value(url, name, **labels) >= at_least:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name}{labels} did not reach {at_least}")
+
+
+def chunked_upload(data: bytes, filename: str, conversation_id: str) -> aiohttp.FormData:
+    """A form sent without Content-Length: the cap is found by the pump, not declared."""
+
+    form = aiohttp.FormData()
+    form.add_field("conversationId", conversation_id)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 4096):
+            yield data[start : start + 4096]
+
+    form.add_field("file", pieces(), filename=filename)
+    return form
+
+
+async def test_stored_and_refused_events_are_signed(
+    receiver: Receiver, start_service: ServiceFactory
+) -> None:
+    service = await start_service(
+        webhook=(receiver.url,),
+        webhook_secret=SECRET,
+        max_size=50_000,
+        deny_type=(parse_type_rule("image/png"),),
+    )
+    stored = await service.upload_json(random_bytes(1000), filename="a.bin", conversation_id="c1")
+    refused_type = await service.upload(PNG, filename="p.png", conversation_id="c1")
+    assert refused_type.status == 415
+    body = multipart_body("b", [file_part(random_bytes(500_000))])
+    head = http_post_head("/files?conversationId=c2", "b", len(body))
+    answer = await raw_request(service.port, head, [body])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    async with service.session.post(
+        service.url + "/files?conversationId=c3",
+        data=chunked_upload(random_bytes(60_000), "big.bin", "c3"),
+    ) as response:
+        assert response.status == 413
+
+    await eventually(lambda: len(receiver.events) == 4)
+    assert receiver.rejected == 0
+    [event] = receiver.of_type("file.stored")
+    assert event["id"].startswith("evt_")
+    assert event["created"].endswith("Z")
+    assert event["data"] == {
+        "name": stored["name"],
+        "type": stored["type"],
+        "size": 1000,
+        "etag": stored["etag"],
+        "url": stored["url"],
+        "conversationId": "c1",
+        "channel": None,
+    }
+    refusals = {
+        event["data"]["conversationId"]: event["data"] for event in receiver.of_type("file.refused")
+    }
+    assert refusals["c1"] == {
+        "name": "p.png",
+        "type": "image/png",
+        "size": len(PNG),
+        "etag": None,
+        "url": None,
+        "conversationId": "c1",
+        "channel": None,
+        "reason": "type",
+    }
+    # Declared over the cap: refused before a byte of the body was read.
+    assert refusals["c2"]["reason"] == "size"
+    assert refusals["c2"]["name"] is None
+    # Found over the cap while streaming: the pump refuses it, knowing its name.
+    assert refusals["c3"]["reason"] == "size"
+    assert refusals["c3"]["name"] == "big.bin"
+    assert refusals["c3"]["size"] <= 50_000
+    await eventually(lambda: pending_records(service) == [])
+    assert (
+        await metric_value(service.url, "streamproxy_event_deliveries_total", outcome="delivered")
+        == 4
+    )
+    assert await metric_value(service.url, "streamproxy_events_total", type="file.refused") == 3
+
+
+async def test_receiver_rejects_a_tampered_event(receiver: Receiver) -> None:
+    """What the signature is for: the receiver's check fails for changed bytes,
+    another key or a replayed old signature, and passes for the real thing."""
+    event = new_event("file.stored", {"name": "1_a.bin", "size": 3})
+    good = sign(event.body, SECRET)
+    tampered = event.body.replace(b'"size":3', b'"size":4')
+    stale = sign(event.body, SECRET, timestamp=1_000_000_000)
+    other_key = sign(event.body, "another-secret-of-16+")
+    hook = f"http://127.0.0.1:{receiver.port}/hook"
+    async with aiohttp.ClientSession() as session:
+        for body, header, status in (
+            (event.body, good, 204),
+            (tampered, good, 400),
+            (event.body, stale, 400),
+            (event.body, other_key, 400),
+            (event.body, "", 400),
+        ):
+            async with session.post(hook, data=body, headers={SIGNATURE_HEADER: header}) as answer:
+                assert answer.status == status, header
+    assert receiver.rejected == 4
+    assert [e["id"] for e in receiver.events] == [event.id]
+
+
+async def test_virus_refusal_event(
+    receiver: Receiver, start_service: ServiceFactory, clamd: Clamd
+) -> None:
+    service = await start_service(
+        webhook=(receiver.url,),
+        webhook_secret=SECRET,
+        clamd=ClamdAddress(path=str(clamd.socket)),
+    )
+    response = await service.upload(EICAR, filename="eicar.com", conversation_id="v1")
+    assert response.status == 422
+    await eventually(lambda: len(receiver.events) == 1)
+    data = receiver.events[0]["data"]
+    assert receiver.events[0]["type"] == "file.refused"
+    assert (data["reason"], data["name"], data["size"], data["conversationId"]) == (
+        "virus",
+        "eicar.com",
+        len(EICAR),
+        "v1",
+    )
+
+
+async def test_emit_for_a_deletion(receiver: Receiver, start_service: ServiceFactory) -> None:
+    """The API the deletion and expiry routes call: `await emit(app, type, data)`."""
+    service = await start_service(webhook=(receiver.url,), webhook_secret=SECRET)
+    stored = await service.upload_json(b"to be erased", filename="e.txt", conversation_id="d1")
+    app = service.server.app
+    meta = await app[STORAGE].stat(stored["name"])
+    event = await emit(app, "file.deleted", file_data(meta))
+    assert event is not None
+    await eventually(lambda: event.id in receiver.ids())
+    [deleted] = receiver.of_type("file.deleted")
+    assert deleted["data"] == {
+        "name": stored["name"],
+        "type": stored["type"],
+        "size": len(b"to be erased"),
+        "etag": stored["etag"],
+        "url": None,
+        "conversationId": "d1",
+        "channel": None,
+    }
+    expired = await emit(app, "upload.expired", {"size": 10, "conversationId": "d1"})
+    assert expired is not None
+    await eventually(lambda: expired.id in receiver.ids())
+    with pytest.raises(ValueError, match="unknown event type"):
+        await emit(app, "file.exploded", {})
+    with pytest.raises(ValueError, match="reason"):
+        await emit(app, "file.refused", {"reason": "boredom"})
+    with pytest.raises(ValueError, match="unknown event data keys"):
+        await emit(app, "file.deleted", {"nmae": "typo"})
+
+
+async def test_without_webhooks_nothing_is_spooled(start_service: ServiceFactory) -> None:
+    service = await start_service()
+    await service.upload_json(b"quiet")
+    assert await emit(service.server.app, "file.deleted", {"name": "x"}) is None
+    assert pending_records(service) == []
+
+
+async def test_receiver_down_then_up_gets_every_event(
+    dead_receiver: Receiver, start_service: ServiceFactory
+) -> None:
+    service = await start_service(
+        webhook=(dead_receiver.url,), webhook_secret=SECRET, prepare=quick_retries
+    )
+    names = {(await service.upload_json(b"%d" % i, filename=f"f{i}.txt"))["name"] for i in range(5)}
+    assert len(pending_records(service)) == 5
+    # Every event was tried, and retried, while the port was dead.
+    await until_metric(service.url, "streamproxy_event_deliveries_total", 10, outcome="failed")
+    await dead_receiver.start()
+    await eventually(lambda: {e["data"]["name"] for e in dead_receiver.events} == names, 20)
+    assert len(dead_receiver.ids()) == 5
+    await eventually(lambda: pending_records(service) == [])
+
+
+async def test_redirect_is_not_followed(receiver: Receiver, start_service: ServiceFactory) -> None:
+    receiver.mode = "redirect"
+    service = await start_service(
+        webhook=(receiver.url,), webhook_secret=SECRET, prepare=quick_retries
+    )
+    await service.upload_json(b"hello")
+    await until_metric(service.url, "streamproxy_event_deliveries_total", 3, outcome="failed")
+    assert receiver.redirect_followed == 0
+    assert len(pending_records(service)) == 1  # kept: a redirect is not a delivery
+    receiver.mode = "ok"
+    await eventually(lambda: len(receiver.events) == 1)
+    assert receiver.redirect_followed == 0
+
+
+async def test_hanging_receiver_does_not_slow_uploads(
+    receiver: Receiver, start_service: ServiceFactory
+) -> None:
+    receiver.mode = "hang"
+    service = await start_service(webhook=(receiver.url,), webhook_secret=SECRET)
+    bus = service.server.app[EVENTS]
+    uploads = 3 * bus.concurrency  # more than the delivery slots: some wait in the spool
+    for i in range(uploads):
+        await service.upload_json(random_bytes(10_000, seed=i), filename=f"h{i}.bin")
+    # Every upload was answered while the receiver held every delivery it was sent.
+    assert receiver.events == []
+    await eventually(lambda: receiver.held == bus.concurrency)
+    assert len(pending_records(service)) == uploads
+
+
+async def test_two_processes_never_deliver_one_event_at_once(
+    dead_receiver: Receiver, start_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """Two services on one storage (as `--workers 2`, or two instances on a bucket)
+    scan one spool: a record is sent by whoever holds its claim, one at a time."""
+    shared = tmp_path / "shared"
+    first = await start_service(
+        root=shared, webhook=(dead_receiver.url,), webhook_secret=SECRET, prepare=quick_retries
+    )
+    second = await start_service(
+        root=shared, webhook=(dead_receiver.url,), webhook_secret=SECRET, prepare=quick_retries
+    )
+    for i in range(10):
+        await (first if i % 2 else second).upload_json(b"x%d" % i, filename=f"w{i}.txt")
+    await asyncio.sleep(0.5)  # both have failed attempts behind them and scan the spool
+    await dead_receiver.start()
+    await eventually(lambda: len(dead_receiver.ids()) == 10, 20)
+    await eventually(lambda: pending_records(first) == [])
+    assert dead_receiver.most_at_once == 1
+
+
+async def test_no_event_lost_across_sigkill(
+    dead_receiver: Receiver, spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Local storage (the spool's S3 side runs in the tests above, in process)."""
+    storage = tmp_path / "data"
+    args = ("--storage", str(storage), "--webhook", dead_receiver.url, "--webhook-secret", SECRET)
+    server: ServerProcess = await spawn(*args)
+    names = set()
+    async with aiohttp.ClientSession() as session:
+        for i in range(6):
+            form = aiohttp.FormData()
+            form.add_field("conversationId", "k")
+            form.add_field("file", b"kill %d" % i, filename=f"k{i}.txt")
+            async with session.post(server.url + "/files", data=form) as response:
+                assert response.status == 200
+                names.add((await response.json())["name"])
+    os.kill(server.pid, signal.SIGKILL)  # the receiver has not had one of them
+    await server.process.wait()
+    assert len(list((storage / ".events").glob("*.json"))) == 6
+    await dead_receiver.start()
+    await spawn(*args)
+    await eventually(lambda: {e["data"]["name"] for e in dead_receiver.events} == names, 30)
+    await eventually(lambda: list((storage / ".events").glob("*.json")) == [])
+
+
+def test_retry_schedule() -> None:
+    schedule = Schedule(first_retry=5.0, give_up_after=86400.0)
+    created = 1000.0
+    assert schedule.next_attempt(created, 0.0) == created
+    assert schedule.next_attempt(created, created) == created + 5
+    assert schedule.next_attempt(created, created + 5) == created + 15
+    assert schedule.next_attempt(created, created + 16) == created + 35
+    slots, attempted = [], 0.0
+    while (slot := schedule.next_attempt(created, attempted)) is not None:
+        slots.append(slot - created)
+        attempted = slot
+    assert slots[:5] == [0, 5, 15, 35, 75]
+    assert slots[-1] <= 86400 < slots[-1] * 2 + 5
+    assert len(slots) == 15
