@@ -10,6 +10,7 @@ change here rather than one per caller.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -143,7 +144,9 @@ class UploadEvents:
     async def stored(self, pump: Pump, meta: StoredMeta) -> None:
         request = self._request
         url = download_url(request, request.config_dict[SETTINGS], meta)
-        await request.config_dict[EVENTS].emit("file.stored", file_data(meta, url))
+        # Shielded: the file is stored, so its event must be spooled even if the
+        # request is cancelled meanwhile.
+        await asyncio.shield(request.config_dict[EVENTS].emit("file.stored", file_data(meta, url)))
 
     async def refused(self, pump: Pump, reason: str) -> None:
         data = {
@@ -154,7 +157,7 @@ class UploadEvents:
             "channel": self._channel,
             "reason": reason,
         }
-        await self._request.config_dict[EVENTS].emit("file.refused", data)
+        await asyncio.shield(self._request.config_dict[EVENTS].emit("file.refused", data))
 
 
 def _announce_early_refusal(request: web.Request, declared: int) -> None:

@@ -139,6 +139,13 @@ def quick_retries(app: web.Application) -> None:
     bus.scan_interval = 0.2
 
 
+def tiny_queue(app: web.Application) -> None:
+    """`prepare` hook: quick retries, and room for 2 fresh events in memory: the
+    rest spill, and only the spool scan finds them."""
+    quick_retries(app)
+    app[EVENTS].queue_size = 2
+
+
 def pending_records(service: Service) -> list[str]:
     """What the spool holds: files in `.events/`, or objects under `<prefix>.events/`."""
     store = service.store
@@ -331,7 +338,7 @@ async def test_receiver_down_then_up_gets_every_event(
     dead_receiver: Receiver, start_service: ServiceFactory
 ) -> None:
     service = await start_service(
-        webhook=(dead_receiver.url,), webhook_secret=SECRET, prepare=quick_retries
+        webhook=(dead_receiver.url,), webhook_secret=SECRET, prepare=tiny_queue
     )
     names = {(await service.upload_json(b"%d" % i, filename=f"f{i}.txt"))["name"] for i in range(5)}
     assert len(pending_records(service)) == 5
@@ -361,15 +368,24 @@ async def test_hanging_receiver_does_not_slow_uploads(
     receiver: Receiver, start_service: ServiceFactory
 ) -> None:
     receiver.mode = "hang"
-    service = await start_service(webhook=(receiver.url,), webhook_secret=SECRET)
+    service = await start_service(
+        webhook=(receiver.url,), webhook_secret=SECRET, prepare=tiny_queue
+    )
     bus = service.server.app[EVENTS]
-    uploads = 3 * bus.concurrency  # more than the delivery slots: some wait in the spool
+    uploads = 3 * bus.concurrency  # more than the slots and the queue: most spill to the spool
+    names = set()
     for i in range(uploads):
-        await service.upload_json(random_bytes(10_000, seed=i), filename=f"h{i}.bin")
+        stored = await service.upload_json(random_bytes(10_000, seed=i), filename=f"h{i}.bin")
+        names.add(stored["name"])
     # Every upload was answered while the receiver held every delivery it was sent.
     assert receiver.events == []
     await eventually(lambda: receiver.held == bus.concurrency)
     assert len(pending_records(service)) == uploads
+    # Let go: the held ones and those that spilled past the queue all arrive.
+    receiver.mode = "ok"
+    receiver.release.set()
+    await eventually(lambda: {e["data"]["name"] for e in receiver.events} == names, 20)
+    await eventually(lambda: pending_records(service) == [])
 
 
 async def test_two_processes_never_deliver_one_event_at_once(

@@ -81,8 +81,8 @@ class _Counters:
         )
         self.dropped = Counter(
             "streamproxy_events_dropped",
-            "Pending events given up, by why (expired: retried for 24 h; unconfigured: "
-            "the webhook was removed; lost: kept only in memory at shutdown).",
+            "Pending events given up, by why (expired: retried for 24 h; "
+            "lost: kept only in memory at shutdown).",
             ["why"],
             registry=registry,
         )
@@ -125,7 +125,8 @@ class EventBus:
         self.scan_interval = scan_interval
         self.concurrency = concurrency
         self._counters = _Counters(registry or CollectorRegistry())
-        self._fresh: asyncio.Queue[tuple[Spool, str]] = asyncio.Queue(queue_size)
+        self.queue_size = queue_size
+        self._fresh: asyncio.Queue[tuple[Spool, str]] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -174,6 +175,8 @@ class EventBus:
         task.add_done_callback(self._emitting.discard)
 
     def _offer(self, spool: Spool, key: str) -> None:
+        if self._fresh is None:
+            return  # not started: the first scan finds it
         with contextlib.suppress(asyncio.QueueFull):  # the scan will find it
             self._fresh.put_nowait((spool, key))
 
@@ -188,6 +191,7 @@ class EventBus:
                 "events are kept in %s: a restart loses pending ones", self.spool.description
             )
         self._slots = asyncio.Semaphore(self.concurrency)
+        self._fresh = asyncio.Queue(self.queue_size)
         self._session = aiohttp.ClientSession(
             timeout=ClientTimeout(
                 total=self.timeout, connect=self.connect_timeout, sock_connect=self.connect_timeout
@@ -230,6 +234,7 @@ class EventBus:
             log.error("%d undelivered event(s) were kept only in memory and are lost", lost)
 
     async def _take_fresh(self) -> None:
+        assert self._fresh is not None
         while True:
             spool, key = await self._fresh.get()
             await self._dispatch(spool, key)
@@ -307,13 +312,20 @@ class EventBus:
         pending = claim.pending
         due = self.schedule.next_attempt(pending.created, pending.attempted)
         if due is None:
-            await self._give_up(claim, "expired")
+            await self._expire(claim)
             return
         if due > time.time():
             self._retry_at(spool, pending.key, due)  # another process tried it lately
             return
         if pending.url not in self.urls:
-            await self._give_up(claim, "unconfigured")
+            # Another instance on the bucket may have this webhook: leave it to them,
+            # until the schedule's end (then whoever finds it drops it, logged).
+            self._not_before[pending.key] = pending.created + self.schedule.give_up_after
+            log.warning(
+                "event %s is for %s, not one of this process's --webhook: left to others",
+                pending.key,
+                _shown(pending.url),
+            )
             return
         failure = await self._post(pending)
         finished = time.time()
@@ -328,7 +340,7 @@ class EventBus:
         following = self.schedule.next_attempt(pending.created, finished)
         if following is None:
             log.warning("event %s to %s failed: %s", pending.key, _shown(pending.url), failure)
-            await self._give_up(claim, "expired")
+            await self._expire(claim)
             return
         log.warning(
             "event %s to %s failed: %s; next attempt in %.3gs",
@@ -357,21 +369,17 @@ class EventBus:
         except (aiohttp.ClientError, OSError, ValueError) as error:
             return f"{type(error).__name__}: {error}"
 
-    async def _give_up(self, claim: Claim, why: str) -> None:
+    async def _expire(self, claim: Claim) -> None:
+        """Retried for the whole schedule: drop it, with its body in the log to recover it."""
         pending = claim.pending
-        self._counters.dropped.labels(why).inc()
-        if why == "expired":
-            log.error(
-                "event %s to %s given up after %gs of retries: %s",
-                pending.key,
-                _shown(pending.url),
-                self.schedule.give_up_after,
-                pending.body.decode(),
-            )
-        else:
-            log.warning(
-                "event %s dropped: %s is no longer a --webhook", pending.key, _shown(pending.url)
-            )
+        self._counters.dropped.labels("expired").inc()
+        log.error(
+            "event %s to %s given up after %gs of retries: %s",
+            pending.key,
+            _shown(pending.url),
+            self.schedule.give_up_after,
+            pending.body.decode(),
+        )
         self._not_before.pop(pending.key, None)
         await claim.done()
 

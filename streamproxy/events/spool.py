@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -42,6 +43,7 @@ log = logging.getLogger("streamproxy.events")
 EVENTS_DIR: Final = ".events"
 _NEW: Final = ".new-"
 _SUFFIX: Final = ".json"
+STALE_PUT: Final = 3600.0  # seconds after which a half-written record is a crash's leftover
 _T = TypeVar("_T")
 
 
@@ -157,11 +159,14 @@ class LocalSpool:
         await self.run(self._start_sync)
 
     def _start_sync(self) -> None:
+        """Make the directory; remove puts that a crash cut short (never records). Only
+        old ones: another worker may be writing one now. ctime, since mtime is ours."""
         self.directory.mkdir(exist_ok=True)
-        for entry in self.directory.iterdir():  # a put that a crash cut short: never a record
-            if entry.name.startswith(_NEW):
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
+        cutoff = time.time() - STALE_PUT
+        for entry in os.scandir(self.directory):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.name.startswith(_NEW) and entry.stat().st_ctime < cutoff:
+                    os.unlink(entry.path)
 
     async def put(self, pending: Pending) -> None:
         await self.run(self._put_sync, pending)
@@ -171,10 +176,12 @@ class LocalSpool:
         try:
             fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, pending.to_json())
+                view = memoryview(pending.to_json())
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.utime(fd, (0, 0))  # never attempted
                 if self._fsync:
                     os.fsync(fd)
-                os.utime(fd, (0, 0))  # never attempted
             finally:
                 os.close(fd)
             os.rename(staged, self.path(pending.key))
