@@ -19,10 +19,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamproxy.cli import build_parser
 from streamproxy.events import EVENTS, SIGNATURE_HEADER, Schedule, emit, file_data, sign, verify
 from streamproxy.events.model import new_event
 from streamproxy.mediatypes import parse_type_rule
 from streamproxy.scan import ClamdAddress
+from streamproxy.settings import Settings, SettingsError, load_settings
 from streamproxy.storage.base import STORAGE
 
 from .conftest import (
@@ -448,3 +450,26 @@ def test_retry_schedule() -> None:
     assert slots[:5] == [0, 5, 15, 35, 75]
     assert slots[-1] <= 86400 < slots[-1] * 2 + 5
     assert len(slots) == 15
+
+
+def test_webhook_settings() -> None:
+    def parse(*argv: str, environ: dict[str, str] | None = None) -> Settings:
+        return load_settings(build_parser().parse_args(["serve", *argv]), environ or {})
+
+    settings = parse(
+        "--webhook", "http://10.0.0.5:8000/hook", "--webhook", "https://a.example/h?t=1"
+    )
+    assert settings.webhook == ("http://10.0.0.5:8000/hook", "https://a.example/h?t=1")
+    assert settings.webhook_secret is None
+    from_env = parse(
+        environ={
+            "STREAMPROXY_WEBHOOK": "http://a.example/1,http://b.example/2",
+            "STREAMPROXY_WEBHOOK_SECRET": SECRET,
+        }
+    )
+    assert from_env.webhook == ("http://a.example/1", "http://b.example/2")
+    assert from_env.webhook_secret == SECRET
+    with pytest.raises(SettingsError, match="--webhook: not an http"):
+        parse("--webhook", "ftp://a.example/hook")
+    with pytest.raises(SettingsError, match="--webhook-secret: a webhook secret needs at least 16"):
+        parse("--webhook-secret", "short")
