@@ -323,7 +323,7 @@ class EventBus:
             self._not_before[pending.key] = pending.created + self.schedule.give_up_after
             log.warning(
                 "event %s is for %s, not one of this process's --webhook: left to others",
-                pending.key,
+                pending.label,
                 _shown(pending.url),
             )
             return
@@ -331,7 +331,7 @@ class EventBus:
         finished = time.time()
         if failure is None:
             self._counters.attempts.labels("delivered").inc()
-            log.info("event %s delivered to %s", pending.key, _shown(pending.url))
+            log.info("event %s delivered to %s", pending.label, _shown(pending.url))
             self._not_before.pop(pending.key, None)
             await claim.done()
             return
@@ -339,12 +339,12 @@ class EventBus:
         await claim.attempted(finished)
         following = self.schedule.next_attempt(pending.created, finished)
         if following is None:
-            log.warning("event %s to %s failed: %s", pending.key, _shown(pending.url), failure)
+            log.warning("event %s to %s failed: %s", pending.label, _shown(pending.url), failure)
             await self._expire(claim)
             return
         log.warning(
             "event %s to %s failed: %s; next attempt in %.3gs",
-            pending.key,
+            pending.label,
             _shown(pending.url),
             failure,
             following - finished,
@@ -375,7 +375,7 @@ class EventBus:
         self._counters.dropped.labels("expired").inc()
         log.error(
             "event %s to %s given up after %gs of retries: %s",
-            pending.key,
+            pending.label,
             _shown(pending.url),
             self.schedule.give_up_after,
             pending.body.decode(),

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
+from ..storage.base import StorageError
 from ..storage.localfs import fsync_directory, storage_error
 from .model import Event
 
@@ -62,6 +63,15 @@ class Pending:
         url_hash = hashlib.sha256(url.encode()).hexdigest()[:12]
         key = f"{int(event.created * 1000):013d}-{event.id.removeprefix('evt_')}-{url_hash}"
         return cls(key, url, event.created, event.body)
+
+    @property
+    def label(self) -> str:
+        """For the log: the event's id and type, as the receiver sees them."""
+        try:
+            document = json.loads(self.body)
+            return f"{document['id']} ({document['type']})"
+        except (ValueError, KeyError, TypeError):
+            return self.key
 
     def to_json(self) -> bytes:
         document = {
@@ -161,7 +171,10 @@ class LocalSpool:
     def _start_sync(self) -> None:
         """Make the directory; remove puts that a crash cut short (never records). Only
         old ones: another worker may be writing one now. ctime, since mtime is ours."""
-        self.directory.mkdir(exist_ok=True)
+        try:
+            self.directory.mkdir(exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot create {self.directory}: {error.strerror}") from error
         cutoff = time.time() - STALE_PUT
         for entry in os.scandir(self.directory):
             with contextlib.suppress(FileNotFoundError):
