@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproxy.cli import build_parser
@@ -39,6 +40,7 @@ from .conftest import (
     random_bytes,
     raw_request,
 )
+from .s3support import BUCKET, S3Store
 from .test_scan import EICAR, Clamd
 from .test_scan import clamd as clamd  # the fixture: a real clamd with the EICAR signature
 
@@ -473,3 +475,40 @@ def test_webhook_settings() -> None:
         parse("--webhook", "ftp://a.example/hook")
     with pytest.raises(SettingsError, match="--webhook-secret: a webhook secret needs at least 16"):
         parse("--webhook-secret", "short")
+
+
+@pytest.mark.s3_only
+async def test_s3_claim_of_a_dead_holder_is_broken_after_its_lease(
+    dead_receiver: Receiver, start_service: ServiceFactory
+) -> None:
+    """Instances on one bucket claim a record with a lock object; one left by an
+    instance that died is respected for its lease, then broken."""
+    from botocore.exceptions import ClientError
+
+    from streamproxy.events.s3spool import S3Spool
+
+    service = await start_service(
+        webhook=(dead_receiver.url,), webhook_secret=SECRET, prepare=quick_retries
+    )
+    store = service.store
+    assert isinstance(store, S3Store)
+    spool = service.server.app[EVENTS].spool
+    assert isinstance(spool, S3Spool)
+    spool.lease = 3600.0
+    await service.upload_json(b"locked out")
+    [record] = pending_records(service)
+    lock = record.removesuffix(".json") + ".lock"
+    for _ in range(100):  # take the lock as soon as the service is not holding it
+        try:
+            store.moto.client.put_object(Bucket=BUCKET, Key=lock, Body=b"", IfNoneMatch="*")
+            break
+        except ClientError:
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the service never let go of its claim")
+    await dead_receiver.start()
+    await asyncio.sleep(1.0)  # several scans and retry times pass
+    assert dead_receiver.events == []  # the holder's lease runs: nobody else sends it
+    spool.lease = 0.0  # now the lease has run out
+    await eventually(lambda: len(dead_receiver.events) == 1)
+    await eventually(lambda: store._keys(store.prefix + ".events/") == [])
