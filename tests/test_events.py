@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproxy.cli import build_parser
