@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamproxy.cli import build_parser
 from streamproxy.events import EVENTS, SIGNATURE_HEADER, Schedule, emit, file_data, sign, verify
 from streamproxy.events.model import new_event
+from streamproxy.fetch.safety import parse_allow_rule
 from streamproxy.mediatypes import parse_type_rule
 from streamproxy.scan import ClamdAddress
 from streamproxy.settings import Settings, SettingsError, load_settings
@@ -100,6 +101,12 @@ class Receiver:
         self.events.append(event)
         return web.Response(status=204)
 
+    async def _source(self, request: web.Request) -> web.Response:
+        """Files for URL imports to fetch: `/source/NAME.png` is a PNG, others text."""
+        if request.match_info["name"].endswith(".png"):
+            return web.Response(body=PNG, content_type="image/png")
+        return web.Response(text="plain words\n")
+
     async def _elsewhere(self, request: web.Request) -> web.Response:
         self.redirect_followed += 1
         return web.Response(status=204)
@@ -108,6 +115,7 @@ class Receiver:
         app = web.Application()
         app.router.add_post("/hook", self._hook)
         app.router.add_post("/elsewhere", self._elsewhere)
+        app.router.add_get("/source/{name}", self._source)
         self._server = TestServer(app, host="127.0.0.1", port=self.port)
         await self._server.start_server()
 
@@ -254,6 +262,37 @@ async def test_stored_and_refused_events_are_signed(
         == 4
     )
     assert await metric_value(service.url, "streamproxy_events_total", type="file.refused") == 3
+
+
+async def test_url_import_events_carry_the_channel(
+    receiver: Receiver, start_service: ServiceFactory
+) -> None:
+    """The import goes through the same pump: stored and refused both send events."""
+    service = await start_service(
+        webhook=(receiver.url,),
+        webhook_secret=SECRET,
+        fetch_allow=(parse_allow_rule("127.0.0.1"),),
+        allow_type=(parse_type_rule("image/*"),),
+    )
+    source = f"http://127.0.0.1:{receiver.port}/source"
+    job = {"channel": "whatsapp", "conversationId": "u1"}
+    async with service.session.post(
+        service.url + "/files/from-url", json={"sourceUrl": source + "/ok.png", **job}
+    ) as response:
+        assert response.status == 200
+        stored = await response.json()
+    async with service.session.post(
+        service.url + "/files/from-url",
+        json={"sourceUrl": source + "/no.txt", **job},
+    ) as response:
+        assert response.status == 415
+    await eventually(lambda: len(receiver.events) == 2)
+    [event] = receiver.of_type("file.stored")
+    assert event["data"]["name"] == stored["name"]
+    assert (event["data"]["channel"], event["data"]["url"]) == ("whatsapp", stored["url"])
+    [refused] = receiver.of_type("file.refused")
+    assert refused["data"]["reason"] == "type"
+    assert (refused["data"]["conversationId"], refused["data"]["channel"]) == ("u1", "whatsapp")
 
 
 async def test_receiver_rejects_a_tampered_event(receiver: Receiver) -> None:
