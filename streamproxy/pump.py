@@ -16,6 +16,10 @@ What it has taken in (size, the running MD5, the first bytes for the type) is it
 `Progress`: a request that brings only part of a file (a resumable upload's PATCH)
 pumps with `final=False`, saves the progress, and the next request starts a pump
 from it, so every way in shares this one pump.
+
+A `PumpListener` hears how it ended: after a commit, or after a refusal of the
+file itself (size, type, virus). That is where every upload path's webhook
+events come from (intake builds the listener).
 """
 
 from __future__ import annotations
