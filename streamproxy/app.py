@@ -14,6 +14,8 @@ from aiohttp import web
 from . import download, erasure, health, listing, upload
 from .cors import install_cors
 from .errors import error_middleware
+from .events import EVENTS, EventBus, events_lifecycle
+from .events.spools import open_spool
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
 from .framing import framing_middleware
@@ -87,12 +89,19 @@ def create_app(
         else None
     )
     app[FETCH_CLIENT] = FetchClient(settings)
+    app[EVENTS] = EventBus(
+        settings.webhook,
+        settings.webhook_secret,
+        open_spool(app[STORAGE], fsync=settings.fsync),
+        registry=metrics.registry,
+    )
     add_routes(app, settings.base_path)
     if settings.ui:
         add_page_routes(app.router, settings.base_path)
     app.on_response_prepare.append(echo_request_id)
     install_cors(app, settings.cors_origin)
     app.cleanup_ctx.append(_storage_lifecycle)
+    app.cleanup_ctx.append(events_lifecycle)  # after the storage: the spool lives there
     app.cleanup_ctx.append(fetch_client_lifecycle)
     if retention_sweep:
         app.cleanup_ctx.append(retention_lifecycle)

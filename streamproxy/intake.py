@@ -10,9 +10,10 @@ change here rather than one per caller.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
 from aiohttp import web
@@ -20,8 +21,10 @@ from aiohttp import web
 from . import signing
 from .auth import check_api_key
 from .error_table import over_the_cap
+from .events import EVENTS, file_data
 from .mediatypes import TypePolicy
 from .metrics import METRICS
+from .naming import BadName, check_conversation_id
 from .preconditions import etag_header
 from .pump import Progress, Pump
 from .scan import SCANNER
@@ -49,6 +52,7 @@ def preflight(request: web.Request, declared_overhead: int = 0) -> None:
     check_api_key(request)
     declared = request.content_length
     if declared is not None and declared > settings.max_size + declared_overhead:
+        _announce_early_refusal(request, declared)
         raise over_the_cap(settings.max_size)
     request.config_dict[TRANSFERS].check()
 
@@ -68,13 +72,20 @@ def open_pump(
     filename: str,
     extra_digests: Sequence[Any] = (),
     start: Progress | None = None,
+    conversation_id: str | None = None,
+    channel: str | None = None,
 ) -> Pump:
     """A pump for one file, set up as the app is configured; enter it with `async with`.
 
     `declared_type` is the client's (normalised) type hint, `filename` the cleaned
     name; `extra_digests` are hash objects fed alongside the MD5; `start` is the
-    saved progress of a file that an earlier request began.
+    saved progress of a file that an earlier request began. `conversation_id` and
+    `channel`, when known before the file, go into a file.refused event.
     """
+    bus = request.config_dict.get(EVENTS)
+    listener = (
+        UploadEvents(request, conversation_id, channel) if bus is not None and bus.enabled else None
+    )
     settings = request.config_dict[SETTINGS]
     return Pump(
         request.config_dict[STORAGE],
@@ -87,6 +98,7 @@ def open_pump(
         scanner=request.config_dict[SCANNER],
         chunk_size=settings.chunk_size,
         start=start,
+        listener=listener,
     )
 
 
@@ -117,3 +129,45 @@ def upload_response(request: web.Request, meta: StoredMeta) -> web.Response:
         content_type="application/json",
         headers={"ETag": etag_header(meta.info.etag)},
     )
+
+
+class UploadEvents:
+    """The pump's listener: file.stored after the commit, file.refused for a file
+    refused for its size, type or a virus. Both are spooled before the answer."""
+
+    def __init__(
+        self, request: web.Request, conversation_id: str | None, channel: str | None
+    ) -> None:
+        self._request = request
+        self._conversation_id = conversation_id
+        self._channel = channel
+
+    async def stored(self, pump: Pump, meta: StoredMeta) -> None:
+        request = self._request
+        url = download_url(request, request.config_dict[SETTINGS], meta)
+        # Shielded: the file is stored, so its event must be spooled even if the
+        # request is cancelled meanwhile.
+        await asyncio.shield(request.config_dict[EVENTS].emit("file.stored", file_data(meta, url)))
+
+    async def refused(self, pump: Pump, reason: str) -> None:
+        data = {
+            "name": pump.filename or None,  # the client's name: nothing was stored
+            "type": pump.media_type,
+            "size": pump.size,  # the bytes taken in before the refusal
+            "conversationId": self._conversation_id,
+            "channel": self._channel,
+            "reason": reason,
+        }
+        await asyncio.shield(self._request.config_dict[EVENTS].emit("file.refused", data))
+
+
+def _announce_early_refusal(request: web.Request, declared: int) -> None:
+    """file.refused for a body declared over the cap (refused before a byte is read)."""
+    bus = request.config_dict.get(EVENTS)
+    if bus is None or not bus.enabled:
+        return
+    conversation_id: str | None = None
+    with suppress(BadName):
+        conversation_id = check_conversation_id(request.query.get("conversationId", ""))
+    data = {"size": declared, "conversationId": conversation_id or None, "reason": "size"}
+    bus.emit_soon("file.refused", data)

@@ -68,6 +68,7 @@ async def upload(request: web.Request) -> web.Response:
                             "upload",
                             declared_type=normalize_media_type(part.content_type),
                             filename=clean_client_name(part.filename or ""),
+                            conversation_id=conversation_id,  # for a refusal's event
                         )
                     )
                     await pump.pump(part.chunks())

@@ -43,6 +43,8 @@ from .parsers import (
     parse_secret,
     parse_size,
     parse_storage,
+    parse_webhook_secret,
+    parse_webhook_url,
 )
 
 ENV_PREFIX = "STREAMPROXY_"
@@ -255,6 +257,19 @@ class Settings:
         "how long a signed download link stays valid",
         metavar="DURATION",
         show=format_duration,
+    )
+    webhook: tuple[str, ...] = setting(
+        (),
+        parse_webhook_url,
+        "POST JSON events (file.stored, file.refused, file.deleted, upload.expired) to this "
+        "URL, retried for 24h (repeatable)",
+        metavar="URL",
+    )
+    webhook_secret: str | None = setting(
+        None,
+        parse_webhook_secret,
+        "sign every event with HMAC-SHA256 of this key: header Streamproxy-Signature",
+        metavar="KEY",
     )
     log_format: str = setting(
         "text", parse_log_format, "text, or json: one object per line", metavar="FORMAT"
