@@ -440,7 +440,7 @@ async def test_unknown_route_and_method_are_json(service: Service) -> None:
     async with service.session.get(service.url + "/nope") as response:
         assert response.status == 404
         assert (await response.json())["error"] == "not_found"
-    async with service.session.delete(service.url + "/files") as response:
+    async with service.session.patch(service.url + "/files") as response:
         assert response.status == 405
         assert (await response.json())["error"] == "method_not_allowed"
         assert "POST" in response.headers["Allow"]
