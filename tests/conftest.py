@@ -17,7 +17,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,14 @@ from streamproxy.transfers import TRANSFERS
 from .capabilities import pytest_make_collect_report as pytest_make_collect_report
 from .capabilities import pytest_runtest_makereport as pytest_runtest_makereport
 from .capabilities import require_program as require_program
-from .rgw import RgwServer
 from .s3servers import expected_refusal, s3_kinds
-from .s3support import BUCKET, FAKE_AWS, MotoServer, S3Server, S3Store
+
+# The S3 servers, as fixtures for every test (s3servers.py).
+from .s3servers import fake_aws_credentials as fake_aws_credentials
+from .s3servers import moto_server as moto_server
+from .s3servers import rgw_server as rgw_server
+from .s3servers import s3_server as s3_server
+from .s3support import BUCKET, S3Server, S3Store
 
 
 class LocalStore:
@@ -156,7 +161,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that starts a service runs once per storage kind (ids `local`, `s3`)."""
+    """Every test that starts a service runs once per storage kind (ids `local`, `moto`, `rgw`)."""
     if "storage_kind" not in metafunc.fixturenames:
         return
     kinds: tuple[str, ...] = ("local", *s3_kinds())
@@ -165,44 +170,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     elif metafunc.definition.get_closest_marker("s3_only"):
         kinds = s3_kinds()
     metafunc.parametrize("storage_kind", kinds)
-
-
-@pytest.fixture(scope="session")
-def fake_aws_credentials() -> Iterator[None]:
-    """The keys every S3 server of the suite accepts, in our environment for the session."""
-    pytest.importorskip("aiobotocore", reason="S3 tests need the s3 extra")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in FAKE_AWS.items():
-            patch.setenv(name, value)
-        yield
-
-
-@pytest.fixture(scope="session")
-def moto_server(
-    tmp_path_factory: pytest.TempPathFactory, fake_aws_credentials: None
-) -> Iterator[MotoServer]:
-    """moto's S3 server for the whole session."""
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with MotoServer.running(log_path) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def rgw_server(fake_aws_credentials: None) -> Iterator[RgwServer]:
-    """A one-node Ceph cluster with its RADOS Gateway for the whole session (~3 s to start)."""
-    for program, package in RgwServer.PROGRAMS.items():
-        require_program(program, package)
-    with RgwServer.running() as server:
-        yield server
-
-
-@pytest.fixture
-def s3_server(storage_kind: str, request: pytest.FixtureRequest) -> S3Server:
-    """The S3 server of this run of a test: moto's or RGW (an `s3_only` test's parameter)."""
-    if storage_kind == "local":
-        raise AssertionError("s3_server is for S3 storage only: mark the test s3_only")
-    server: S3Server = request.getfixturevalue(f"{storage_kind}_server")
-    return server
 
 
 def _s3_prefix(root: Path) -> str:
