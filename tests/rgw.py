@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -79,9 +79,9 @@ mon max pg per osd = 1000
 # OSD map: propose map changes at once rather than batching them for a second.
 paxos propose interval = 0.01
 paxos min wait = 0.01
+# Objects in the OSD's memory: no disk, no loop device, nothing to clean up.
 osd objectstore = memstore
 memstore device bytes = {store_bytes}
-osd memory target = 536870912
 
 [client.rgw]
 rgw data = {root}/rgw
@@ -140,16 +140,6 @@ class RgwServer:
                 config=Config(s3={"addressing_style": "path"}),
             )
         return self._client  # type: ignore[no-any-return]
-
-    def memory(self) -> dict[str, int]:
-        """Resident memory of each daemon in bytes (the figure the suite's budget is about)."""
-        sizes: dict[str, int] = {}
-        for daemon in self.daemons:
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{daemon.process.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        sizes[daemon.name] = int(line.split()[1]) * 1024
-        return sizes
 
     @classmethod
     @contextlib.contextmanager
@@ -224,7 +214,7 @@ class RgwServer:
             )
         self.daemons.append(CephDaemon(name, process))
 
-    def _wait(self, what: str, ready: Any, deadline: float) -> None:
+    def _wait(self, what: str, ready: Callable[[], bool], deadline: float) -> None:
         while not ready():
             for daemon in self.daemons:
                 if daemon.process.poll() is not None:
