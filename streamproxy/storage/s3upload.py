@@ -282,3 +282,19 @@ class S3Writer:
             self._staged = False
             await janitor.discard(Leftover(self._staging_key))
         interruptions.reraise()
+
+
+async def publish_staged(
+    storage: Bucket, staging: str, names: Iterable[str], info: FileInfo
+) -> StoredMeta:
+    """Publish an object already whole at `staging` (a finished resumable upload) as a
+    writer's commit does, copied server-side under the first free name; the staging
+    object is removed on every way out."""
+    writer = S3Writer(storage, lambda piece: None, 0)
+    writer._staging_key = staging
+    writer._staged = True
+    arguments = {"ContentType": info.type, "Metadata": encode(info)}
+    try:
+        return await writer._publish_copy(names, info, arguments)
+    finally:
+        await asyncio.shield(storage.track(writer._discard()))
