@@ -167,12 +167,17 @@ class Appender:
             backend["upload"] = self._upload_id
             backend["tail"] = await self._put_tail(record.offset, buffer) if buffer else None
             backend["tail_size"] = len(buffer)
-        lease = self._lease
+        lease, janitor = self._lease, self._area.storage.janitor
         now = self._area.clock()
         stored = record_with(record, backend, lease.record, now, self._area.ttl)
-        stored = await lease.write(stored)
+        try:
+            stored = await lease.write(stored)
+        except BaseException:
+            if backend["tail"] and backend["tail"] != old_tail:  # ours, and nobody's now
+                await asyncio.shield(janitor.discard(Leftover(backend["tail"])))
+            raise
         if old_tail and old_tail != backend["tail"]:
-            await self._area.storage.janitor.discard(Leftover(old_tail))
+            await janitor.discard(Leftover(old_tail))
         self.record, self._acked = stored, backend
         self._pending, self.written = [], 0
         return stored
