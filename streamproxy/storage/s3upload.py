@@ -288,13 +288,14 @@ async def publish_staged(
     storage: Bucket, staging: str, names: Iterable[str], info: FileInfo
 ) -> StoredMeta:
     """Publish an object already whole at `staging` (a finished resumable upload) as a
-    writer's commit does, copied server-side under the first free name; the staging
-    object is removed on every way out."""
-    writer = S3Writer(storage, lambda piece: None, 0)
+    writer's commit does: copied server-side under the first free name, never replacing
+    one. The staging object stays: its owner deletes it once the commit is recorded."""
+    writer = S3Writer(storage, _ignore, 0)
     writer._staging_key = staging
-    writer._staged = True
+    writer._done = True  # takes no bytes
     arguments = {"ContentType": info.type, "Metadata": encode(info)}
-    try:
-        return await writer._publish_copy(names, info, arguments)
-    finally:
-        await asyncio.shield(storage.track(writer._discard()))
+    return await writer._publish_copy(names, info, arguments)
+
+
+def _ignore(piece: Piece) -> None:
+    """The observer of a writer that takes no bytes."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import pytest
 
 from streamproxy.resumable import problems
 from streamproxy.resumable.hashstate import ResumableMD5
+from streamproxy.resumable.s3adapter import S3UploadStore
 from streamproxy.resumable.s3store import UploadArea, UploadLease
 from streamproxy.resumable.state import HEAD_SIZE, Protocol, Status, UploadRecord
 from streamproxy.storage.base import FileInfo, now_utc
@@ -177,7 +179,10 @@ async def test_an_upload_goes_on_on_another_instance_after_the_lease_expires(
     async with two.storage.open("a.mp4") as opened:
         assert b"".join([p async for p in opened.chunks(0, len(data))]) == data
         assert opened.meta.info.etag == hashlib.md5(data).hexdigest()
-    assert bucket.keys(record.id) == [f"{bucket.store.prefix}.uploads/{record.id}/info"]
+    # The staged object stays the upload's (its owner deletes it once the commit is
+    # recorded); nothing else is left: no tail, no multipart upload.
+    prefix = f"{bucket.store.prefix}.uploads/{record.id}/"
+    assert bucket.keys(record.id) == [prefix + "data", prefix + "info"]
 
 
 async def test_racing_instances_one_holds_the_others_get_busy(bucket: Bucket) -> None:
@@ -343,3 +348,62 @@ async def test_the_stale_sweep_leaves_resumable_uploads_alone(bucket: Bucket) ->
     assert len(bucket.uploads()) == 1
     _, staged = await complete(area, record.id)
     assert staged == data
+
+
+async def test_the_routes_adapter_appends_scans_publishes_and_removes(bucket: Bucket) -> None:
+    """The flow the routes drive through S3UploadStore: hashed appends, finish, the scan's
+    one read, the commit under a name (the staging object then goes), and removal."""
+    store = S3UploadStore(bucket.one.storage)
+    data = random_bytes(11 * MiB + 3, seed=39)
+    record = UploadRecord.create(
+        protocol=Protocol.TUS,
+        now=time.time(),
+        lifetime=DAY,
+        md5_state=ResumableMD5().to_bytes(),
+        max_size=CAP,
+        length=len(data),
+    )
+    await store.create(record)
+    for start, end in ((0, 4 * MiB), (4 * MiB, len(data))):
+        async with store.hold(record.id) as held:
+            current = held.record
+            md5 = ResumableMD5.from_bytes(current.md5_state)
+            async with held.appender(md5.update) as writer:
+                await asyncio.gather(
+                    *[
+                        writer.write([data[at : min(at + 65536, end)]])
+                        for at in range(start, end, 65536)
+                    ]
+                )
+                done = current.appended(
+                    end - start,
+                    data[start:HEAD_SIZE],
+                    md5.to_bytes(),
+                    now=time.time(),
+                    lifetime=DAY,
+                )
+                await writer.acknowledge(done)
+    async with store.hold(record.id) as held:
+        assert held.record.reached_length
+        await held.save(held.record.finish())
+        assert b"".join([piece async for piece in held.stored_bytes()]) == data
+        etag = md5_of(held.record)
+        assert etag == hashlib.md5(data).hexdigest()
+        info = FileInfo(
+            type="application/octet-stream", size=len(data), etag=etag, created=now_utc()
+        )
+        stored = await held.staged().commit(["free.bin"], info)
+        await held.save(held.record.committed({"name": stored.name}))
+    assert bucket.store.stored_names() == {"free.bin"}
+    assert (
+        bucket.store.moto.client.get_object(Bucket=BUCKET, Key=bucket.store.prefix + "free.bin")[
+            "Body"
+        ].read()
+        == data
+    )
+    prefix = f"{bucket.store.prefix}.uploads/{record.id}/"
+    assert bucket.keys(record.id) == [prefix + "info"] and bucket.uploads() == []
+    async with store.hold(record.id) as held:
+        assert held.record.status is Status.COMMITTED
+        await held.remove()
+    assert bucket.keys(record.id) == [] and await store.expired(time.time() + 2 * DAY) == []
