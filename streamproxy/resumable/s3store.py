@@ -22,6 +22,15 @@ written under a fresh key (generation and offset in it), never over the acknowle
 one, so a stale writer cannot damage it; a stale part would only make completion fail
 (S3 checks the recorded part ETags), never produce wrong bytes.
 
+On moto's server (5.2.5) the conditions hold but are not atomic: put_object checks, then
+writes, without a lock, on werkzeug's threads. Measured with
+`python -m benchmarks.moto_conditional_race` (4 writers racing one key, 300 rounds per
+condition): exactly one winner in every round at Python's default 5 ms switch interval,
+but two winners in 14 (If-None-Match) and 8 (If-Match) rounds of 300 when moto's
+interpreter switches threads every microsecond. So the race tests here are meaningful
+(a lost race is seen) but moto cannot prove atomicity; AWS, MinIO and Ceph do the check
+and the write as one step.
+
 A conditional write whose answer was lost may have happened: botocore retries it and
 the retry gets 412. After a 412 the info is read back; if it holds exactly the bytes we
 wrote, the write was ours.
