@@ -70,6 +70,9 @@ class Appender:
         self._buffer: bytearray | None = None  # None: the tail is not read yet
         self._pending: list[Part] = []  # uploaded in this request, not acknowledged
         self._sending: asyncio.Task[Part] | None = None
+        self._failed: BaseException | None = None
+        """A part that did not make it: this request's bytes cannot all be kept (the
+        running MD5 covers them all), so only discard() goes on from here."""
 
     @classmethod
     async def open(cls, area: UploadArea, lease: UploadLease, record: UploadRecord) -> Appender:
@@ -80,6 +83,7 @@ class Appender:
         return self._area.key(self.record.id, "data")
 
     async def write(self, piece: bytes | bytearray | memoryview) -> None:
+        self._check_whole()
         await self._lease.keep()  # renewed while bytes flow
         buffer = await self._loaded()
         buffer += piece
@@ -90,7 +94,7 @@ class Appender:
     async def _loaded(self) -> bytearray:
         """The buffer, beginning with the acknowledged tail (read once per request)."""
         if self._buffer is None:
-            self._buffer = bytearray()
+            buffer = bytearray()
             tail = self._acked["tail"]
             if tail:
                 try:
@@ -98,11 +102,12 @@ class Appender:
                         Bucket=self._area.bucket, Key=tail
                     )
                     async with response["Body"] as body:
-                        self._buffer += await body.read()
+                        buffer += await body.read()
                 except S3_ERRORS as error:
                     raise storage_error(error, "reading the upload's tail") from error
-                if len(self._buffer) != self._acked["tail_size"]:
+                if len(buffer) != self._acked["tail_size"]:
                     raise StorageError("the upload's tail is not the size its record says")
+            self._buffer = buffer
         return self._buffer
 
     async def _send(self, buffer: bytearray) -> None:
@@ -115,7 +120,17 @@ class Appender:
     async def _sent(self) -> None:
         if self._sending is not None:
             sending, self._sending = self._sending, None
-            self._pending.append(await sending)
+            try:
+                self._pending.append(await sending)
+            except BaseException as error:
+                self._failed = error
+                raise
+
+    def _check_whole(self) -> None:
+        if self._failed is not None:
+            raise StorageError(
+                "a part of this request was not stored; resume from the acknowledged offset"
+            ) from self._failed
 
     async def _upload_part(self, number: int, buffer: bytearray) -> Part:
         area, lease = self._area, self._lease
@@ -146,7 +161,7 @@ class Appender:
             sending.cancel()
             with suppress(asyncio.CancelledError, Busy, StorageError, *S3_ERRORS):
                 await sending
-        self._pending = []
+        self._pending, self._failed = [], None
         self._buffer = None  # read the acknowledged tail again if more comes
         self.written = 0
 
@@ -158,6 +173,7 @@ class Appender:
                 f"record at offset {record.offset} does not follow "
                 f"{self.record.offset} + {self.written} written bytes"
             )
+        self._check_whole()
         await self._sent()
         backend = dict(self._acked)
         old_tail = backend["tail"]
@@ -172,7 +188,7 @@ class Appender:
         stored = record_with(record, backend, lease.record, now, self._area.ttl)
         try:
             stored = await lease.write(stored)
-        except BaseException:
+        except Busy:
             if backend["tail"] and backend["tail"] != old_tail:  # ours, and nobody's now
                 await asyncio.shield(janitor.discard(Leftover(backend["tail"])))
             raise

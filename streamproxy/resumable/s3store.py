@@ -98,6 +98,8 @@ class UploadLease:
         self._area = area
         self._etag = etag
         self._released = False
+        # One record write at a time: a renewal beside an acknowledge would lose to it.
+        self._writing = asyncio.Lock()
 
     @property
     def held(self) -> bool:
@@ -117,6 +119,10 @@ class UploadLease:
 
     async def write(self, record: UploadRecord) -> UploadRecord:
         """Store `record` if the upload is still ours (fencing: generation and the ETag)."""
+        async with self._writing:
+            return await self._write(record)
+
+    async def _write(self, record: UploadRecord) -> UploadRecord:
         if self._released:
             raise Busy("the upload's lease was already let go")
         self.record.check_holder(self.holder, self.generation)
@@ -134,12 +140,19 @@ class UploadLease:
     async def renew(self) -> None:
         """Push `until` a TTL ahead; Busy if another request took the upload over."""
         area = self._area
-        await self.write(self.record.renewed(self.holder, self.generation, area.clock(), area.ttl))
+        async with self._writing:
+            now = area.clock()
+            await self._write(self.record.renewed(self.holder, self.generation, now, area.ttl))
 
     async def keep(self) -> None:
         """Renew when half the TTL is gone: called while bytes flow."""
         if self.remaining < self._area.ttl / 2:
-            await self.renew()
+            async with self._writing:
+                if self.remaining < self._area.ttl / 2:  # not renewed while we waited
+                    area = self._area
+                    now = area.clock()
+                    renewed = self.record.renewed(self.holder, self.generation, now, area.ttl)
+                    await self._write(renewed)
 
     async def close(self) -> None:
         """Let go of the lease (if the record still has it); never raises for a lost one."""

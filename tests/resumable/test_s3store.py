@@ -19,11 +19,12 @@ from streamproxy.resumable.hashstate import ResumableMD5
 from streamproxy.resumable.s3adapter import S3UploadStore
 from streamproxy.resumable.s3store import UploadArea, UploadLease
 from streamproxy.resumable.state import HEAD_SIZE, Protocol, Status, UploadRecord
-from streamproxy.storage.base import FileInfo, now_utc
+from streamproxy.storage.base import FileInfo, StorageError, now_utc
 from streamproxy.storage.s3 import S3Location, S3Storage
 from streamproxy.storage.s3upload import publish_staged
 
 from ..conftest import random_bytes
+from ..faultproxy import FaultProxy
 from ..s3support import BUCKET, MotoServer, S3Store
 
 pytestmark = pytest.mark.s3_only
@@ -407,3 +408,41 @@ async def test_the_routes_adapter_appends_scans_publishes_and_removes(bucket: Bu
         assert held.record.status is Status.COMMITTED
         await held.remove()
     assert bucket.keys(record.id) == [] and await store.expired(time.time() + 2 * DAY) == []
+
+
+async def test_a_part_refused_by_s3_keeps_nothing_of_the_request(
+    bucket: Bucket, moto_server: MotoServer
+) -> None:
+    """S3 refuses a part (a real refusal, through the suite's fault proxy): the request's
+    bytes cannot be acknowledged (its running MD5 covers them all), the record stays at
+    the last acknowledged offset, and after discard() the upload goes on."""
+    proxy = await FaultProxy(moto_server.port).start()
+    storage = S3Storage(
+        S3Location(BUCKET, bucket.store.prefix), endpoint=proxy.endpoint, part_size=PART
+    )
+    await storage.start()
+    try:
+        area = UploadArea(storage, ttl=TTL, instance="proxied", clock=Clock())
+        data = random_bytes(9 * MiB, seed=40)
+        record = await new_upload(area, len(data))
+        record = await append(area, record.id, data[: 2 * MiB])
+        async with area.locked(record.id) as lease:
+            appender = await area.appender(lease, lease.record)
+            await appender.write(random_bytes(MiB, seed=41))  # the tail is read
+            proxy.reject(403, "AccessDenied")
+            await appender.write(random_bytes(3 * MiB, seed=42))  # a part starts, and fails
+            done = lease.record.appended(4 * MiB, b"", b"", now=T0, lifetime=DAY)
+            for _ in range(2):  # and stays failed
+                with pytest.raises(StorageError):
+                    await appender.acknowledge(done)
+            proxy.restore()
+            assert (await bucket.two.area.read(record.id)).offset == 2 * MiB
+            await appender.discard()
+            assert (await appender.acknowledge(lease.record)).offset == 2 * MiB
+            await appender.close()
+        await append(area, record.id, data[2 * MiB :])
+        _, staged = await complete(area, record.id)
+        assert staged == data
+    finally:
+        await storage.close()
+        await proxy.close()
