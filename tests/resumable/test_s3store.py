@@ -42,8 +42,11 @@ class Clock:
 
     def __init__(self, now: float = T0) -> None:
         self.now = now
+        self.tick = 0.0
+        """Added at each reading, for time that passes between two steps."""
 
     def __call__(self) -> float:
+        self.now += self.tick
         return self.now
 
 
@@ -187,20 +190,41 @@ async def test_an_upload_goes_on_on_another_instance_after_the_lease_expires(
 
 
 async def test_racing_instances_one_holds_the_others_get_busy(bucket: Bucket) -> None:
-    record = await new_upload(bucket.one.area, None)
-    attempts = [
-        instance.area.lock(record.id) for instance in (bucket.one, bucket.two) for _ in range(3)
-    ]
-    outcomes = await asyncio.gather(*attempts, return_exceptions=True)
-    winners = [outcome for outcome in outcomes if isinstance(outcome, UploadLease)]
-    assert len(winners) == 1, outcomes
-    assert all(isinstance(o, problems.Busy) for o in outcomes if o is not winners[0])
-    stored = await bucket.two.area.read(record.id)
-    assert stored.lease is not None and stored.lease.holder == winners[0].holder
-    await winners[0].close()
-    assert (await bucket.two.area.read(record.id)).lease is None
-    async with bucket.two.area.locked(record.id) as lease:  # released: the next one may
-        assert lease.generation == winners[0].generation + 1
+    for _ in range(5):
+        record = await new_upload(bucket.one.area, None)
+        attempts = [
+            instance.area.lock(record.id) for instance in (bucket.one, bucket.two) for _ in range(3)
+        ]
+        outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+        winners = [outcome for outcome in outcomes if isinstance(outcome, UploadLease)]
+        assert len(winners) == 1, outcomes
+        assert all(isinstance(o, problems.Busy) for o in outcomes if o is not winners[0])
+        stored = await bucket.two.area.read(record.id)
+        assert stored.lease is not None and stored.lease.holder == winners[0].holder
+        await winners[0].close()
+        assert (await bucket.two.area.read(record.id)).lease is None
+        async with bucket.two.area.locked(record.id) as lease:  # released: the next one may
+            assert lease.generation == winners[0].generation + 1
+
+
+async def test_a_renewal_beside_a_part_in_flight_is_one_write(bucket: Bucket) -> None:
+    """Half the lease is gone while a part starts and more bytes come: both want to renew
+    it, and the second must see the first's renewal instead of losing a race to it."""
+    area, clock = bucket.one.area, bucket.one.clock
+    data = random_bytes(6 * MiB, seed=43)
+    record = await new_upload(area, None)
+    async with area.locked(record.id) as lease:
+        appender = await area.appender(lease, lease.record)
+        await appender.write(data[: 5 * MiB])  # a part is on its way (it renews first)
+        clock.now, clock.tick = T0 + TTL * 0.75, 0.001
+        await appender.write(data[5 * MiB :])  # renews too, at the same moment
+        done = lease.record.appended(
+            len(data), data[:HEAD_SIZE], lease.record.md5_state, now=clock(), lifetime=DAY
+        )
+        stored = await appender.acknowledge(done)
+        await appender.close()
+        assert stored.offset == len(data) and stored.lease is not None
+        assert T0 + TTL * 1.75 < stored.lease.until < T0 + TTL * 1.75 + 1
 
 
 async def test_a_stale_generation_cannot_write(bucket: Bucket) -> None:
