@@ -125,7 +125,10 @@ class UploadLease:
     async def _write(self, record: UploadRecord) -> UploadRecord:
         if self._released:
             raise Busy("the upload's lease was already let go")
-        self.record.check_holder(self.holder, self.generation)
+        # The record this lease last stored may have ended the lease (committed, failed,
+        # cancelled): still ours while its generation is. The ETag below is the fence.
+        if self.record.generation != self.generation or record.generation != self.generation:
+            raise Busy("a newer request took this upload over")
         if record.id != self.upload_id:
             raise ValueError("a record of another upload")
         try:
@@ -311,7 +314,7 @@ class UploadArea:
     async def remove(self, lease: UploadLease) -> None:
         """Cancel or expire: abort every multipart upload and delete every object under the
         upload's prefix, the info last (so a removal cut short is found and done again)."""
-        lease.record.check_holder(lease.holder, lease.generation)
+        await lease.write(lease.record)  # the same record, if still ours: the fence
         prefix = self.key(lease.upload_id, "")
         client, janitor = self.client, self.storage.janitor
         info = self.key(lease.upload_id, "info")

@@ -247,6 +247,8 @@ async def test_a_stale_generation_cannot_write(bucket: Bucket) -> None:
         await one.area.write_info(old, old.record.cancelled())
     with pytest.raises(problems.Busy):
         await old.renew()
+    with pytest.raises(problems.Busy):
+        await one.area.remove(old)
     await appender.close()
     await old.close()  # letting go of a lost lease is quiet and writes nothing
     stored = await two.area.read(record.id)
@@ -334,6 +336,7 @@ async def test_remove_leaves_no_object_and_no_multipart_upload(bucket: Bucket) -
     await appender.write(data[12 * MiB :])  # a part nobody acknowledges
     assert bucket.uploads()
     await appender.close()
+    await area.write_info(lease, lease.record.cancelled())  # tus termination, then removal
     await area.remove(lease)
     assert bucket.keys(record.id) == [] and bucket.uploads() == []
     with pytest.raises(problems.NotFound):
