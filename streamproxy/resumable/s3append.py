@@ -35,8 +35,33 @@ from .state import CorruptRecord, Status, UploadRecord
 if TYPE_CHECKING:
     from .s3store import UploadArea, UploadLease
 
+MAX_PART_NUMBER = 10_000
 Part = list[Any]
 """[number, etag, size]: JSON has no tuples."""
+
+
+def last_number(parts: list[Part]) -> int:
+    return max((int(part[0]) for part in parts), default=0)
+
+
+async def first_number(
+    area: UploadArea, lease: UploadLease, upload_id: str | None, parts: list[Part]
+) -> int:
+    """The number of this request's first part: after the recorded parts; after a
+    take-over, also past every part the older request sent, plus one for the part it may
+    still have in flight (it checks the record before each part, so it sends at most
+    that one more)."""
+    last = last_number(parts)
+    if not lease.took_over or upload_id is None:
+        return last + 1
+    try:
+        async for page in area.client.get_paginator("list_parts").paginate(
+            Bucket=area.bucket, Key=area.key(lease.upload_id, "data"), UploadId=upload_id
+        ):
+            last = max([last, *(part["PartNumber"] for part in page.get("Parts", []))])
+    except S3_ERRORS as error:
+        raise storage_error(error, "listing the upload's parts") from error
+    return last + 2
 
 
 def backend_of(record: UploadRecord) -> dict[str, Any]:
@@ -70,6 +95,7 @@ class Appender:
         self._buffer: bytearray | None = None  # None: the tail is not read yet
         self._pending: list[Part] = []  # uploaded in this request, not acknowledged
         self._sending: asyncio.Task[Part] | None = None
+        self._next_number: int | None = None  # the next part's number, once known
         self._failed: BaseException | None = None
         """A part that did not make it: this request's bytes cannot all be kept (the
         running MD5 covers them all), so only discard() goes on from here."""
@@ -113,7 +139,11 @@ class Appender:
     async def _send(self, buffer: bytearray) -> None:
         """Send `buffer` as the next part, once the part before it is through."""
         await self._sent()
-        number = len(self._acked["parts"]) + len(self._pending) + 1
+        if self._next_number is None:
+            self._next_number = await self._first_number()
+        number, self._next_number = self._next_number, self._next_number + 1
+        if number > MAX_PART_NUMBER:
+            raise StorageError("the upload has used all of S3's part numbers")
         self._buffer = bytearray()
         self._sending = asyncio.ensure_future(self._upload_part(number, buffer))
 
@@ -132,9 +162,12 @@ class Appender:
                 "a part of this request was not stored; resume from the acknowledged offset"
             ) from self._failed
 
+    async def _first_number(self) -> int:
+        return await first_number(self._area, self._lease, self._upload_id, self._acked["parts"])
+
     async def _upload_part(self, number: int, buffer: bytearray) -> Part:
         area, lease = self._area, self._lease
-        await lease.keep()
+        await lease.confirm()
         if self._upload_id is None:
             self._upload_id = await area.storage.create_upload(self._key)
         try:
@@ -161,7 +194,7 @@ class Appender:
             sending.cancel()
             with suppress(asyncio.CancelledError, Busy, StorageError, *S3_ERRORS):
                 await sending
-        self._pending, self._failed = [], None
+        self._pending, self._failed, self._next_number = [], None, None
         self._buffer = None  # read the acknowledged tail again if more comes
         self.written = 0
 
@@ -258,14 +291,11 @@ async def complete(area: UploadArea, lease: UploadLease, record: UploadRecord) -
         else:
             await lease.keep()
             if tail:
+                number = await first_number(area, lease, acked["upload"], parts)
                 response_part = await client.upload_part(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=acked["upload"],
-                    PartNumber=len(parts) + 1,
-                    Body=tail,
+                    Bucket=bucket, Key=key, UploadId=acked["upload"], PartNumber=number, Body=tail
                 )
-                parts = [*parts, [len(parts) + 1, response_part["ETag"], len(tail)]]
+                parts = [*parts, [number, response_part["ETag"], len(tail)]]
             await _complete_multipart(area, key, acked["upload"], parts, record.offset)
     except S3_ERRORS as error:
         raise storage_error(error, "completing the upload") from error

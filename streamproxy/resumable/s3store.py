@@ -14,13 +14,17 @@ The lock across instances is the lease in the record (state.Lease): taking it, r
 it and every other record write are conditional (`If-Match` on the info's ETag,
 `If-None-Match: *` to create). A 412 means someone else wrote: the record is read again,
 and the lease decides (Busy while another holder's runs; past `until` anyone takes it,
-bumping `generation`). A writer re-checks its own lease by its clock before each part
-and renews it (a conditional write) when half the TTL is gone, so a writer whose lease
-lapsed cannot renew and stops before the next holder may start; lease safety assumes
-the instances' clocks agree to well within the TTL, as every lease does. A tail is
-written under a fresh key (generation and offset in it), never over the acknowledged
-one, so a stale writer cannot damage it; a stale part would only make completion fail
-(S3 checks the recorded part ETags), never produce wrong bytes.
+bumping `generation`). Before each part a writer renews its lease (a conditional
+write) when half the TTL is gone, else checks with a HEAD that the info is still the one
+it wrote, and each part must arrive before its lease ends (lease safety assumes the
+instances' clocks agree to well within the TTL, as every lease does). So a request that
+was taken over or outlived its lease stops at its next part, with at most one part in
+flight: a take-over's parts are numbered past every part listed plus one (S3 allows gaps
+in part numbers), so even that one cannot land on them. Tails are written under fresh
+keys (generation and offset in the name), never over the acknowledged one. Anything a
+stale request leaves (a part, a tail, a multipart upload it made) is unrecorded, lies
+under `<id>/`, and goes with `remove`; the worst a stale part can do is make completion
+fail (S3 checks the recorded part ETags), never produce wrong bytes.
 
 On moto's server (5.2.5) the conditions hold but are not atomic: put_object checks, then
 writes, without a lock, on werkzeug's threads. Measured with
@@ -88,11 +92,22 @@ def instance_name() -> str:
 class UploadLease:
     """The exclusive right to write one upload, across instances, until close()."""
 
-    def __init__(self, area: UploadArea, holder: str, record: UploadRecord, etag: str) -> None:
+    def __init__(
+        self,
+        area: UploadArea,
+        holder: str,
+        record: UploadRecord,
+        etag: str,
+        *,
+        took_over: bool = False,
+    ) -> None:
         assert record.lease is not None
         self.upload_id = record.id
         self.holder = holder
         self.generation = record.lease.generation
+        self.took_over = took_over
+        """Taken from a holder whose lease still ran (the draft's take-over): that request
+        may still have one part in flight, so this one's parts keep clear of its numbers."""
         self.record = record
         """The record as stored now (the last one this lease wrote)."""
         self._area = area
@@ -156,6 +171,17 @@ class UploadLease:
                     now = area.clock()
                     renewed = self.record.renewed(self.holder, self.generation, now, area.ttl)
                     await self._write(renewed)
+
+    async def confirm(self) -> None:
+        """Before sending a part: renew if due, else check (a HEAD) that nobody wrote the
+        record since, so a request taken over stops at its next part."""
+        if self.remaining < self._area.ttl / 2:
+            await self.keep()
+            return
+        if await self._area._etag_of(self.upload_id) != self._etag:
+            fresh = await self._area.read(self.upload_id)
+            fresh.check_holder(self.holder, self.generation)
+            raise Busy("the upload's record changed under this request")
 
     async def close(self) -> None:
         """Let go of the lease (if the record still has it); never raises for a lost one."""
@@ -227,6 +253,17 @@ class UploadArea:
             raise storage_error(error, "reading an upload's record") from error
         return data, str(response["ETag"])
 
+    async def _etag_of(self, upload_id: str) -> str:
+        try:
+            head = await self.client.head_object(
+                Bucket=self.bucket, Key=self.key(upload_id, "info")
+            )
+        except S3_ERRORS as error:
+            if is_missing(error):
+                raise NotFound("the upload was removed") from error
+            raise storage_error(error, "looking at an upload's record") from error
+        return str(head["ETag"])
+
     async def _put(
         self, record: UploadRecord, *, if_match: str | None = None, if_none_match: bool = False
     ) -> str:
@@ -263,12 +300,14 @@ class UploadArea:
         holder = f"{self.instance}:{secrets.token_hex(6)}"
         for _ in range(_ATTEMPTS):
             record, etag = await self._get(upload_id)
-            taken = record.acquire(holder, self.clock(), self.ttl, take_over=take_over)
+            now = self.clock()
+            taken = record.acquire(holder, now, self.ttl, take_over=take_over)
+            live = record.lease is not None and record.lease.until > now
             try:
                 etag = await self._put(taken, if_match=etag)
             except _Conflict:
                 continue  # someone wrote meanwhile: read again, their lease decides
-            return UploadLease(self, holder, taken, etag)
+            return UploadLease(self, holder, taken, etag, took_over=live)
         raise Busy("the upload's record keeps changing; ask for its offset again")
 
     @asynccontextmanager

@@ -473,3 +473,35 @@ async def test_a_part_refused_by_s3_keeps_nothing_of_the_request(
     finally:
         await storage.close()
         await proxy.close()
+
+
+async def test_a_take_over_stops_the_older_request_at_its_next_part(bucket: Bucket) -> None:
+    """The draft's "stop the older request" across instances: the newer request takes the
+    live lease; the older one checks the record before each part and stops; the newer
+    one's parts are numbered past the older one's (one may still have been in flight)."""
+    one, two = bucket.one, bucket.two
+    data = random_bytes(13 * MiB, seed=44)
+    record = await new_upload(one.area, None)
+    await append(one.area, record.id, data[: 6 * MiB])  # part 1, recorded
+    older = await one.area.lock(record.id)
+    appender = await one.area.appender(older, older.record)
+    await appender.write(random_bytes(6 * MiB, seed=45))  # part 2 goes out, unacknowledged
+
+    newer = await two.area.lock(record.id, take_over=True)
+    assert newer.took_over and newer.generation == older.generation + 1
+    await appender.write(random_bytes(5 * MiB, seed=46))  # part 3 would start: it stops
+    with pytest.raises(problems.Busy):
+        await appender.acknowledge(older.record.appended(11 * MiB, b"", b"", now=T0, lifetime=DAY))
+    await appender.close()
+
+    stored = await write_and_acknowledge(newer, data[6 * MiB :])
+    numbers = [number for number, _, _ in stored.backend["parts"]]
+    assert numbers == [1, 4]  # past the older request's part 2, and the one it might send
+    prefix = f"{bucket.store.prefix}.uploads/{record.id}/"
+    listed = bucket.store.moto.client.list_parts(
+        Bucket=BUCKET, Key=prefix + "data", UploadId=stored.backend["upload"]
+    )
+    assert [part["PartNumber"] for part in listed["Parts"]] == [1, 2, 4]  # no part 3
+    await newer.close()
+    final, staged = await complete(two.area, record.id)
+    assert staged == data and md5_of(final) == hashlib.md5(data).hexdigest()
