@@ -166,3 +166,7 @@ class S3UploadStore:
 
     async def expired(self, now: float) -> list[str]:
         return await self.area.expired(now)
+
+    async def remove_unreadable(self, upload_id: str) -> bool:
+        """For retention: an upload whose record cannot be read takes no lease."""
+        return await self.area.remove_unreadable(upload_id)

@@ -354,9 +354,26 @@ class UploadArea:
         """Cancel or expire: abort every multipart upload and delete every object under the
         upload's prefix, the info last (so a removal cut short is found and done again)."""
         await lease.write(lease.record)  # the same record, if still ours: the fence
-        prefix = self.key(lease.upload_id, "")
+        await self._delete_all(lease.upload_id)
+        lease._released = True
+
+    async def remove_unreadable(self, upload_id: str) -> bool:
+        """Retention's way with a record `expired` listed as unreadable (no lease can be
+        taken on it, and no writer can have written it): remove the upload if its record
+        is still unreadable. True if it was removed."""
+        try:
+            await self.read(upload_id)
+        except NotFound:
+            return False
+        except CorruptRecord:
+            await self._delete_all(upload_id)
+            return True
+        return False
+
+    async def _delete_all(self, upload_id: str) -> None:
+        prefix = self.key(upload_id, "")
         client, janitor = self.client, self.storage.janitor
-        info = self.key(lease.upload_id, "info")
+        info = self.key(upload_id, "info")
         try:
             async for page in client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.bucket, Prefix=prefix
@@ -370,7 +387,6 @@ class UploadArea:
             await janitor.remove(Leftover(info))
         except S3_ERRORS as error:
             raise storage_error(error, "removing an upload") from error
-        lease._released = True
 
     async def _keys(self, prefix: str) -> list[str]:
         keys: list[str] = []

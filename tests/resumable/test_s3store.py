@@ -18,7 +18,7 @@ from streamproxy.resumable import problems
 from streamproxy.resumable.hashstate import ResumableMD5
 from streamproxy.resumable.s3adapter import S3UploadStore
 from streamproxy.resumable.s3store import UploadArea, UploadLease
-from streamproxy.resumable.state import HEAD_SIZE, Protocol, Status, UploadRecord
+from streamproxy.resumable.state import HEAD_SIZE, CorruptRecord, Protocol, Status, UploadRecord
 from streamproxy.storage.base import FileInfo, StorageError, now_utc
 from streamproxy.storage.s3 import S3Location, S3Storage
 from streamproxy.storage.s3upload import publish_staged
@@ -346,7 +346,9 @@ async def test_remove_leaves_no_object_and_no_multipart_upload(bucket: Bucket) -
     assert await area.ids() == []
 
 
-async def test_expired_lists_only_the_expired_and_the_cancelled(bucket: Bucket) -> None:
+async def test_expired_lists_only_the_expired_the_cancelled_and_the_unreadable(
+    bucket: Bucket,
+) -> None:
     area, clock = bucket.one.area, bucket.one.clock
     old = await new_upload(area, None)
     clock.now = T0 + DAY / 2
@@ -359,6 +361,15 @@ async def test_expired_lists_only_the_expired_and_the_cancelled(bucket: Bucket) 
     clock.now = T0
     await append(area, renewed.id, b"x")  # written last at T0: expires at T0 + DAY
     assert set(await area.ids()) == {old.id, young.id, cancelled.id, renewed.id}
+    unreadable = await new_upload(area, None)
+    info = f"{bucket.store.prefix}.uploads/{unreadable.id}/info"
+    bucket.store.moto.client.put_object(Bucket=BUCKET, Key=info, Body=b"{not json")
+    assert set(await area.expired(T0)) == {cancelled.id, unreadable.id}
+    with pytest.raises(CorruptRecord):
+        await area.lock(unreadable.id)
+    assert not await area.remove_unreadable(cancelled.id)  # readable: not this way
+    assert await area.remove_unreadable(unreadable.id)
+    assert bucket.keys(unreadable.id) == []
     assert await area.expired(T0 + DAY / 2 + 1) == [cancelled.id]
     assert set(await area.expired(T0 + DAY + 1)) == {cancelled.id, renewed.id}
     assert set(await area.expired(T0 + 2 * DAY)) == {old.id, young.id, cancelled.id, renewed.id}
