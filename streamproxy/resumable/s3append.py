@@ -287,6 +287,8 @@ async def complete(area: UploadArea, lease: UploadLease, record: UploadRecord) -
     parts = acked["parts"]
     try:
         if not parts:  # all of it is in the tail: one PutObject, no multipart upload
+            if acked["upload"]:  # made by a request whose parts were all discarded
+                await area.storage.janitor.discard(Leftover(key, acked["upload"]))
             await client.put_object(Bucket=bucket, Key=key, Body=tail)
         else:
             await lease.keep()

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -68,6 +68,24 @@ class Bucket:
 
     def uploads(self) -> list[str]:
         return self.store.multipart_uploads()
+
+    def parts(self, upload_id: str) -> list[int]:
+        """Part numbers in S3 of the upload's multipart uploads."""
+        client, key = self.store.moto.client, f"{self.store.prefix}.uploads/{upload_id}/data"
+        answer = client.list_multipart_uploads(Bucket=BUCKET, Prefix=key)
+        numbers = []
+        for upload in answer.get("Uploads", []):
+            listed = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload["UploadId"])
+            numbers += [part["PartNumber"] for part in listed.get("Parts", [])]
+        return numbers
+
+
+async def eventually(check: Callable[[], bool], within: float = 20.0) -> None:
+    """Poll a blocking check (boto3 against moto) off the event loop."""
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -305,6 +323,26 @@ async def test_a_discarded_request_leaves_offset_and_bytes_as_they_were(bucket: 
     await append(area, record.id, data[2 * MiB :])
     final, staged = await complete(area, record.id)
     assert staged == data and md5_of(final) == hashlib.md5(data).hexdigest()
+
+
+async def test_a_multipart_upload_whose_parts_were_all_discarded_is_not_left_open(
+    bucket: Bucket,
+) -> None:
+    area = bucket.one.area
+    data = random_bytes(2 * MiB, seed=47)
+    record = await new_upload(area, None)
+    async with area.locked(record.id) as lease:
+        appender = await area.appender(lease, lease.record)
+        await appender.write(random_bytes(6 * MiB, seed=48))  # makes the multipart upload
+        await eventually(lambda: bool(bucket.parts(record.id)))  # and its part is there
+        await appender.discard()
+        await appender.write(data)  # then a short request: all of it in the tail
+        done = lease.record.appended(len(data), data[:HEAD_SIZE], b"", now=T0, lifetime=DAY)
+        kept = await appender.acknowledge(done)
+        await appender.close()
+    assert kept.backend["parts"] == [] and bucket.uploads()
+    _, staged = await complete(area, record.id)
+    assert staged == data and bucket.uploads() == []
 
 
 @pytest.mark.parametrize("size", [0, 1000], ids=["empty", "small"])
