@@ -10,101 +10,14 @@ each of those, which keeps the two in step.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from . import __version__
-from .error_table import BY_CODE, TABLE, codes_of
+from .error_table import BY_CODE, codes_of
+from .listing import MAX_LIMIT
 from .naming import MAX_CONVERSATION_ID, MAX_STORED_NAME_BYTES
+from .openapischemas import JSON, SCHEMAS, Schema
 from .settings import SETTINGS, Settings
-
-JSON = "application/json"
-Schema = dict[str, Any]
-
-SCHEMAS: dict[str, Schema] = {
-    "Error": {
-        "type": "object",
-        "required": ["message", "error", "detail"],
-        "properties": {
-            "message": {"type": "string"},
-            "error": {"type": "string", "enum": [kind.code for kind in TABLE]},
-            "detail": {"type": "string"},
-            "requestId": {"type": "string"},
-        },
-    },
-    "UploadResult": {
-        "type": "object",
-        "required": ["message", "name", "type", "size", "etag", "url"],
-        "properties": {
-            "message": {"const": "File uploaded successfully."},
-            "name": {"type": "string"},
-            "type": {"type": "string"},
-            "size": {"type": "integer", "minimum": 0},
-            "etag": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            "url": {"type": "string", "format": "uri"},
-        },
-    },
-    "Stat": {
-        "type": "object",
-        "required": ["name", "type", "size", "etag", "created"],
-        "properties": {
-            "name": {"type": "string"},
-            "type": {"type": "string"},
-            "size": {"type": "integer", "minimum": 0},
-            "etag": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            "created": {"type": "string", "format": "date-time"},
-            "conversationId": {"type": ["string", "null"]},
-            "channel": {"type": ["string", "null"]},
-            "originalName": {"type": ["string", "null"]},
-        },
-    },
-    "ImportRequest": {
-        "type": "object",
-        "required": ["sourceUrl", "channel"],
-        "properties": {
-            "sourceUrl": {
-                "type": "string",
-                "pattern": "^https?://",
-                "description": "http(s) URL without user-info",
-            },
-            "channel": {"type": "string", "minLength": 1},
-            "conversationId": {"type": ["string", "integer"]},
-            "fileName": {"type": "string"},
-            "mime_type": {"type": "string"},
-            "APIKey360": {"type": "string"},
-            "oauth": {
-                "oneOf": [
-                    {"type": "string"},
-                    {
-                        "type": "object",
-                        "required": ["access_token"],
-                        "properties": {
-                            "access_token": {"type": "string"},
-                            "token_type": {"type": "string"},
-                        },
-                    },
-                ]
-            },
-            "sha256": {"type": "string", "description": "64 hex digits, or base64 of 32 bytes"},
-        },
-    },
-    "Limits": {
-        "type": "object",
-        "required": ["maxSize", "allowTypes", "denyTypes", "signedLinks"],
-        "properties": {
-            "maxSize": {"type": "integer"},
-            "allowTypes": {"type": "array", "items": {"type": "string"}},
-            "denyTypes": {"type": "array", "items": {"type": "string"}},
-            "signedLinks": {"type": "boolean"},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string"}},
-    },
-}
 
 
 def _ref(name: str) -> Schema:
@@ -150,7 +63,7 @@ def _errors(*statuses: int, compat_status: bool = False) -> dict[str, Schema]:
 
 
 ETAG_HEADER = {"ETag": {"description": "the quoted MD5", "schema": {"type": "string"}}}
-FILENAME = {
+FILENAME: Schema = {
     "name": "filename",
     "in": "query",
     "required": True,
@@ -288,10 +201,66 @@ def _stat_operation(settings: Settings, summary: str) -> Schema:
     }
 
 
+def _list_operation(settings: Settings) -> Schema:
+    conversation = {
+        "name": "conversationId",
+        "in": "query",
+        "required": True,
+        "schema": CONVERSATION_ID,
+    }
+    return {
+        "summary": "A conversation's files, newest first",
+        "parameters": [
+            conversation,
+            {"name": "limit", "in": "query", "description": "files per page (default 100)",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
+            {"name": "cursor", "in": "query", "description": "the `next` of the page before",
+             "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {"description": "a page", "content": {JSON: {"schema": _ref("FileList")}}},
+            **_errors(400, *_key_required(settings), 503),
+        },
+    }  # fmt: skip
+
+
+def _delete_operation(settings: Settings) -> Schema:
+    # Not the other operations' examples: generated requests must not erase the file
+    # (or the conversation) that the downloads they generate look for.
+    filename = {
+        **FILENAME,
+        "required": False,
+        "description": "one stored file to delete",
+        "schema": {**FILENAME["schema"], "examples": ["22222_old.png"]},
+    }
+    conversation = {
+        "name": "conversationId",
+        "in": "query",
+        "description": "delete all of this conversation's files (instead of filename)",
+        "schema": {**CONVERSATION_ID, "examples": ["22222"]},
+    }
+    return {
+        "summary": "Delete a file, or erase a conversation's files",
+        "description": "Exactly one of filename and conversationId. Needs an API key: "
+        "without --api-key configured the service answers 403.",
+        "parameters": [filename, conversation],
+        "responses": {
+            "200": {"description": "the conversation's files deleted",
+                    "content": {JSON: {"schema": _ref("Deleted")}}},
+            "204": {"description": "the file deleted"},
+            **_errors(400, *_key_required(settings), 403, 404, 503),
+        },
+    }  # fmt: skip
+
+
 def _paths(settings: Settings) -> dict[str, Schema]:
     plain = {JSON: {"schema": _ref("Status")}}
     paths: dict[str, Schema] = {
-        "/files": {"post": _upload_operation(settings, "Upload a file stream")},
+        "/files": {
+            "post": _upload_operation(settings, "Upload a file stream"),
+            "get": _list_operation(settings),
+            "delete": _delete_operation(settings),
+        },
         "/api/uploadFileStream": {
             "post": _upload_operation(settings, "Upload (Hybrid Chat's path)")
         },
@@ -338,8 +307,9 @@ def _paths(settings: Settings) -> dict[str, Schema]:
         keyed: list[Schema] = [{"apiKey": []}]
         for path in ("/files", "/api/uploadFileStream", "/files/from-url"):
             paths[path]["post"]["security"] = keyed
-        for path in ("/files/stat", "/api/getFileStat"):
+        for path in ("/files/stat", "/api/getFileStat", "/files"):
             paths[path]["get"]["security"] = keyed
+        paths["/files"]["delete"]["security"] = keyed
     return paths
 
 

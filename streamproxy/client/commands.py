@@ -1,4 +1,4 @@
-"""The client commands: `streamproxy upload | fetch | download | stat | message`.
+"""The client commands: `streamproxy upload | fetch | download | stat | message | list | delete`.
 
 Each talks to a running service (`--server`, or STREAMPROXY_SERVER) through
 `MediaClient`. Results go to stdout, as text or, with `--json`, one JSON object
@@ -20,7 +20,9 @@ from typing import Any
 
 from .downloads import range_header, safe_local_name
 from .errors import MediaError
+from .filecommands import Delete, List, add_file_commands
 from .media_client import MediaClient, parse_server
+from .output import FAILED, INTERRUPTED, OK, USAGE, Command, Output, UsageError, human_size
 from .progress import TransferBar, wanted
 from .results import DownloadResult, FileStat, UploadResult
 
@@ -29,13 +31,7 @@ SERVER_ENV = "STREAMPROXY_SERVER"
 KEY_ENV = "STREAMPROXY_CLIENT_API_KEY"
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
-OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
-
-COMMANDS = ("upload", "fetch", "download", "stat", "message")
-
-
-class UsageError(Exception):
-    """The command line cannot be carried out as given (exit 2)."""
+COMMANDS = ("upload", "fetch", "download", "stat", "message", "list", "delete")
 
 
 def add_client_commands(commands: Any) -> None:
@@ -125,6 +121,7 @@ def add_client_commands(commands: Any) -> None:
     )
     message.add_argument("name", metavar="NAME")
     message.add_argument("--caption")
+    add_file_commands(commands, common)
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -160,46 +157,11 @@ def _client(arguments: argparse.Namespace) -> MediaClient:
     return MediaClient(server, api_key=api_key)
 
 
-class Output:
-    """Text for people, JSON lines for programs; failures also on stderr."""
-
-    def __init__(self, arguments: argparse.Namespace) -> None:
-        self.json = bool(arguments.json)
-        self.command = arguments.command
-
-    def result(self, document: dict[str, Any], text: str) -> None:
-        if self.json:
-            print(json.dumps(document, ensure_ascii=False), flush=True)
-        else:
-            print(text, flush=True)
-
-    def failure(self, error: MediaError, subject: str, **context: str) -> None:
-        print(f"streamproxy {self.command}: {subject}: {error}", file=sys.stderr, flush=True)
-        if self.json:
-            print(json.dumps({**context, **error.to_json()}, ensure_ascii=False), flush=True)
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _stored_text(result: UploadResult, source: str) -> str:
     return (
         f"{source} -> {result.name} ({human_size(result.size)}, {result.type}, "
         f"etag {result.etag})\n  {result.url}"
     )
-
-
-class Command:
-    """Check the arguments before anything is sent, then run against the service."""
-
-    def prepare(self, arguments: argparse.Namespace) -> Callable[[MediaClient], Awaitable[int]]:
-        raise NotImplementedError
 
 
 class Upload(Command):
@@ -389,4 +351,6 @@ _HANDLERS: dict[str, Command] = {
     "download": Download(),
     "stat": Stat(),
     "message": Message(),
+    "list": List(),
+    "delete": Delete(),
 }
