@@ -323,7 +323,8 @@ async def publish_staged(
     writer = S3Writer(storage, _ignore, 0)
     writer._staging_key = staging
     writer._done = True  # takes no bytes
-    arguments = {"ContentType": info.type, "Metadata": encode(info)}
+    metadata = encode(info) | {WRITER: writer._token}  # as commit: a lost answer is read back
+    arguments = {"ContentType": info.type, "Metadata": metadata}
     return await writer._publish_copy(names, info, arguments)
 
 

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +25,7 @@ from streamproxy.storage.s3upload import publish_staged
 
 from ..conftest import random_bytes
 from ..faultproxy import FaultProxy
-from ..s3support import BUCKET, MotoServer, S3Store
+from ..s3support import BUCKET, MotoServer, S3Store, until
 
 pytestmark = pytest.mark.s3_only
 
@@ -78,14 +78,6 @@ class Bucket:
             listed = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload["UploadId"])
             numbers += [part["PartNumber"] for part in listed.get("Parts", [])]
         return numbers
-
-
-async def eventually(check: Callable[[], bool], within: float = 20.0) -> None:
-    """Poll a blocking check (boto3 against moto) off the event loop."""
-    deadline = time.monotonic() + within
-    while not await asyncio.to_thread(check):
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -334,7 +326,7 @@ async def test_a_multipart_upload_whose_parts_were_all_discarded_is_not_left_ope
     async with area.locked(record.id) as lease:
         appender = await area.appender(lease, lease.record)
         await appender.write(random_bytes(6 * MiB, seed=48))  # makes the multipart upload
-        await eventually(lambda: bool(bucket.parts(record.id)))  # and its part is there
+        await until(lambda: bool(bucket.parts(record.id)))  # and its part is there
         await appender.discard()
         await appender.write(data)  # then a short request: all of it in the tail
         done = lease.record.appended(len(data), data[:HEAD_SIZE], b"", now=T0, lifetime=DAY)
