@@ -59,9 +59,9 @@ to create, `If-Match: <etag>` to update; a 412 is someone else's write: re-read,
 (`record.backend`: upload id, part ETags); parts of at least 5 MiB, a shorter tail
 kept as its own object `<id>/tail` and prepended to the next part, as tusd's `.part`.
 Completion completes the multipart upload into a staging key, then the normal commit.
-moto 5.2.5's server honours `If-Match` and `If-None-Match: *` on PutObject
-(moto/s3/responses.py, put_object), but appears to check and then write without a lock:
-make sure of it before building the two-instance race test on moto.
+moto 5.2.5's server honours `If-Match` and `If-None-Match: *` on PutObject, but checks
+and then writes without a lock: racing writers can both win, rarely (s3store.py has the
+measurement). `s3store` / `s3append` are this design; `s3adapter` is its routes' store.
 
 Expiry: `--upload-expiry` (default 24 h) is the `lifetime` passed to `create` and
 `appended`; retention asks `UploadArea.expired(now)` (S3: lists the info objects),
