@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -33,7 +33,57 @@ from .problems import Busy
 from .state import CorruptRecord, Status, UploadRecord
 
 if TYPE_CHECKING:
-    from .s3store import UploadArea, UploadLease
+    from types_aiobotocore_s3.client import S3Client
+
+    from ..storage.s3cleanup import Janitor
+
+
+class AreaBucket(Protocol):
+    """What appending needs of the storage behind the uploads area."""
+
+    part_size: int
+    janitor: Janitor
+
+    async def create_upload(self, key: str, **arguments: Any) -> str: ...
+
+
+class UploadArea(Protocol):
+    """What appending needs of the uploads area (`s3store.UploadArea` is one); a
+    protocol here, so this module does not import the store that imports it."""
+
+    bucket: str
+    ttl: float
+
+    @property
+    def storage(self) -> AreaBucket: ...
+
+    @property
+    def client(self) -> S3Client: ...
+
+    def clock(self) -> float: ...
+
+    def key(self, upload_id: str, leaf: str) -> str: ...
+
+
+class UploadLease(Protocol):
+    """What appending needs of the lease (`s3store.UploadLease` is one)."""
+
+    upload_id: str
+    generation: int
+    took_over: bool
+    record: UploadRecord
+
+    @property
+    def held(self) -> bool: ...
+
+    @property
+    def remaining(self) -> float: ...
+
+    async def write(self, record: UploadRecord) -> UploadRecord: ...
+
+    async def keep(self) -> None: ...
+
+    async def confirm(self) -> None: ...
 
 MAX_PART_NUMBER = 10_000
 Part = list[Any]
