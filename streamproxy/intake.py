@@ -22,7 +22,7 @@ from .auth import check_api_key
 from .error_table import over_the_cap
 from .mediatypes import TypePolicy
 from .metrics import METRICS
-from .pump import Progress, Pump
+from .pump import Progress, Pump, WriterSource
 from .scan import SCANNER
 from .settings import SETTINGS, Settings
 from .storage.base import STORAGE, StoredMeta
@@ -67,23 +67,28 @@ def open_pump(
     filename: str,
     extra_digests: Sequence[Any] = (),
     start: Progress | None = None,
+    storage: WriterSource | None = None,
+    scan: bool = True,
 ) -> Pump:
     """A pump for one file, set up as the app is configured; enter it with `async with`.
 
     `declared_type` is the client's (normalised) type hint, `filename` the cleaned
     name; `extra_digests` are hash objects fed alongside the MD5; `start` is the
-    saved progress of a file that an earlier request began.
+    saved progress of a file that an earlier request began. A resumable upload's
+    PATCH passes its held upload as `storage` (the bytes go after its offset) and
+    `scan=False`: clamd takes one stream, so that upload is scanned once, whole, at
+    completion.
     """
     settings = request.config_dict[SETTINGS]
     return Pump(
-        request.config_dict[STORAGE],
+        storage if storage is not None else request.config_dict[STORAGE],
         max_size=settings.max_size,
         policy=TypePolicy(settings.allow_type, settings.deny_type),
         declared_type=declared_type,
         filename=filename,
         extra_digests=extra_digests,
         on_bytes=request.config_dict[METRICS].received.labels(kind).inc,
-        scanner=request.config_dict[SCANNER],
+        scanner=request.config_dict[SCANNER] if scan else None,
         chunk_size=settings.chunk_size,
         start=start,
     )

@@ -234,7 +234,7 @@ def format_expires(when: float) -> str:
     return email.utils.formatdate(when, usegmt=True)
 
 
-def format_extensions(*, checksum_trailer: bool) -> str:
+def format_extensions(*, checksum_trailer: bool, concatenation: bool = True) -> str:
     """`Tus-Extension`: exactly what the routes implement."""
     extensions = [
         "creation",
@@ -244,8 +244,7 @@ def format_extensions(*, checksum_trailer: bool) -> str:
         "checksum",
         *(["checksum-trailer"] if checksum_trailer else []),
         "termination",
-        "concatenation",
-        "concatenation-unfinished",
+        *(["concatenation", "concatenation-unfinished"] if concatenation else []),
     ]
     return ",".join(extensions)
 
