@@ -10,12 +10,12 @@ import time
 
 from aiohttp import web
 
-from ..error_table import BAD_REQUEST
+from ..error_table import BAD_REQUEST, ApiError
 from ..intake import preflight, transfer, upload_response
 from ..naming import BadName, check_conversation_id
 from ..settings import SETTINGS
 from .appending import append_body, file_name
-from .complete import complete, stored_meta
+from .complete import FINAL_REFUSALS, complete, stored_meta
 from .hashstate import ResumableMD5
 from .headers import Checksum
 from .problems import NotFound, Refused
@@ -83,9 +83,14 @@ async def append(
     with transfer(request, "upload"):
         if record != held.record:  # a length declared with this request
             await held.save(record)
-        record = await append_body(
-            request, held, record, checksum=checksum, lifetime=lifetime(request)
-        )
+        try:
+            record = await append_body(
+                request, held, record, checksum=checksum, lifetime=lifetime(request)
+            )
+        except ApiError as error:
+            if error.status in FINAL_REFUSALS:  # the type rules, from the first bytes
+                await held.save(held.record.failed(error.status, error.code, error.detail))
+            raise
         if finish or record.reached_length:
             record = await complete(request, held, record)
     return record
