@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -221,7 +222,7 @@ async def test_two_patches_racing_on_one_upload_one_gets_409(service: Service) -
     data = random_bytes(2_000_000, seed=6)
     status, url, _ = await create(service, len(data))
 
-    async def slow_body():
+    async def slow_body() -> AsyncIterator[bytes]:
         for start in range(0, 1_000_000, 100_000):
             yield data[start : start + 100_000]
             await asyncio.sleep(0.05)
