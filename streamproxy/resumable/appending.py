@@ -67,21 +67,40 @@ def file_type(metadata: dict[str, str]) -> str | None:
     return normalize_media_type(metadata.get("filetype") or metadata.get("type"))
 
 
-async def _body(request: web.Request, room: int, idle: float) -> AsyncIterator[bytes]:
-    """The request body as it arrives; past `room` bytes is 413 (nothing of it kept)."""
-    received = 0
-    while True:
-        try:
-            async with asyncio.timeout(idle):
-                chunk = await request.content.readany()
-        except TimeoutError as error:
-            raise _Stalled() from error
-        if not chunk:
-            return
-        received += len(chunk)
-        if received > room:
-            raise TooLarge(f"the request carries more than the {room} bytes the upload has left")
-        yield chunk
+class _Body:
+    """The request body as it arrives; past `room` bytes is 413 (nothing of it kept).
+
+    A body that breaks off (the client went away, or stalled for --client-timeout)
+    simply ends, with the reason kept in `broken`: the pump then writes what it holds,
+    so every byte received is kept and acknowledged, and the route answers after.
+    """
+
+    def __init__(self, request: web.Request, room: int, idle: float) -> None:
+        self._content = request.content
+        self._room = room
+        self._idle = idle
+        self.broken: Exception | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        received = 0
+        while True:
+            try:
+                async with asyncio.timeout(self._idle):
+                    chunk = await self._content.readany()
+            except TimeoutError:
+                self.broken = _Stalled()
+                return
+            except Exception as error:  # the connection is gone, or the framing broke
+                self.broken = error
+                return
+            if not chunk:
+                return
+            received += len(chunk)
+            if received > self._room:
+                raise TooLarge(
+                    f"the request carries more than the {self._room} bytes the upload has left"
+                )
+            yield chunk
 
 
 async def append_body(
@@ -121,25 +140,28 @@ async def append_body(
         )
         writer = target.writer
         assert writer is not None
+        body = _Body(request, room, settings.client_timeout)
         try:
-            await pump.pump(_body(request, room, settings.client_timeout), final=False)
-            if checksum is not None:
+            await pump.pump(body.chunks(), final=False)
+            if checksum is not None and body.broken is None:
                 checksum.verify(chunk_hash.digest())
         except (ResumableError, ApiError, StorageError):
             await asyncio.shield(writer.discard())
             raise
-        except BaseException as error:
-            # The client went away, stalled, or the request was cancelled.
-            if checksum is not None:
-                await asyncio.shield(writer.discard())
-            else:
+        except BaseException:  # cancelled: keep what was written
+            if checksum is None:
                 await asyncio.shield(_keep(writer, record, pump.progress.head, md5, lifetime))
-            if isinstance(error, _Stalled):
-                raise client_stalled(settings.client_timeout) from error
-            if isinstance(error, Exception):
-                raise BAD_REQUEST("the request body broke off; HEAD for the offset") from error
             raise
-        return await _keep(writer, record, pump.progress.head, md5, lifetime)
+        if body.broken is None:
+            return await _keep(writer, record, pump.progress.head, md5, lifetime)
+        # Broken off: a checksum names the whole chunk, so part of it cannot be kept.
+        if checksum is not None:
+            await asyncio.shield(writer.discard())
+        else:
+            await asyncio.shield(_keep(writer, record, pump.progress.head, md5, lifetime))
+        if isinstance(body.broken, _Stalled):
+            raise client_stalled(settings.client_timeout) from body.broken
+        raise BAD_REQUEST("the request body broke off; HEAD for the offset") from body.broken
 
 
 async def _keep(

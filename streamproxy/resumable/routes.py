@@ -14,6 +14,7 @@ rather than a 404 that looks like a wrong base path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -145,7 +146,7 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
                 raise NOT_IMPLEMENTED(
                     "resumable uploads need local storage here; upload with POST /files"
                 )
-            response = await handler(request, protocol, store)
+            response = await _outliving_cancellation(handler(request, protocol, store))
         except ResumableError as error:
             response = refusal(request, error, protocol)
         except web.HTTPException:
@@ -159,6 +160,20 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
         return response
 
     return wrapped
+
+
+async def _outliving_cancellation(
+    work: Awaitable[web.StreamResponse],
+) -> web.StreamResponse:
+    """Run a handler to its end even if aiohttp cancels it (`handler_cancellation`, when
+    the client goes away): the append then sees the broken body, keeps and acknowledges
+    what arrived, and lets go of the upload's lock only after that."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def refusal(
