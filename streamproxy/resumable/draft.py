@@ -59,9 +59,19 @@ def _metadata(request: web.Request) -> dict[str, str]:
     metadata = parse_metadata(request.headers.get("Upload-Metadata"))
     metadata.update(request.query)
     declared = request.headers.get("Content-Type")
-    if declared and request.content_type != DRAFT_PATCH_TYPE:
+    if declared and request.content_type not in _NOT_A_FILE_TYPE:
         metadata.setdefault("filetype", declared)
     return metadata
+
+
+_NOT_A_FILE_TYPE = frozenset(
+    {
+        DRAFT_PATCH_TYPE,
+        "application/octet-stream",  # says nothing: the first bytes and the name decide
+        "application/x-www-form-urlencoded",  # what curl --data-binary sends by default
+    }
+)
+"""A creation's Content-Type that is not the file's type."""
 
 
 async def _send_104(request: web.Request, protocol: Protocol, url: str) -> None:

@@ -146,14 +146,16 @@ async def test_appends_offsets_problems_and_cancel_at_interop_8(service: Service
 
 async def test_interop_6_completed_upload_and_unknown_versions(service: Service) -> None:
     draft6 = {"Upload-Draft-Interop-Version": "6"}
-    status, headers, _ = await request(
+    # curl --data-binary's default Content-Type is not taken for the file's type.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, headers, body = await request(
         service,
         "POST",
         "/files/uploads?conversationId=c6",
-        {**draft6, "Upload-Complete": "?1"},
+        {**draft6, "Upload-Complete": "?1", **form},
         b"hello",
     )
-    assert status == 200
+    assert status == 200 and json.loads(body)["type"].startswith("text/plain")
     path = headers["location"].removeprefix(service.url)
     status, _, body = await request(
         service,
