@@ -5,8 +5,9 @@ problem documents, 501 on storage without an `UploadStore`), `tus` and `draft` (
 thin translation per protocol), `flow` (create, append-then-complete, the final
 answer), `appending` (a request's body through the one pump, intake.open_pump, into the
 held upload), `complete` (the commit, as POST /files), `store` (the capability as an
-async protocol) and `localupload` (it, over localstore). Not done yet: concatenation,
-the S3 store, the draft's "stop the older request". The notes below are the plan
+async protocol), `localupload` (it, over localstore) and `concat` (tus concatenation
+of finished parts). Not done yet: concatenation-unfinished, checksum-trailer, the S3
+store, the draft's "stop the older request". The notes below are the plan
 these follow (and what is left of it).
 
 The foundation:

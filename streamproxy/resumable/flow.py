@@ -53,9 +53,14 @@ async def create(
     *,
     length: int | None,
     metadata: dict[str, str],
+    partial: bool = False,
 ) -> UploadRecord:
-    """A new upload, durable (its Location may be sent as soon as this returns)."""
-    check_metadata(metadata)
+    """A new upload, durable (its Location may be sent as soon as this returns).
+
+    A partial upload (tus concatenation) needs no metadata: the final one names the file.
+    """
+    if not partial:
+        check_metadata(metadata)
     record = UploadRecord.create(
         protocol=protocol,
         now=time.time(),
@@ -64,6 +69,7 @@ async def create(
         max_size=request.config_dict[SETTINGS].max_size,
         length=length,
         metadata=metadata,
+        partial=partial,
     )
     await store.create(record)
     return record

@@ -234,7 +234,9 @@ def format_expires(when: float) -> str:
     return email.utils.formatdate(when, usegmt=True)
 
 
-def format_extensions(*, checksum_trailer: bool, concatenation: bool = True) -> str:
+def format_extensions(
+    *, checksum_trailer: bool, concatenation: bool = True, unfinished: bool = True
+) -> str:
     """`Tus-Extension`: exactly what the routes implement."""
     extensions = [
         "creation",
@@ -244,7 +246,8 @@ def format_extensions(*, checksum_trailer: bool, concatenation: bool = True) -> 
         "checksum",
         *(["checksum-trailer"] if checksum_trailer else []),
         "termination",
-        *(["concatenation", "concatenation-unfinished"] if concatenation else []),
+        *(["concatenation"] if concatenation else []),
+        *(["concatenation-unfinished"] if concatenation and unfinished else []),
     ]
     return ",".join(extensions)
 

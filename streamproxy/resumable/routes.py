@@ -78,7 +78,7 @@ def add_resumable_routes(app: web.Application, base_path: str) -> None:
 
 
 def _extensions() -> str:
-    return format_extensions(checksum_trailer=False, concatenation=False)
+    return format_extensions(checksum_trailer=False, unfinished=False)
 
 
 async def options(request: web.Request) -> web.Response:
@@ -108,7 +108,7 @@ async def _head(request: web.Request, protocol: Protocol, store: UploadStore) ->
     record = await store.read(request.match_info["upload_id"])
     record.check_live(time.time())
     if protocol is Protocol.TUS:
-        return tus.head_response(record)
+        return tus.head_response(request, record)
     return draft.head_response(request, protocol, record)
 
 

@@ -1,7 +1,6 @@
 """tus 1.0.0 onto the upload state machine: creation (with upload, deferred length),
-HEAD, PATCH (checksum), expiration. Termination and OPTIONS are in routes.py.
-
-Concatenation is not implemented (and not advertised): `Upload-Concat` is 400.
+HEAD, PATCH (checksum), expiration, concatenation (concat.py; not
+`concatenation-unfinished`). Termination and OPTIONS are in routes.py.
 """
 
 from __future__ import annotations
@@ -12,14 +11,18 @@ from aiohttp import web
 
 from ..settings import SETTINGS
 from . import flow
+from .concat import concatenate
 from .headers import (
     TUS_PATCH_TYPE,
+    format_concat,
     format_expires,
     format_metadata,
     parse_checksum,
+    parse_concat,
     parse_defer_length,
     parse_metadata,
     parse_uint,
+    part_id,
 )
 from .problems import BadHeader, ResumableError
 from .state import Protocol, Status, UploadRecord
@@ -52,19 +55,23 @@ def _offset_headers(record: UploadRecord) -> dict[str, str]:
 
 
 async def create(request: web.Request, store: UploadStore) -> web.Response:
-    if request.headers.get("Upload-Concat") is not None:
-        raise BadHeader("concatenation is not supported here (see Tus-Extension)")
+    concat = parse_concat(request.headers.get("Upload-Concat"))
+    metadata = parse_metadata(request.headers.get("Upload-Metadata"))
+    if concat is not None and not concat.partial:
+        return await _create_final(request, store, concat.urls, metadata)
     deferred = parse_defer_length(request.headers.get("Upload-Defer-Length"))
     raw_length = request.headers.get("Upload-Length")
     if deferred == (raw_length is not None):
         raise BadHeader("send exactly one of Upload-Length and Upload-Defer-Length: 1")
     length = parse_uint(raw_length, "Upload-Length") if raw_length is not None else None
-    metadata = parse_metadata(request.headers.get("Upload-Metadata"))
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
     with_upload = _has_body(request)
     if with_upload:
         _check_patch_type(request)
-    record = await flow.create(request, store, Protocol.TUS, length=length, metadata=metadata)
+    partial = concat is not None
+    record = await flow.create(
+        request, store, Protocol.TUS, length=length, metadata=metadata, partial=partial
+    )
     url = flow.location(request, record.id)
     if with_upload or record.length == 0:
         async with store.hold(record.id) as held:
@@ -72,8 +79,25 @@ async def create(request: web.Request, store: UploadStore) -> web.Response:
     return web.Response(status=201, headers={"Location": url, **_offset_headers(record)})
 
 
-def head_response(record: UploadRecord) -> web.Response:
+async def _create_final(
+    request: web.Request, store: UploadStore, urls: tuple[str, ...], metadata: dict[str, str]
+) -> web.Response:
+    if request.headers.get("Upload-Length") is not None:
+        raise BadHeader("a final upload takes no Upload-Length: its parts make its length")
+    uploads_path = request.app.router["resumable-create"].url_for().path
+    part_ids = tuple(part_id(url, uploads_path) for url in urls)
+    record = await concatenate(request, store, part_ids, metadata)
+    url = flow.location(request, record.id)
+    return web.Response(status=201, headers={"Location": url, **_offset_headers(record)})
+
+
+def head_response(request: web.Request, record: UploadRecord) -> web.Response:
     headers = {"Upload-Offset": str(record.offset), "Cache-Control": "no-store"}
+    if record.partial:
+        headers["Upload-Concat"] = format_concat(True)
+    elif record.is_final:
+        urls = tuple(flow.location(request, part) for part in record.parts)
+        headers["Upload-Concat"] = format_concat(False, urls)
     if record.length is None:
         headers["Upload-Defer-Length"] = "1"
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from tusclient.client import TusClient
 
-from ..conftest import Service, ServiceFactory, md5, random_bytes, require_program, run_program
+from ..conftest import Service, ServiceFactory, md5, random_bytes, require_program
 
 pytestmark = pytest.mark.local_only  # resumable uploads are on local storage so far
 
@@ -41,11 +42,22 @@ def node_client() -> Path:
 
 
 async def node_upload(
-    script: Path, endpoint: str, file: Path, protocol: str, chunk: int
+    script: Path, endpoint: str, file: Path, protocol: str, chunk: int, parallel: int = 1
 ) -> dict[str, Any]:
-    code, out, err = await run_program(
-        "node", str(script), endpoint, str(file), protocol, str(chunk), "c42"
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(script),
+        endpoint,
+        str(file),
+        protocol,
+        str(chunk),
+        "c42",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PARALLEL": str(parallel)},
     )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    code = process.returncode
     assert code == 0, (out, err)
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
@@ -165,3 +177,22 @@ async def test_tuspy_with_sha1_checksums_resumed_by_another_client(
     assert await service.fetch("c43_notes.txt") == data
     stat = await service.session.get(service.url + "/files/stat?filename=c43_notes.txt")
     assert (await stat.json())["etag"] == md5(data)
+
+
+async def test_tus_js_client_parallel_uploads_are_concatenated(
+    service: Service, node_client: Path, tmp_path: Path
+) -> None:
+    data = random_bytes(3_000_001, seed=14)
+    file = tmp_path / "split.bin"
+    file.write_bytes(data)
+    endpoint = service.url + "/files/uploads"
+    result = await node_upload(node_client, endpoint, file, "tus-v1", 500_000, parallel=3)
+    assert result["status"] == 201, result
+    assert await service.fetch("c42_split.bin") == data
+    async with service.session.head(result["url"], headers={"Tus-Resumable": "1.0.0"}) as answer:
+        concat = answer.headers["Upload-Concat"]
+    assert concat.startswith("final;") and len(concat.split()) == 3
+    async with service.session.get(result["url"], headers={"Tus-Resumable": "1.0.0"}) as answer:
+        assert (await answer.json())["etag"] == md5(data)
+    # The parts alone are never stored under a name.
+    assert service.stored_names() == {"c42_split.bin"}

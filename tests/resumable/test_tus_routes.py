@@ -60,7 +60,8 @@ async def test_options_advertises_exactly_what_is_implemented(service: Service) 
         assert answer.status == 204
         assert answer.headers["Tus-Resumable"] == answer.headers["Tus-Version"] == "1.0.0"
         assert answer.headers["Tus-Extension"] == (
-            "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination"
+            "creation,creation-with-upload,creation-defer-length,expiration,checksum,"
+            "termination,concatenation"
         )
         assert answer.headers["Tus-Max-Size"] == str(service.settings.max_size)
         assert answer.headers["Tus-Checksum-Algorithm"] == "md5,sha1,sha256"
@@ -263,3 +264,41 @@ async def test_a_refused_type_is_refused_and_replayed(start_service: ServiceFact
         offset = int((await head(service, url))[1]["Upload-Offset"])
         assert (await patch(service, url, offset, random_bytes(size - offset)))[0] == 415
     service.assert_nothing_stored()
+
+
+async def test_concatenation_of_finished_parts_and_its_refusals(service: Service) -> None:
+    data = random_bytes(700_000, seed=9)
+    uploads = service.url + "/files/uploads"
+    parts = []
+    for start, end in ((0, 300_000), (300_000, 700_000)):
+        headers = {**PATCH, "Upload-Concat": "partial", "Upload-Length": str(end - start)}
+        async with service.session.post(uploads, data=data[start:end], headers=headers) as answer:
+            assert answer.status == 201
+            parts.append(answer.headers["Location"])
+    assert service.stored_names() == set()  # a finished part is not a file
+    unfinished = (await create(service, 10, **{"Upload-Concat": "partial"}))[1]
+    whole = (await create(service, 10))[1]
+    meta = metadata(filename="joined.bin", conversationId="c9")
+
+    async def final(*urls: str, **extra: str) -> tuple[int, Any, Any]:
+        headers = {**TUS, "Upload-Concat": "final;" + " ".join(urls), "Upload-Metadata": meta}
+        async with service.session.post(uploads, headers={**headers, **extra}) as answer:
+            return answer.status, answer.headers, await answer.json(content_type=None)
+
+    for urls, status in (
+        ((parts[0], unfinished), 400),  # not finished: concatenation-unfinished is not done
+        ((parts[0], whole), 400),  # not a partial upload
+        ((parts[0], "https://elsewhere.example/files/uploads/" + "B" * 22), 404),
+        ((parts[0], "https://elsewhere.example/other/" + "B" * 22), 400),  # foreign
+    ):
+        assert (await final(*urls))[0] == status, urls
+    assert (await final(*parts, **{"Upload-Length": "700000"}))[0] == 400
+    no_conversation = {"Upload-Metadata": metadata(filename="x.bin")}
+    assert (await final(*parts, **no_conversation))[0] == 400
+    assert service.stored_names() == set()
+    status, headers, _ = await final(*parts)
+    assert status == 201 and headers["ETag"] == f'"{md5(data)}"'
+    assert await service.fetch("c9_joined.bin") == data
+    # A PATCH on a final upload is 403.
+    status, _, body = await patch(service, headers["Location"], 0, b"x")
+    assert status == 403 and b"forbidden" in body

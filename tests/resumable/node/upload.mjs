@@ -1,6 +1,7 @@
 // Upload one file with tus-js-client; print {"url", "status", "offsets"} as JSON.
 // node upload.mjs ENDPOINT FILE PROTOCOL CHUNK_SIZE CONVERSATION_ID [API_KEY]
 // PROTOCOL: tus-v1 or ietf-draft-05 (the draft at interop version 6).
+// PARALLEL=N in the environment: N partial uploads concatenated (tus concatenation).
 import fs from 'node:fs'
 import path from 'node:path'
 import * as tus from 'tus-js-client'
@@ -12,6 +13,7 @@ const upload = new tus.Upload(data, {
   endpoint,
   protocol,
   chunkSize: Number(chunkSize),
+  parallelUploads: Number(process.env.PARALLEL || 1),
   retryDelays: [0, 200, 500, 1000],
   headers: apiKey ? { Authorization: `Bearer ${apiKey}` } : {},
   metadata: { filename: path.basename(file), conversationId },
