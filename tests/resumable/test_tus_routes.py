@@ -245,7 +245,7 @@ async def test_expired_uploads_answer_410_and_are_swept(start_service: ServiceFa
     await patch(service, url, 0, b"z" * 10)
     await asyncio.sleep(1.1)
     status, _ = await head(service, url)
-    assert status in (404, 410)  # 410 until the sweep (every 0.1 s here) removes it
+    assert status in (404, 410)  # 410 until the sweep (every second here) removes it
     await eventually(lambda: uploads_left(service) == [])
     assert (await head(service, url))[0] == 404
     assert (await patch(service, url, 10, b"z"))[0] == 404
