@@ -65,16 +65,15 @@ async def resumable_lifecycle(app: web.Application) -> AsyncIterator[None]:
 def add_resumable_routes(app: web.Application, base_path: str) -> None:
     app[UPLOAD_STORE] = upload_store_for(app[STORAGE])
     app.cleanup_ctx.append(resumable_lifecycle)
-    router = app.router
-    collection = base_path + "/files/uploads"
-    resource = collection + "/{upload_id}"
-    router.add_route("OPTIONS", collection, options, name="resumable-options")
-    router.add_route("OPTIONS", resource, options)
-    router.add_post(collection, _wrap(_create), name="resumable-create")
-    router.add_route("HEAD", resource, _wrap(_head), name="resumable-head")
-    router.add_patch(resource, _wrap(_patch), name="resumable-patch")
-    router.add_delete(resource, _wrap(_delete), name="resumable-delete")
-    router.add_get(resource, _wrap(_get), name="resumable", allow_head=False)
+    collection = app.router.add_resource(base_path + "/files/uploads", name="resumable-create")
+    collection.add_route("OPTIONS", options)
+    collection.add_route("POST", _wrap(_create))
+    upload = app.router.add_resource(base_path + "/files/uploads/{upload_id}", name="resumable")
+    upload.add_route("OPTIONS", options)
+    upload.add_route("HEAD", _wrap(_head))
+    upload.add_route("PATCH", _wrap(_patch))
+    upload.add_route("DELETE", _wrap(_delete))
+    upload.add_route("GET", _wrap(_get))
 
 
 def _extensions() -> str:
