@@ -4,6 +4,8 @@ each request's), refused with 422 and the refusal replayed; a clean one is store
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from streamproxy.scan import ClamdAddress
@@ -26,7 +28,7 @@ async def test_the_whole_upload_is_scanned_at_completion(
     infected = random_bytes(100_000) + EICAR + random_bytes(50_000)
     clean = random_bytes(150_000, seed=2)
     meta = "conversationId YzE=,filename ZmlsZS5iaW4="  # c1, file.bin
-    answers = {}
+    answers: dict[str, Any] = {}
     for name, data in (("infected", infected), ("clean", clean)):
         headers = {**TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta}
         async with service.session.post(uploads, headers=headers) as answer:
@@ -41,7 +43,7 @@ async def test_the_whole_upload_is_scanned_at_completion(
     status, body, _ = answers["infected"]
     assert status == 422 and b"infected" in body and SIGNATURE.encode() in body
     assert answers["infected later"][0] == 422
-    status, _, headers = answers["clean"]
-    assert (status, headers["ETag"]) == (204, f'"{md5(clean)}"')
+    status, _, clean_headers = answers["clean"]
+    assert (status, clean_headers["ETag"]) == (204, f'"{md5(clean)}"')
     assert service.stored_names() == {"c1_file.bin"}
     assert await service.fetch("c1_file.bin") == clean
