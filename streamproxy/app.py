@@ -24,6 +24,7 @@ from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .openapi import openapi_json
 from .page import add_page_routes
 from .requestlog import echo_request_id, request_id_middleware
+from .resumable.routes import add_resumable_routes
 from .retention import retention_lifecycle
 from .scan import SCANNER, Scanner
 from .settings import SETTINGS, Settings
@@ -95,13 +96,14 @@ def create_app(
         open_spool(app[STORAGE], fsync=settings.fsync),
         registry=metrics.registry,
     )
+    app.cleanup_ctx.append(_storage_lifecycle)  # first: what follows lives in the storage
+    app.cleanup_ctx.append(events_lifecycle)
     add_routes(app, settings.base_path)
+    add_resumable_routes(app, settings.base_path)
     if settings.ui:
         add_page_routes(app.router, settings.base_path)
     app.on_response_prepare.append(echo_request_id)
     install_cors(app, settings.cors_origin)
-    app.cleanup_ctx.append(_storage_lifecycle)
-    app.cleanup_ctx.append(events_lifecycle)  # after the storage: the spool lives there
     app.cleanup_ctx.append(fetch_client_lifecycle)
     if retention_sweep:
         app.cleanup_ctx.append(retention_lifecycle)

@@ -26,7 +26,7 @@ from .mediatypes import TypePolicy
 from .metrics import METRICS
 from .naming import BadName, check_conversation_id
 from .preconditions import etag_header
-from .pump import Progress, Pump
+from .pump import Progress, Pump, WriterSource
 from .scan import SCANNER
 from .settings import SETTINGS, Settings
 from .storage.base import STORAGE, StoredMeta
@@ -74,13 +74,18 @@ def open_pump(
     start: Progress | None = None,
     conversation_id: str | None = None,
     channel: str | None = None,
+    storage: WriterSource | None = None,
+    scan: bool = True,
 ) -> Pump:
     """A pump for one file, set up as the app is configured; enter it with `async with`.
 
     `declared_type` is the client's (normalised) type hint, `filename` the cleaned
     name; `extra_digests` are hash objects fed alongside the MD5; `start` is the
     saved progress of a file that an earlier request began. `conversation_id` and
-    `channel`, when known before the file, go into a file.refused event.
+    `channel`, when known before the file, go into a file.refused event. A resumable
+    upload's PATCH passes its held upload as `storage` (the bytes go after its offset)
+    and `scan=False`: clamd takes one stream, so that upload is scanned once, whole, at
+    completion.
     """
     bus = request.config_dict.get(EVENTS)
     listener = (
@@ -88,14 +93,14 @@ def open_pump(
     )
     settings = request.config_dict[SETTINGS]
     return Pump(
-        request.config_dict[STORAGE],
+        storage if storage is not None else request.config_dict[STORAGE],
         max_size=settings.max_size,
         policy=TypePolicy(settings.allow_type, settings.deny_type),
         declared_type=declared_type,
         filename=filename,
         extra_digests=extra_digests,
         on_bytes=request.config_dict[METRICS].received.labels(kind).inc,
-        scanner=request.config_dict[SCANNER],
+        scanner=request.config_dict[SCANNER] if scan else None,
         chunk_size=settings.chunk_size,
         start=start,
         listener=listener,

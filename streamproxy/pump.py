@@ -49,8 +49,8 @@ from .settings import DEFAULT_CHUNK_SIZE
 from .sniff import HEADER_SIZE, choose_type, sniff_bytes
 from .storage.base import (
     FileInfo,
+    Observer,
     Piece,
-    Storage,
     StorageWriter,
     StoredMeta,
     now_utc,
@@ -74,6 +74,12 @@ class Stage(enum.Enum):
     PUMPED = enum.auto()  # every byte written, type and verdict accepted: ready to commit
     COMMITTED = enum.auto()  # published under its name
     ABORTED = enum.auto()  # the temporary removed: nothing left behind
+
+
+class WriterSource(Protocol):
+    """Where a pump gets its writer: a `Storage`, or a resumable upload's held data."""
+
+    async def create_writer(self, observer: Observer) -> StorageWriter: ...
 
 
 class Digest(Protocol):
@@ -115,7 +121,7 @@ class Pump:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: WriterSource,
         *,
         max_size: int,
         policy: TypePolicy,

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
 from .metrics import METRICS, Metrics
+from .resumable.problems import Busy, NotFound
+from .resumable.store import UPLOAD_STORE, UploadStore
 from .settings import SETTINGS, Settings
 from .storage.base import STORAGE, Storage, StorageError
 
@@ -49,6 +52,44 @@ async def sweep(storage: Storage, settings: Settings, metrics: Metrics) -> None:
         log.info("retention: %d stale temporaries removed", stale)
 
 
+UPLOAD_SWEEP_INTERVAL = 30.0
+"""Expired resumable uploads go within a minute of their expiry."""
+
+
+async def sweep_uploads(uploads: UploadStore, metrics: Metrics) -> int:
+    """Remove resumable uploads past `--upload-expiry` (or cancelled, or unreadable).
+
+    Each is removed under its lock: one a request is writing right now (it renews the
+    expiry) is left for the next sweep.
+    """
+    removed = 0
+    for upload_id in await uploads.expired(time.time()):
+        try:
+            async with uploads.hold(upload_id) as held:
+                await held.remove()
+        except (Busy, NotFound):
+            continue
+        removed += 1
+    if removed:
+        metrics.deleted.labels("upload").inc(removed)
+        log.info("retention: %d expired resumable uploads removed", removed)
+    return removed
+
+
+async def _run_uploads(app: web.Application) -> None:
+    uploads, metrics = app[UPLOAD_STORE], app[METRICS]
+    if uploads is None:
+        return
+    interval = min(UPLOAD_SWEEP_INTERVAL, max(MIN_INTERVAL, app[SETTINGS].upload_expiry / 10))
+    while True:
+        try:
+            await sweep_uploads(uploads, metrics)
+        except Exception:
+            metrics.retention_failures.inc()
+            log.exception("sweep of expired uploads failed, will retry")
+        await asyncio.sleep(interval)
+
+
 async def _run(app: web.Application) -> None:
     settings, storage, metrics = app[SETTINGS], app[STORAGE], app[METRICS]
     interval = sweep_interval(settings)
@@ -67,8 +108,12 @@ async def _run(app: web.Application) -> None:
 
 async def retention_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the sweep runs for the application's life."""
-    task = asyncio.create_task(_run(app), name="streamproxy-retention")
+    tasks = [
+        asyncio.create_task(_run(app), name="streamproxy-retention"),
+        asyncio.create_task(_run_uploads(app), name="streamproxy-upload-expiry"),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,6 +1,16 @@
 """Resumable uploads (issue 12): tus 1.0.0 and the IETF draft on one state machine.
 
-What is here (the foundation, no HTTP yet):
+Wired (local storage): `routes` (protocol detection, API key, refusals as JSON and
+problem documents, 501 on storage without an `UploadStore`), `tus` and `draft` (one
+thin translation per protocol), `flow` (create, append-then-complete, the final
+answer), `appending` (a request's body through the one pump, intake.open_pump, into the
+held upload), `complete` (the commit, as POST /files), `store` (the capability as an
+async protocol), `localupload` (it, over localstore) and `concat` (tus concatenation
+of finished parts). Not done yet: concatenation-unfinished, checksum-trailer, the S3
+store, the draft's "stop the older request". The notes below are the plan
+these follow (and what is left of it).
+
+The foundation:
 
 - `hashstate`: the whole file's MD5 saved after any byte (rehashes; figures inside).
 - `state`: the upload record and its transitions, sans-IO; the protocol decisions.

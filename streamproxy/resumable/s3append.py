@@ -85,6 +85,7 @@ class UploadLease(Protocol):
 
     async def confirm(self) -> None: ...
 
+
 MAX_PART_NUMBER = 10_000
 Part = list[Any]
 """[number, etag, size]: JSON has no tuples."""

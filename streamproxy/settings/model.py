@@ -237,6 +237,13 @@ class Settings:
         metavar="DURATION",
         show=format_duration,
     )
+    upload_expiry: float = setting(
+        86400.0,
+        parse_duration,
+        "an unfinished resumable upload expires this long after its last write",
+        metavar="DURATION",
+        show=format_duration,
+    )
     signing_key: tuple[str, ...] = setting(
         (),
         parse_secret,
