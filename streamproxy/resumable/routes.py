@@ -23,7 +23,7 @@ from aiohttp import web
 
 from ..auth import check_api_key
 from ..error_table import NOT_IMPLEMENTED, ApiError
-from ..errors import REQUEST_ID, UPLOAD_MESSAGE, _to_api_error
+from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error
 from ..metrics import METRICS
 from ..settings import SETTINGS
 from ..storage.base import STORAGE, Storage
@@ -153,7 +153,7 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
         except Exception as error:
             if request.writer.output_size:
                 raise
-            response = refusal(request, _to_api_error(request, error), protocol)
+            response = refusal(request, as_api_error(request, error), protocol)
         if protocol is Protocol.TUS or protocol is None:
             response.headers["Tus-Resumable"] = TUS_VERSION
         return response

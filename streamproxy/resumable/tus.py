@@ -9,6 +9,7 @@ import time
 
 from aiohttp import web
 
+from ..error_table import TYPE_NOT_ALLOWED
 from ..settings import SETTINGS
 from . import flow
 from .concat import concatenate
@@ -32,8 +33,7 @@ from .store import UploadStore
 class UnsupportedMediaType(ResumableError):
     """tus: a PATCH must be `application/offset+octet-stream` (415)."""
 
-    status = 415
-    code = "type_not_allowed"
+    kind = TYPE_NOT_ALLOWED
 
 
 def _has_body(request: web.Request) -> bool:
