@@ -133,7 +133,15 @@ class S3Log:
             return
         method, key, query, headers = _parse(head)
         up_writer.write(_closing(head))
-        status = _Status()
+
+        def record(status: int) -> None:
+            # As soon as the status is seen, before the answer goes on: by the time
+            # the service has its answer, the log has the request.
+            conditional = headers.get("if-none-match") == "*"
+            logged = Logged(operation(method, key, query, headers), key, conditional, status)
+            self.entries.append(logged)
+
+        status = _Status(record)
         self._live |= {writer, up_writer}
         try:
             await asyncio.gather(_send(reader, up_writer), _answer(up_reader, writer, status.feed))
@@ -141,17 +149,16 @@ class S3Log:
             for side in (writer, up_writer):
                 self._live.discard(side)
             up_writer.transport.abort()
-            conditional = headers.get("if-none-match") == "*"
-            self.entries.append(
-                Logged(operation(method, key, query, headers), key, conditional, status.final)
-            )
+            if not status.final:
+                record(0)
 
 
 class _Status:
     """Reads the final status code off the answer as it streams past (skipping 1xx)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_final: Callable[[int], None]) -> None:
         self._pending = b""
+        self._on_final = on_final
         self.final = 0
 
     def feed(self, data: bytes) -> None:
@@ -163,6 +170,7 @@ class _Status:
             code = int(head.split(b" ", 2)[1])
             if code >= 200:
                 self.final = code
+                self._on_final(code)
                 return
 
 
