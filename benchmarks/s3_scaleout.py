@@ -46,7 +46,7 @@ from tests.s3log import S3Log
 from tests.s3support import BUCKET, FAKE_AWS, MotoServer
 
 from . import load
-from .procstat import cpu_seconds, process_tree
+from .procstat import RssSampler, cpu_seconds, idle_rss, process_tree
 from .servers import REPO_ROOT, Server
 from .system import describe_machine, git_revision, load_average, package_version
 
@@ -78,6 +78,7 @@ class Round:
     payload_bytes: int
     cpu: dict[str, float]  # process group -> CPU seconds in the round
     instance_cpu: list[float]  # each instance's share
+    rss_above_idle: int  # the instances' summed RSS: peak in the round minus idle before
     s3: dict[str, int]  # operation -> requests in the round
 
     @property
@@ -136,15 +137,18 @@ async def measured_round(
     session.headers.update({"Authorization": f"Bearer {KEY}"})
     try:
         since = len(log.entries)
+        pids = [pid for root in cluster.pids() for pid in process_tree(root)]
+        idle = idle_rss(pids)
         before, before_each = cpu_by_group(cluster, moto)
-        outcome = await load.upload_many(
-            session,
-            Front(cluster.nginx_url),
-            count=args.uploads,
-            concurrency=args.concurrency,
-            size=args.size,
-            prefix=f"r{number}",
-        )
+        with RssSampler(pids) as rss:
+            outcome = await load.upload_many(
+                session,
+                Front(cluster.nginx_url),
+                count=args.uploads,
+                concurrency=args.concurrency,
+                size=args.size,
+                prefix=f"r{number}",
+            )
         after, after_each = cpu_by_group(cluster, moto)
     finally:
         await session.close()
@@ -159,6 +163,7 @@ async def measured_round(
         payload_bytes=outcome.payload_bytes,
         cpu={group: after[group] - before[group] for group in after},
         instance_cpu=[b - a for a, b in zip(before_each, after_each, strict=True)],
+        rss_above_idle=rss.peak - idle,
         s3=dict(log.counts(since)),
     )
 
@@ -272,12 +277,17 @@ def render(suite: Suite) -> str:
         "counted by operation. CPU from /proc (process trees); 'client+proxy' is the "
         "benchmark's own process (the aiohttp load client and the logging proxy). Everything "
         f"shares the machine's 2 cores (load average before: {suite.load_before}), so MB/s "
-        "cannot grow with instances here: the figures to read are the costs per upload.",
+        "cannot grow with instances here (on a machine shared with other jobs, more "
+        "processes only win a bigger share of it): the figures to read are the costs per "
+        "upload and whether they stay flat. RSS: the instances' summed resident memory, "
+        "the worst round's peak above idle, divided by the uploads in flight (a file "
+        "smaller than the 8 MiB part is held whole until its one PutObject). Access log "
+        "on (log level info).",
         "",
         "| instances | median MB/s (min-max) | uploads/s | instances CPU s/GiB | per instance "
         "CPU s (spread) | nginx CPU s/GiB | moto CPU s/GiB | client+proxy CPU s/GiB | "
-        "S3 requests per upload | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "RSS above idle per upload in flight, MiB | S3 requests per upload | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for count in sorted({r.instances for r in suite.rounds}):
         rounds = [r for r in suite.rounds if r.instances == count]
@@ -297,6 +307,7 @@ def render(suite: Suite) -> str:
             f"| {med([r.uploads / r.seconds for r in rounds]):.1f} "
             f"| **{per_gib['instances']:.2f}** | {spread} | {per_gib['nginx']:.2f} "
             f"| {per_gib['moto']:.2f} | {per_gib['client+proxy']:.2f} "
+            f"| {max(r.rss_above_idle for r in rounds) / suite.concurrency / 2**20:.1f} "
             f"| {sum(s3.values()) / uploads:.2f} ({per_upload(dict(s3), uploads)}) "
             f"| {sum(r.errors for r in rounds)} |"
         )
