@@ -43,15 +43,15 @@ StartCluster = Callable[..., Awaitable[Cluster]]
 
 
 @pytest.fixture(params=S3_SERVERS)
-def s3_server(request: pytest.FixtureRequest) -> tuple[str, Any]:
+def cluster_s3(request: pytest.FixtureRequest) -> tuple[str, Any]:
     """(name, server) of the S3 server under the cluster; a parameter, so more can be added."""
     name: str = request.param
     return name, request.getfixturevalue(f"{name}_server")
 
 
 @pytest.fixture
-async def s3_log(s3_server: tuple[str, Any]) -> AsyncIterator[S3Log]:
-    port = urlsplit(s3_server[1].endpoint).port
+async def s3_log(cluster_s3: tuple[str, Any]) -> AsyncIterator[S3Log]:
+    port = urlsplit(cluster_s3[1].endpoint).port
     assert port is not None
     log = await S3Log(port).start()
     yield log
@@ -60,7 +60,7 @@ async def s3_log(s3_server: tuple[str, Any]) -> AsyncIterator[S3Log]:
 
 @pytest.fixture
 async def start_cluster(
-    tmp_path: Path, s3_server: tuple[str, Any], s3_log: S3Log
+    tmp_path: Path, cluster_s3: tuple[str, Any], s3_log: S3Log
 ) -> AsyncIterator[StartCluster]:
     """Start a cluster on a fresh prefix (extra `serve` flags as arguments); stopped at the end."""
     if nginx_program() is None:
@@ -90,8 +90,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-def store_of(cluster: Cluster, s3_server: tuple[str, Any]) -> S3Store:
-    return S3Store(s3_server[1], cluster.storage.removeprefix(f"s3://{BUCKET}/"))
+def store_of(cluster: Cluster, cluster_s3: tuple[str, Any]) -> S3Store:
+    return S3Store(cluster_s3[1], cluster.storage.removeprefix(f"s3://{BUCKET}/"))
 
 
 async def upload(
@@ -121,12 +121,12 @@ async def listing(session: aiohttp.ClientSession, url: str, conversation: str, *
 
 async def test_racing_uploads_of_one_name_across_instances_give_distinct_intact_files(
     start_cluster: StartCluster,
-    s3_server: tuple[str, Any],
+    cluster_s3: tuple[str, Any],
     s3_log: S3Log,
     session: aiohttp.ClientSession,
 ) -> None:
     cluster = await start_cluster()
-    store = store_of(cluster, s3_server)
+    store = store_of(cluster, cluster_s3)
     # Small files (one conditional PutObject each) and two of several parts (a
     # conditional CompleteMultipartUpload), all named race.bin in one conversation.
     payloads = [random_bytes(1000 + 7919 * index, seed=index) for index in range(48)]
@@ -146,13 +146,13 @@ async def test_racing_uploads_of_one_name_across_instances_give_distinct_intact_
         status, stored = await fetch(session, cluster.nginx_url, name)
         assert status == 200
         assert stored in datas, f"{name} holds bytes no upload sent"  # never torn or mixed
-        head = s3_server[1].client.head_object(Bucket=BUCKET, Key=store.prefix + name)
+        head = cluster_s3[1].client.head_object(Bucket=BUCKET, Key=store.prefix + name)
         assert head["Metadata"]["md5"] == md5(stored)  # its metadata is its own
         if len(datas) > 1:
             # The service answered 200 for more uploads than the name now holds. Only
             # a server that accepted as many conditional creates of the key may do that.
             accepted = s3_log.accepted_creates(store.prefix + name)
-            assert s3_server[0] in NOT_ATOMIC and accepted >= len(datas), (
+            assert cluster_s3[0] in NOT_ATOMIC and accepted >= len(datas), (
                 f"{len(datas)} uploads were told {name}, but the server accepted "
                 f"{accepted} conditional creates of it: the service lost a file"
             )
@@ -164,7 +164,7 @@ async def test_racing_uploads_of_one_name_across_instances_give_distinct_intact_
         # The service's part held (each writer sent If-None-Match: * and was told
         # 200 by the server), but the server replaced a file: not a pass.
         pytest.xfail(
-            f"{s3_server[0]} let racing conditional creates of one key both succeed "
+            f"{cluster_s3[0]} let racing conditional creates of one key both succeed "
             f"(its known check-then-write defect), so {len(payloads) - len(claimants)} "
             f"of {len(payloads)} files were replaced by the store: " + "; ".join(replaced)
         )
@@ -172,10 +172,10 @@ async def test_racing_uploads_of_one_name_across_instances_give_distinct_intact_
 
 
 async def test_instance_killed_mid_upload_leaves_nothing_and_another_cleans_its_upload(
-    start_cluster: StartCluster, s3_server: tuple[str, Any], session: aiohttp.ClientSession
+    start_cluster: StartCluster, cluster_s3: tuple[str, Any], session: aiohttp.ClientSession
 ) -> None:
     cluster = await start_cluster("--stale-after", "4s")
-    store = store_of(cluster, s3_server)
+    store = store_of(cluster, cluster_s3)
     victim, survivors = cluster.instances[0], cluster.instances[1:]
     data = random_bytes(30 * MiB, seed=15)
     body = multipart_body("kill", [field_part("conversationId", "77"), file_part(data, "k.bin")])
@@ -236,10 +236,10 @@ async def test_a_file_uploaded_through_one_instance_downloads_through_every_othe
 
 
 async def test_listing_and_deletion_through_different_instances(
-    start_cluster: StartCluster, s3_server: tuple[str, Any], session: aiohttp.ClientSession
+    start_cluster: StartCluster, cluster_s3: tuple[str, Any], session: aiohttp.ClientSession
 ) -> None:
     cluster = await start_cluster()
-    store = store_of(cluster, s3_server)
+    store = store_of(cluster, cluster_s3)
     one, two, three = cluster.instances
     names: list[str] = []
     for index, instance in enumerate(cluster.instances):
