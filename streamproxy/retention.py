@@ -18,8 +18,11 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from .events import EVENTS, EventBus
 from .metrics import METRICS, Metrics
+from .resumable.complete import upload_data
 from .resumable.problems import Busy, NotFound
+from .resumable.state import Status
 from .resumable.store import UPLOAD_STORE, UploadStore
 from .settings import SETTINGS, Settings
 from .storage.base import STORAGE, Storage, StorageError
@@ -56,8 +59,11 @@ UPLOAD_SWEEP_INTERVAL = 30.0
 """Expired resumable uploads go within a minute of their expiry."""
 
 
-async def sweep_uploads(uploads: UploadStore, metrics: Metrics) -> int:
-    """Remove resumable uploads past `--upload-expiry` (or cancelled, or unreadable).
+async def sweep_uploads(
+    uploads: UploadStore, metrics: Metrics, events: EventBus | None = None
+) -> int:
+    """Remove resumable uploads past `--upload-expiry` (or cancelled, or unreadable),
+    sending `upload.expired` for each that expired (a cancelled one was the client's).
 
     Each is removed under its lock: one a request is writing right now (it renews the
     expiry) is left for the next sweep.
@@ -66,10 +72,13 @@ async def sweep_uploads(uploads: UploadStore, metrics: Metrics) -> int:
     for upload_id in await uploads.expired(time.time()):
         try:
             async with uploads.hold(upload_id) as held:
+                record = held.record
                 await held.remove()
         except (Busy, NotFound):
             continue
         removed += 1
+        if events is not None and events.enabled and record.status is not Status.CANCELLED:
+            await events.emit("upload.expired", upload_data(record))
     if removed:
         metrics.deleted.labels("upload").inc(removed)
         log.info("retention: %d expired resumable uploads removed", removed)
@@ -83,7 +92,7 @@ async def _run_uploads(app: web.Application) -> None:
     interval = min(UPLOAD_SWEEP_INTERVAL, max(MIN_INTERVAL, app[SETTINGS].upload_expiry / 10))
     while True:
         try:
-            await sweep_uploads(uploads, metrics)
+            await sweep_uploads(uploads, metrics, app[EVENTS])
         except Exception:
             metrics.retention_failures.inc()
             log.exception("sweep of expired uploads failed, will retry")

@@ -8,12 +8,15 @@ carried across requests (never re-read for the hash); the name `{conversationId}
 published by `StorageWriter.commit(names, info)`, never replacing a file.
 
 A completion refused for the file itself (415, 422) is final: the record keeps the
-refusal and replays it. One that failed for a passing reason (clamd or storage away,
-503) leaves the upload COMPLETE: the client's next request at the end offset retries.
+refusal and replays it. Both ends send their event as `POST /files` does
+(`file.stored`, or `file.refused` with reason `type` or `virus`). One that failed
+for a passing reason (clamd or storage away, 503) leaves the upload COMPLETE: the
+client's next request at the end offset retries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -21,6 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from ..error_table import INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, ApiError
+from ..events import EVENTS, file_data
+from ..intake import download_url
 from ..mediatypes import TypePolicy
 from ..naming import base_name, candidates
 from ..scan import SCANNER, ScanFailed, ScannerUnavailable
@@ -35,6 +40,7 @@ from .store import HeldUpload
 log = logging.getLogger("streamproxy")
 
 FINAL_REFUSALS = frozenset({415, 422})
+_REFUSAL_REASONS = {415: "type", 422: "virus"}  # file.refused's data.reason
 
 
 def stored_meta(record: UploadRecord) -> StoredMeta | None:
@@ -62,10 +68,37 @@ async def complete(request: web.Request, held: HeldUpload, record: UploadRecord)
     except ApiError as error:
         if error.status in FINAL_REFUSALS:
             await held.save(record.failed(error.status, error.code, error.detail))
+            await _announce(request, "file.refused", _refused_data(record, error.status))
         raise
     committed = record.committed(_result(meta))
     await held.save(committed)
+    url = download_url(request, request.config_dict[SETTINGS], meta)
+    await _announce(request, "file.stored", file_data(meta, url))
     return committed
+
+
+def upload_data(record: UploadRecord) -> dict[str, Any]:
+    """An unfinished upload as event data (file.refused, upload.expired): what the
+    client said of the file, and the bytes that had arrived."""
+    metadata = record.metadata
+    return {
+        "name": file_name(metadata) or None,
+        "type": file_type(metadata),
+        "size": record.offset,
+        "conversationId": metadata.get("conversationId"),
+        "channel": metadata.get("channel"),
+    }
+
+
+def _refused_data(record: UploadRecord, status: int) -> dict[str, Any]:
+    return {**upload_data(record), "reason": _REFUSAL_REASONS[status]}
+
+
+async def _announce(request: web.Request, event_type: str, data: dict[str, Any]) -> None:
+    """Spool the event before answering; shielded, as the outcome is already kept."""
+    bus = request.config_dict[EVENTS]
+    if bus.enabled:
+        await asyncio.shield(bus.emit(event_type, data))
 
 
 async def _commit(request: web.Request, held: HeldUpload, record: UploadRecord) -> StoredMeta:
