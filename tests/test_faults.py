@@ -74,8 +74,8 @@ async def test_client_disconnect_leaves_nothing(
     await eventually(lambda: not service.temporaries())
     service.assert_nothing_stored()
     # ... and the server keeps serving.
-    body = await service.upload_json(b"after", filename="after.txt")
-    assert await service.fetch(body["name"]) == b"after"
+    after = await service.upload_json(b"after", filename="after.txt")
+    assert await service.fetch(after["name"]) == b"after"
 
 
 async def test_many_disconnects_then_normal_service(service: Service) -> None:
