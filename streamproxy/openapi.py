@@ -10,101 +10,16 @@ each of those, which keeps the two in step.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from . import __version__
-from .error_table import BY_CODE, TABLE, codes_of
-from .naming import MAX_CONVERSATION_ID, MAX_STORED_NAME_BYTES
+from .error_table import BY_CODE, codes_of
+from .naming import MAX_STORED_NAME_BYTES
+from .openapi_schemas import CONVERSATION_ID, SCHEMAS, Schema
 from .settings import SETTINGS, Settings
+from .uploadlinks import TOKEN_PARAM
 
 JSON = "application/json"
-Schema = dict[str, Any]
-
-SCHEMAS: dict[str, Schema] = {
-    "Error": {
-        "type": "object",
-        "required": ["message", "error", "detail"],
-        "properties": {
-            "message": {"type": "string"},
-            "error": {"type": "string", "enum": [kind.code for kind in TABLE]},
-            "detail": {"type": "string"},
-            "requestId": {"type": "string"},
-        },
-    },
-    "UploadResult": {
-        "type": "object",
-        "required": ["message", "name", "type", "size", "etag", "url"],
-        "properties": {
-            "message": {"const": "File uploaded successfully."},
-            "name": {"type": "string"},
-            "type": {"type": "string"},
-            "size": {"type": "integer", "minimum": 0},
-            "etag": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            "url": {"type": "string", "format": "uri"},
-        },
-    },
-    "Stat": {
-        "type": "object",
-        "required": ["name", "type", "size", "etag", "created"],
-        "properties": {
-            "name": {"type": "string"},
-            "type": {"type": "string"},
-            "size": {"type": "integer", "minimum": 0},
-            "etag": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            "created": {"type": "string", "format": "date-time"},
-            "conversationId": {"type": ["string", "null"]},
-            "channel": {"type": ["string", "null"]},
-            "originalName": {"type": ["string", "null"]},
-        },
-    },
-    "ImportRequest": {
-        "type": "object",
-        "required": ["sourceUrl", "channel"],
-        "properties": {
-            "sourceUrl": {
-                "type": "string",
-                "pattern": "^https?://",
-                "description": "http(s) URL without user-info",
-            },
-            "channel": {"type": "string", "minLength": 1},
-            "conversationId": {"type": ["string", "integer"]},
-            "fileName": {"type": "string"},
-            "mime_type": {"type": "string"},
-            "APIKey360": {"type": "string"},
-            "oauth": {
-                "oneOf": [
-                    {"type": "string"},
-                    {
-                        "type": "object",
-                        "required": ["access_token"],
-                        "properties": {
-                            "access_token": {"type": "string"},
-                            "token_type": {"type": "string"},
-                        },
-                    },
-                ]
-            },
-            "sha256": {"type": "string", "description": "64 hex digits, or base64 of 32 bytes"},
-        },
-    },
-    "Limits": {
-        "type": "object",
-        "required": ["maxSize", "allowTypes", "denyTypes", "signedLinks"],
-        "properties": {
-            "maxSize": {"type": "integer"},
-            "allowTypes": {"type": "array", "items": {"type": "string"}},
-            "denyTypes": {"type": "array", "items": {"type": "string"}},
-            "signedLinks": {"type": "boolean"},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string"}},
-    },
-}
 
 
 def _ref(name: str) -> Schema:
@@ -163,13 +78,6 @@ FILENAME = {
         "examples": ["11111_photo.png"],
     },
 }
-CONVERSATION_ID = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": MAX_CONVERSATION_ID,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@-]*$",
-    "examples": ["11111"],
-}
 UPLOAD_ERRORS = (400, 408, 413, 415, 422, 501, 503, 507)
 COMPAT_NOTE = (
     " With --compat-status (on here) every 4xx of this route is answered as 404, "
@@ -203,7 +111,8 @@ def _upload_operation(settings: Settings, summary: str) -> Schema:
                 "in": "query",
                 "description": "may be sent here instead of as a form field",
                 "schema": CONVERSATION_ID,
-            }
+            },
+            *_link_parameters(settings),
         ],
         "requestBody": {
             "required": True,
@@ -221,8 +130,61 @@ def _upload_operation(settings: Settings, summary: str) -> Schema:
                 }
             },
         },
-        "responses": _upload_responses(settings, *UPLOAD_ERRORS),
+        "responses": _upload_responses(settings, *UPLOAD_ERRORS, *_link_statuses(settings)),
     }
+
+
+def _link_parameters(settings: Settings) -> list[Schema]:
+    """The upload link's token, on the routes that take links (only with --signing-key)."""
+    if not settings.signing_key:
+        return []
+    return [{"name": TOKEN_PARAM, "in": "query",
+             "description": "an upload link's token: no API key needed; 403 when it is "
+             "altered, expired, used, or names another conversationId or fileName",
+             "schema": {"type": "string"}}]  # fmt: skip
+
+
+def _link_statuses(settings: Settings) -> tuple[int, ...]:
+    return (403,) if settings.signing_key else ()
+
+
+def _raw_upload_operation(settings: Settings) -> Schema:
+    return {
+        "summary": "Upload the request body itself as the file",
+        "description": "The body is the file (no multipart), as S3 and nginx take it; the "
+        "same answers and rules as POST /files. The type is the Content-Type unless that "
+        "is application/octet-stream (then sniffed). POST /files with a Content-Type that "
+        "is not multipart does the same." + (COMPAT_NOTE if settings.compat_status else ""),
+        "parameters": [
+            {"name": "conversationId", "in": "query", "required": True,
+             "schema": CONVERSATION_ID},
+            {"name": "fileName", "in": "query", "description": "the file's name (a hint)",
+             "schema": {"type": "string", "maxLength": 100}},
+            *_link_parameters(settings),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                "format": "binary"}}},
+        },
+        "responses": _upload_responses(settings, *UPLOAD_ERRORS, *_link_statuses(settings)),
+    }  # fmt: skip
+
+
+def _upload_links_operation(settings: Settings) -> Schema:
+    refused = (403,) if not settings.signing_key else ()
+    return {
+        "summary": "Issue a one-time upload link",
+        "description": "A signed link for one upload without an API key, within its terms."
+        + ("" if settings.signing_key else " This service has no --signing-key: 403."),
+        "requestBody": {"required": True,
+                        "content": {JSON: {"schema": _ref("UploadLinkRequest")}}},
+        "responses": {
+            "200": {"description": "the link",
+                    "content": {JSON: {"schema": _ref("UploadLink")}}},
+            **_errors(400, *refused, *_key_required(settings)),
+        },
+    }  # fmt: skip
 
 
 def _import_operation(settings: Settings) -> Schema:
@@ -291,7 +253,11 @@ def _stat_operation(settings: Settings, summary: str) -> Schema:
 def _paths(settings: Settings) -> dict[str, Schema]:
     plain = {JSON: {"schema": _ref("Status")}}
     paths: dict[str, Schema] = {
-        "/files": {"post": _upload_operation(settings, "Upload a file stream")},
+        "/files": {
+            "post": _upload_operation(settings, "Upload a file stream"),
+            "put": _raw_upload_operation(settings),
+        },
+        "/files/upload-links": {"post": _upload_links_operation(settings)},
         "/api/uploadFileStream": {
             "post": _upload_operation(settings, "Upload (Hybrid Chat's path)")
         },
@@ -336,8 +302,9 @@ def _paths(settings: Settings) -> dict[str, Schema]:
     if settings.api_key:
         # What needs `Authorization: Bearer KEY` (API.md: downloads stay open to browsers).
         keyed: list[Schema] = [{"apiKey": []}]
-        for path in ("/files", "/api/uploadFileStream", "/files/from-url"):
+        for path in ("/files", "/api/uploadFileStream", "/files/from-url", "/files/upload-links"):
             paths[path]["post"]["security"] = keyed
+        paths["/files"]["put"]["security"] = keyed
         for path in ("/files/stat", "/api/getFileStat"):
             paths[path]["get"]["security"] = keyed
     return paths
