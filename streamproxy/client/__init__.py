@@ -10,7 +10,7 @@ from __future__ import annotations
 from .errors import MediaError
 from .media_client import MediaClient
 from .message import build_media_message, message_type
-from .results import DownloadResult, FileStat, UploadResult
+from .results import DownloadResult, FileStat, UploadLink, UploadResult
 from .sources import Progress
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "MediaClient",
     "MediaError",
     "Progress",
+    "UploadLink",
     "UploadResult",
     "build_media_message",
     "message_type",

@@ -1,4 +1,4 @@
-"""The client commands: `streamproxy upload | fetch | download | stat | message`.
+"""The client commands: `streamproxy upload | fetch | download | stat | message | upload-link`.
 
 Each talks to a running service (`--server`, or STREAMPROXY_SERVER) through
 `MediaClient`. Results go to stdout, as text or, with `--json`, one JSON object
@@ -31,7 +31,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 
-COMMANDS = ("upload", "fetch", "download", "stat", "message")
+COMMANDS = ("upload", "fetch", "download", "stat", "message", "upload-link")
 
 
 class UsageError(Exception):
@@ -125,6 +125,22 @@ def add_client_commands(commands: Any) -> None:
     )
     message.add_argument("name", metavar="NAME")
     message.add_argument("--caption")
+
+    link = commands.add_parser(
+        "upload-link",
+        parents=[common],
+        help="issue a one-time upload link",
+        description="Ask for a link that lets someone without the API key upload one "
+        "file (POST /files/upload-links; the service needs --signing-key).",
+    )
+    link.add_argument("--conversation-id", required=True, metavar="ID")
+    link.add_argument("--file-name", metavar="NAME", help="the stored file's name")
+    link.add_argument("--max-size", metavar="BYTES", type=int, help="default: the service's cap")
+    link.add_argument(
+        "--allow-type", action="append", default=[], metavar="T",
+        help="repeatable: image/*, image/png or .pdf (on top of the service's rules)",
+    )  # fmt: skip
+    link.add_argument("--expires-in", metavar="SECONDS", type=int, help="default: 3600")
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -377,6 +393,29 @@ class Message(Command):
         return _after_stat(arguments, present)
 
 
+class IssueUploadLink(Command):
+    def prepare(self, arguments: argparse.Namespace) -> Callable[[MediaClient], Awaitable[int]]:
+        output = Output(arguments)
+
+        async def issue(client: MediaClient) -> int:
+            try:
+                link = await client.upload_link(
+                    conversation_id=arguments.conversation_id,
+                    file_name=arguments.file_name,
+                    max_size=arguments.max_size,
+                    allow_type=arguments.allow_type,
+                    expires_in=arguments.expires_in,
+                )
+            except MediaError as error:
+                output.failure(error, "upload link", conversationId=arguments.conversation_id)
+                return FAILED
+            when = link.expires.strftime("%Y-%m-%d %H:%M:%S UTC")
+            output.result(link.to_json(), f"{link.url}\n  one upload, until {when}")
+            return OK
+
+        return issue
+
+
 def _as_media_error(error: MediaError | OSError) -> MediaError:
     if isinstance(error, MediaError):
         return error
@@ -389,4 +428,5 @@ _HANDLERS: dict[str, Command] = {
     "download": Download(),
     "stat": Stat(),
     "message": Message(),
+    "upload-link": IssueUploadLink(),
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +29,7 @@ from .errors import (
     MediaError,
 )
 from .message import build_media_message, label_for
-from .results import DownloadResult, FileStat, UploadResult
+from .results import DownloadResult, FileStat, UploadLink, UploadResult
 from .sources import DEFAULT_CHUNK, ChunkPayload, Counted, Progress, UploadSource, open_body
 
 # Connecting should be quick; a transfer may pause (a slow disk, a busy server) but not stall.
@@ -259,6 +259,30 @@ class MediaClient:
         if file_name is None:
             result = await self._with_recorded_name(result)
         return result
+
+    async def upload_link(
+        self,
+        *,
+        conversation_id: str | int,
+        file_name: str | None = None,
+        max_size: int | None = None,
+        allow_type: Sequence[str] = (),
+        expires_in: int | None = None,
+    ) -> UploadLink:
+        """A one-time link for someone without the API key to upload one file
+        (`POST /files/upload-links`; the service needs `--signing-key`)."""
+        terms: dict[str, Any] = {"conversationId": str(conversation_id)}
+        optional = {"fileName": file_name, "maxSize": max_size, "expiresIn": expires_in}
+        terms.update({key: value for key, value in optional.items() if value is not None})
+        if allow_type:
+            terms["allowType"] = list(allow_type)
+        url = self.endpoint("files/upload-links")
+        async with self._request("POST", url, json=terms) as response:
+            answer = await self._json(response)
+        try:
+            return UploadLink.from_json(answer)
+        except ValueError as error:
+            raise MediaError(200, UNEXPECTED_RESPONSE, str(error)) from None
 
     async def _with_recorded_name(self, result: UploadResult) -> UploadResult:
         """The original name the service derived (Content-Disposition, URL path) and keeps.
