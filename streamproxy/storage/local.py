@@ -82,8 +82,7 @@ class LocalStorage(OneTimeClaims):
     def _prepare_sync(self) -> None:
         staging = self.staging
         try:
-            claims = localclaims.claims_dir(self.root)
-            for directory in (self.root, staging.meta_dir, staging.tmp_dir, claims):
+            for directory in (self.root, staging.meta_dir, staging.tmp_dir):
                 directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StorageError(f"cannot create {error.filename}: {error.strerror}") from error

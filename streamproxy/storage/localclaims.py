@@ -28,10 +28,17 @@ def _path(root: Path, key: str) -> Path:
 
 def claim(root: Path, key: str, record: bytes, durable: bool) -> bool:
     path = _path(root, key)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, flags, 0o644)
     except FileExistsError:
         return False
+    except FileNotFoundError:
+        # The first claim makes the directory (not start-up: a read-only store must start).
+        path.parent.mkdir(exist_ok=True)
+        if durable:
+            fsync_directory(root)
+        return claim(root, key, record, durable)
     try:
         os.write(fd, record)
         if durable:
@@ -44,7 +51,7 @@ def claim(root: Path, key: str, record: bytes, durable: bool) -> bool:
 
 
 def is_claimed(root: Path, key: str) -> bool:
-    return _path(root, key).exists()
+    return _path(root, key).exists()  # False while the directory does not exist yet
 
 
 def release(root: Path, key: str) -> None:
