@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import download, health, upload
+from . import download, erasure, health, listing, upload
 from .cors import install_cors
 from .errors import error_middleware
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
@@ -45,6 +45,8 @@ def add_routes(app: web.Application, base_path: str) -> None:
                 base_path + path, raw_upload, name=name, expect_handler=upload.expect_handler
             )
     router.add_post(base_path + "/files/upload-links", create_link, name="upload-links")
+    router.add_get(base_path + "/files", listing.list_files, name="list", allow_head=False)
+    router.add_delete(base_path + "/files", erasure.delete_files, name="delete")
     # Not "from-url": aiohttp refuses route names with a Python keyword as a part.
     router.add_post(base_path + "/files/from-url", from_url, name="url-upload")
     for path, name in (

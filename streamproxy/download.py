@@ -1,16 +1,20 @@
 """Downloads and stat: `GET|HEAD /files/download`, `GET /files/stat` and their aliases.
 
-aiohttp's FileResponse is not used: its ETag is mtime-based and it answers
-several ranges with 416. Here the ETag is the stored MD5, several ranges become
+As in aiohttp's `FileResponse.prepare()`, one object owns a download: given the
+open stored file it decides the outcome (preconditions, then If-Range and Range)
+as one `Outcome`, builds the headers and sends the body. aiohttp's FileResponse
+itself is not used: its ETag is mtime-based and it answers several ranges with
+416. Here the ETag is the stored MD5, several ranges become
 `multipart/byteranges`, and a local file's bytes still go out by sendfile.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import IO, NamedTuple
 from urllib.parse import quote
 
 from aiohttp import web
@@ -18,10 +22,16 @@ from aiohttp.abc import AbstractStreamWriter
 
 from . import naming, signing
 from .auth import check_api_key
-from .error_table import BAD_REQUEST, NOT_FOUND, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE
+from .error_table import NOT_FOUND, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE
 from .mediatypes import is_active
 from .metrics import METRICS
-from .preconditions import Outcome, evaluate, if_range_allows
+from .preconditions import (
+    etag_header,
+    http_date,
+    if_range_allows,
+    not_modified,
+    precondition_fails,
+)
 from .ranges import ByteRange, Unsatisfiable, parse_range
 from .sendfile import SendfileUnavailable, sendfile
 from .settings import SETTINGS
@@ -42,11 +52,24 @@ log = logging.getLogger("streamproxy")
 ACTIVE_CONTENT_POLICY = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
+class Outcome(enum.Enum):
+    """What a download request gets, decided before a byte is sent."""
+
+    FULL = (200, "the whole file")
+    PARTIAL = (206, "one range")
+    MULTIPART = (206, "several ranges, as multipart/byteranges")
+    NOT_MODIFIED = (304, "If-None-Match or If-Modified-Since: the client's copy is current")
+    PRECONDITION_FAILED = (412, "If-Match or If-Unmodified-Since does not hold")
+    UNSATISFIABLE = (416, "no requested range overlaps the file")
+
+    def __init__(self, status: int, meaning: str) -> None:
+        self.status = status
+        self.meaning = meaning
+
+
 def requested_name(request: web.Request) -> str:
-    try:
-        return naming.check_stored_name(request.query.get("filename"))
-    except naming.BadName as error:
-        raise BAD_REQUEST(str(error)) from None
+    """The stored name asked for; a bad one is the one error mapping's 400."""
+    return naming.check_stored_name(request.query.get("filename"))
 
 
 def content_disposition(meta: StoredMeta, attachment: bool) -> str:
@@ -58,34 +81,16 @@ def content_disposition(meta: StoredMeta, attachment: bool) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def _validator_headers(meta: StoredMeta) -> dict[str, str]:
+def validator_headers(meta: StoredMeta) -> dict[str, str]:
+    """ETag and Last-Modified, on every answer about a file (200, 206, 304, stat)."""
     return {
-        "ETag": f'"{meta.info.etag}"',
-        "Last-Modified": _http_date(meta),
+        "ETag": etag_header(meta.info.etag),
+        "Last-Modified": http_date(meta.info.created),
         "Cache-Control": "private, no-cache",
     }
 
 
-def _http_date(meta: StoredMeta) -> str:
-    return meta.info.created.strftime("%a, %d %b %Y %H:%M:%S GMT")
-
-
-def file_headers(meta: StoredMeta, attachment: bool) -> dict[str, str]:
-    headers = _validator_headers(meta)
-    headers.update(
-        {
-            "Accept-Ranges": "bytes",
-            "Content-Disposition": content_disposition(meta, attachment),
-            "X-Content-Type-Options": "nosniff",
-        }
-    )
-    if is_active(meta.info.type):
-        headers["Content-Security-Policy"] = ACTIVE_CONTENT_POLICY
-    return headers
-
-
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     """Bytes to send: an optional preamble (multipart headers), then a slice of the file."""
 
     preamble: bytes
@@ -93,17 +98,26 @@ class Segment:
     length: int
 
 
-def plan_body(
-    meta: StoredMeta, ranges: Sequence[ByteRange] | None
-) -> tuple[int, str, list[Segment], bytes, dict[str, str]]:
-    """Status, Content-Type, segments, trailer and extra headers for a whole file or ranges."""
-    size, media_type = meta.info.size, meta.info.type
-    if ranges is None:
-        return 200, media_type, [Segment(b"", 0, size)], b"", {}
-    if len(ranges) == 1:
-        only = ranges[0]
-        headers = {"Content-Range": only.content_range(size)}
-        return 206, media_type, [Segment(b"", only.start, only.length)], b"", headers
+class Body(NamedTuple):
+    """What a 200 or 206 sends: its Content-Type, the slices in order, a closing trailer."""
+
+    content_type: str
+    segments: list[Segment]
+    trailer: bytes = b""
+
+    @property
+    def length(self) -> int:
+        """Content-Length: every preamble, slice and the trailer."""
+        return sum(len(s.preamble) + s.length for s in self.segments) + len(self.trailer)
+
+    @property
+    def file_bytes(self) -> int:
+        """The file's own bytes in it: what `streamproxy_sent_bytes_total` counts."""
+        return sum(s.length for s in self.segments)
+
+
+def multipart_body(media_type: str, size: int, ranges: Sequence[ByteRange]) -> Body:
+    """Several ranges as `multipart/byteranges` (RFC 9110 section 14.6)."""
     boundary = secrets.token_hex(16)
     segments = []
     for index, byte_range in enumerate(ranges):
@@ -115,32 +129,147 @@ def plan_body(
         preamble = (separator + part_header).encode("latin-1")
         segments.append(Segment(preamble, byte_range.start, byte_range.length))
     trailer = f"\r\n--{boundary}--\r\n".encode("latin-1")
-    return 206, f"multipart/byteranges; boundary={boundary}", segments, trailer, {}
+    return Body(f"multipart/byteranges; boundary={boundary}", segments, trailer)
 
 
-async def send_segment(
-    request: web.Request, writer: AbstractStreamWriter, stored: StoredFile, segment: Segment
-) -> None:
-    """One slice of the file: sendfile for a local file, chunks from storage otherwise."""
-    if segment.preamble:
-        await writer.write(segment.preamble)
-    if not segment.length:
-        return
-    if isinstance(stored, LocalFileSource):
-        timeout = request.config_dict[SETTINGS].client_timeout
+class FileDownload:
+    """One download of an open stored file: decide the outcome, then answer it."""
+
+    __slots__ = ("attachment", "meta", "request", "stored")
+
+    def __init__(self, request: web.Request, stored: StoredFile, attachment: bool) -> None:
+        self.request = request
+        self.stored = stored
+        self.meta = stored.meta
+        self.attachment = attachment
+
+    def decide(self) -> tuple[Outcome, list[ByteRange]]:
+        """Preconditions first (412, then 304), then If-Range and Range (206, 416, or 200)."""
+        request, info = self.request, self.meta.info
+        etag, created = info.etag, info.created
+        if precondition_fails(request.if_match, request.if_unmodified_since, etag, created):
+            return Outcome.PRECONDITION_FAILED, []
+        if not_modified(request.if_none_match, request.if_modified_since, etag, created):
+            return Outcome.NOT_MODIFIED, []
+        if not if_range_allows(request.headers.get("If-Range"), etag, created):
+            return Outcome.FULL, []
         try:
-            await sendfile(
-                request.transport,
-                stored.local_file,
-                segment.start,
-                segment.length,
-                idle_timeout=timeout,
+            ranges = parse_range(request.headers.get("Range"), info.size)
+        except Unsatisfiable:
+            return Outcome.UNSATISFIABLE, []
+        if ranges is None:
+            return Outcome.FULL, []
+        return (Outcome.PARTIAL if len(ranges) == 1 else Outcome.MULTIPART), ranges
+
+    async def respond(self) -> web.StreamResponse:
+        outcome, ranges = self.decide()
+        meta = self.meta
+        size = meta.info.size
+        if outcome is Outcome.NOT_MODIFIED:
+            return web.Response(status=outcome.status, headers=validator_headers(meta))
+        if outcome is Outcome.PRECONDITION_FAILED:
+            raise PRECONDITION_FAILED(
+                "the file does not match the request's If-Match or If-Unmodified-Since"
             )
+        if outcome is Outcome.UNSATISFIABLE:
+            raise RANGE_NOT_SATISFIABLE(
+                f"no requested range overlaps the file's {size} bytes",
+                {"Content-Range": f"bytes */{size}"},
+            )
+        headers = self.file_headers()
+        media_type = meta.info.type
+        if outcome is Outcome.FULL:
+            body = Body(media_type, [Segment(b"", 0, size)])
+        elif outcome is Outcome.PARTIAL:
+            only = ranges[0]
+            headers["Content-Range"] = only.content_range(size)
+            body = Body(media_type, [Segment(b"", only.start, only.length)])
+        else:
+            body = multipart_body(media_type, size, ranges)
+        headers["Content-Type"] = body.content_type
+        if self.request.method == "HEAD":  # headers only: nothing sent, nothing counted
+            response = web.StreamResponse(status=outcome.status, headers=headers)
+            response.content_length = body.length
+            return response
+        content, local_file = self.shortcuts()
+        if content is not None:
+            # Small enough to have been read whole: one response, one write.
+            data = content if outcome is Outcome.FULL else self.assemble(content, body)
+            self.request.config_dict[METRICS].sent.inc(body.file_bytes)
+            return web.Response(status=outcome.status, headers=headers, body=data)
+        response = web.StreamResponse(status=outcome.status, headers=headers)
+        response.content_length = body.length
+        await self.stream(response, body, local_file)
+        return response
+
+    def file_headers(self) -> dict[str, str]:
+        meta = self.meta
+        headers = validator_headers(meta)
+        headers["Accept-Ranges"] = "bytes"
+        headers["Content-Disposition"] = content_disposition(meta, self.attachment)
+        headers["X-Content-Type-Options"] = "nosniff"
+        if is_active(meta.info.type):
+            headers["Content-Security-Policy"] = ACTIVE_CONTENT_POLICY
+        return headers
+
+    def shortcuts(self) -> tuple[bytes | None, IO[bytes] | None]:
+        """The storage's optional shortcuts, read here and nowhere else: the whole content
+        of a small file, and an open local file to sendfile from."""
+        stored = self.stored
+        content = stored.content if isinstance(stored, InMemoryContent) else None
+        local_file = stored.local_file if isinstance(stored, LocalFileSource) else None
+        return content, local_file
+
+    @staticmethod
+    def assemble(content: bytes, body: Body) -> bytes:
+        parts = [s.preamble + content[s.start : s.start + s.length] for s in body.segments]
+        return b"".join(parts) + body.trailer
+
+    async def stream(
+        self, response: web.StreamResponse, body: Body, local_file: IO[bytes] | None
+    ) -> None:
+        """Send the body slice by slice, counting file bytes as each slice goes out."""
+        request = self.request
+        with request.config_dict[TRANSFERS].slot("download"):
+            sent = request.config_dict[METRICS].sent
+            try:
+                writer = await response.prepare(request)
+                assert writer is not None
+                for segment in body.segments:
+                    await self.send_segment(writer, segment, local_file)
+                    sent.inc(segment.length)
+                if body.trailer:
+                    await writer.write(body.trailer)
+                await response.write_eof()
+            except ConnectionError:
+                # The client left mid-body (players and download managers do): nothing
+                # to answer and nothing to log as an error. aiohttp sees the closed
+                # connection and logs the request as it ended.
+                log.debug("client left during %s", request.path_qs)
+
+    async def send_segment(
+        self, writer: AbstractStreamWriter, segment: Segment, local_file: IO[bytes] | None
+    ) -> None:
+        """One slice of the file: sendfile for a local file, chunks from storage otherwise."""
+        if segment.preamble:
+            await writer.write(segment.preamble)
+        if not segment.length:
             return
-        except SendfileUnavailable:
-            pass
-    async for chunk in stored.chunks(segment.start, segment.length):
-        await writer.write(chunk)
+        if local_file is not None:
+            timeout = self.request.config_dict[SETTINGS].client_timeout
+            try:
+                await sendfile(
+                    self.request.transport,
+                    local_file,
+                    segment.start,
+                    segment.length,
+                    idle_timeout=timeout,
+                )
+                return
+            except SendfileUnavailable:
+                pass
+        async for chunk in self.stored.chunks(segment.start, segment.length):
+            await writer.write(chunk)
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -152,64 +281,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     attachment = request.query.get("download", "") in {"1", "true", "yes"}
     try:
         async with storage.open(name) as stored:
-            return await _respond(request, stored, attachment)
+            return await FileDownload(request, stored, attachment).respond()
     except FileMissing:
         raise NOT_FOUND(f"no file named {name!r}") from None
-
-
-async def _respond(
-    request: web.Request, stored: StoredFile, attachment: bool
-) -> web.StreamResponse:
-    meta = stored.meta
-    size = meta.info.size
-    outcome = evaluate(request, meta.info.etag, meta.info.created)
-    if outcome is Outcome.NOT_MODIFIED:
-        return web.Response(status=304, headers=_validator_headers(meta))
-    if outcome is Outcome.FAILED:
-        raise PRECONDITION_FAILED(
-            "the file does not match the request's If-Match or If-Unmodified-Since",
-        )
-    headers = file_headers(meta, attachment)
-    ranges = None
-    if if_range_allows(request, meta.info.etag, meta.info.created):
-        try:
-            ranges = parse_range(request.headers.get("Range"), size)
-        except Unsatisfiable:
-            headers = {"Content-Range": f"bytes */{size}"}
-            raise RANGE_NOT_SATISFIABLE(
-                f"no requested range overlaps the file's {size} bytes",
-                headers,
-            ) from None
-    status, content_type, segments, trailer, extra = plan_body(meta, ranges)
-    headers.update(extra)
-    headers["Content-Type"] = content_type
-    if isinstance(stored, InMemoryContent):
-        # Small enough to have been read whole: one response, one write.
-        content = stored.content
-        body = b"".join(s.preamble + content[s.start : s.start + s.length] for s in segments)
-        request.config_dict[METRICS].sent.inc(sum(s.length for s in segments))
-        return web.Response(status=status, headers=headers, body=body + trailer)
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = sum(len(s.preamble) + s.length for s in segments) + len(trailer)
-    if request.method == "HEAD":
-        return response
-    with request.config_dict[TRANSFERS].slot("download"):
-        sent = request.config_dict[METRICS].sent
-        try:
-            writer = await response.prepare(request)
-            assert writer is not None
-            for segment in segments:
-                await send_segment(request, writer, stored, segment)
-                sent.inc(segment.length)
-            if trailer:
-                await writer.write(trailer)
-            await response.write_eof()
-        except ConnectionError:
-            # The client left mid-body (players and download managers do): nothing
-            # to answer and nothing to log as an error. aiohttp sees the closed
-            # connection and logs the request as it ended.
-            log.debug("client left during %s", request.path_qs)
-    return response
 
 
 async def stat(request: web.Request) -> web.Response:
@@ -219,4 +293,4 @@ async def stat(request: web.Request) -> web.Response:
         meta = await request.config_dict[STORAGE].stat(name)
     except FileMissing:
         raise NOT_FOUND(f"no file named {name!r}") from None
-    return web.json_response(meta.to_public(), headers=_validator_headers(meta))
+    return web.json_response(meta.to_public(), headers=validator_headers(meta))

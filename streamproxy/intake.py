@@ -24,6 +24,7 @@ from .auth import check_api_key
 from .error_table import over_the_cap
 from .mediatypes import TypePolicy, parse_type_rule
 from .metrics import METRICS
+from .preconditions import etag_header
 from .pump import Progress, Pump
 from .scan import SCANNER
 from .settings import SETTINGS, Settings
@@ -154,5 +155,5 @@ def upload_response(request: web.Request, meta: StoredMeta) -> web.Response:
     return web.Response(
         body=json.dumps(body, ensure_ascii=False).encode(),
         content_type="application/json",
-        headers={"ETag": f'"{meta.info.etag}"'},
+        headers={"ETag": etag_header(meta.info.etag)},
     )

@@ -95,6 +95,12 @@ class Metrics:
             ["what"],
             registry=registry,
         )
+        self.erased = Counter(
+            "streamproxy_deleted_files",
+            "Files deleted on request (DELETE /files), by how: one file, or a conversation.",
+            ["how"],
+            registry=registry,
+        )
         self.retention_failures = Counter(
             "streamproxy_retention_failures",
             "Retention sweeps that failed (each is logged; the next sweep runs as usual).",
@@ -107,6 +113,8 @@ class Metrics:
             registry=registry,
         )
         self.timed_out.labels("head")
+        for how in ("file", "conversation"):
+            self.erased.labels(how)
         for kind in ("upload", "import", "download"):
             self.in_flight.labels(kind)
         ProcessCollector(registry=registry)

@@ -14,12 +14,11 @@ from aiohttp import web
 
 from . import __version__
 from .error_table import BY_CODE, codes_of
+from .listing import MAX_LIMIT
 from .naming import MAX_STORED_NAME_BYTES
-from .openapi_schemas import CONVERSATION_ID, SCHEMAS, Schema
+from .openapischemas import CONVERSATION_ID, JSON, SCHEMAS, Schema
 from .settings import SETTINGS, Settings
 from .uploadlinks import TOKEN_PARAM
-
-JSON = "application/json"
 
 
 def _ref(name: str) -> Schema:
@@ -65,7 +64,7 @@ def _errors(*statuses: int, compat_status: bool = False) -> dict[str, Schema]:
 
 
 ETAG_HEADER = {"ETag": {"description": "the quoted MD5", "schema": {"type": "string"}}}
-FILENAME = {
+FILENAME: Schema = {
     "name": "filename",
     "in": "query",
     "required": True,
@@ -250,12 +249,66 @@ def _stat_operation(settings: Settings, summary: str) -> Schema:
     }
 
 
+def _list_operation(settings: Settings) -> Schema:
+    conversation = {
+        "name": "conversationId",
+        "in": "query",
+        "required": True,
+        "schema": CONVERSATION_ID,
+    }
+    return {
+        "summary": "A conversation's files, newest first",
+        "parameters": [
+            conversation,
+            {"name": "limit", "in": "query", "description": "files per page (default 100)",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
+            {"name": "cursor", "in": "query", "description": "the `next` of the page before",
+             "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {"description": "a page", "content": {JSON: {"schema": _ref("FileList")}}},
+            **_errors(400, *_key_required(settings), 503),
+        },
+    }  # fmt: skip
+
+
+def _delete_operation(settings: Settings) -> Schema:
+    # Not the other operations' examples: generated requests must not erase the file
+    # (or the conversation) that the downloads they generate look for.
+    filename = {
+        **FILENAME,
+        "required": False,
+        "description": "one stored file to delete",
+        "schema": {**FILENAME["schema"], "examples": ["22222_old.png"]},
+    }
+    conversation = {
+        "name": "conversationId",
+        "in": "query",
+        "description": "delete all of this conversation's files (instead of filename)",
+        "schema": {**CONVERSATION_ID, "examples": ["22222"]},
+    }
+    return {
+        "summary": "Delete a file, or erase a conversation's files",
+        "description": "Exactly one of filename and conversationId. Needs an API key: "
+        "without --api-key configured the service answers 403.",
+        "parameters": [filename, conversation],
+        "responses": {
+            "200": {"description": "the conversation's files deleted",
+                    "content": {JSON: {"schema": _ref("Deleted")}}},
+            "204": {"description": "the file deleted"},
+            **_errors(400, *_key_required(settings), 403, 404, 503),
+        },
+    }  # fmt: skip
+
+
 def _paths(settings: Settings) -> dict[str, Schema]:
     plain = {JSON: {"schema": _ref("Status")}}
     paths: dict[str, Schema] = {
         "/files": {
             "post": _upload_operation(settings, "Upload a file stream"),
             "put": _raw_upload_operation(settings),
+            "get": _list_operation(settings),
+            "delete": _delete_operation(settings),
         },
         "/files/upload-links": {"post": _upload_links_operation(settings)},
         "/api/uploadFileStream": {
@@ -305,8 +358,9 @@ def _paths(settings: Settings) -> dict[str, Schema]:
         for path in ("/files", "/api/uploadFileStream", "/files/from-url", "/files/upload-links"):
             paths[path]["post"]["security"] = keyed
         paths["/files"]["put"]["security"] = keyed
-        for path in ("/files/stat", "/api/getFileStat"):
+        for path in ("/files/stat", "/api/getFileStat", "/files"):
             paths[path]["get"]["security"] = keyed
+        paths["/files"]["delete"]["security"] = keyed
     return paths
 
 

@@ -2,22 +2,133 @@
 
 `cut()` is an outage: live connections are reset and new ones dropped at once.
 `reject(status, code)` makes every request get that S3 error, as a bucket over
-quota would answer. `restore()` passes traffic through again.
+quota would answer. `fail(match, fault, ...)` fails only chosen requests (the
+Nth CompleteMultipartUpload, every UploadPartCopy, ...), so a test can break
+one step of a commit and let the rest through. `restore()` passes traffic
+through again and forgets every rule.
+
+The proxy reads the head of each request to match it, then pipes. moto's
+server answers every request with `Connection: close`, so one client
+connection carries one request: matching the first head of a connection sees
+every request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+ALWAYS = 0  # `times` for a rule that fails every matching request from the Nth on
 
 
+@dataclass(frozen=True)
+class Request:
+    """What a rule can see of a request: its method, query keys and header names."""
+
+    method: str
+    query: frozenset[str]
+    headers: dict[str, str]
+
+    @classmethod
+    def parse(cls, head: bytes) -> Request:
+        request_line, *lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = request_line.split(" ", 2)
+        query = parse_qs(urlsplit(target).query, keep_blank_values=True)
+        headers = {}
+        for line in lines:
+            name, colon, value = line.partition(":")
+            if colon:
+                headers[name.strip().lower()] = value.strip()
+        return cls(method.upper(), frozenset(query), headers)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Requests of this method (None: any) whose query has all `query` keys
+    (`uploadId`, `partNumber`, `uploads`) and none of `no_query`, with every
+    header in `headers` and none in `without` (names, any case)."""
+
+    method: str | None = None
+    query: tuple[str, ...] = ()
+    no_query: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    without: tuple[str, ...] = ()
+
+    def __call__(self, request: Request) -> bool:
+        return (
+            self.method in {None, request.method}
+            and all(key in request.query for key in self.query)
+            and not any(key in request.query for key in self.no_query)
+            and all(name.lower() in request.headers for name in self.headers)
+            and not any(name.lower() in request.headers for name in self.without)
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Answer in S3's place with this status and S3 XML error; the request never reaches S3."""
+
+    status: int
+    code: str
+
+    def response(self, head_only: bool) -> bytes:
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{self.code}</Code><Message>{self.code} (fault proxy)</Message>"
+            "<RequestId>faultproxy</RequestId></Error>"
+        )
+        head = (
+            f"HTTP/1.1 {self.status} Fault\r\nContent-Type: application/xml\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        return (head if head_only else head + body).encode()
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Reset the client's connection: before the request reaches S3, or after S3
+    carried it out (`after=True`: the write happened, only the answer is lost)."""
+
+    after: bool = False
+
+
+Fault = Answer | Cut
+
+
+@dataclass
+class Rule:
+    """Fail matching requests number `nth` to `nth + times - 1` (or on, for ALWAYS)."""
+
+    match: Match
+    fault: Fault
+    nth: int = 1
+    times: int = 1
+    seen: int = 0  # matching requests so far
+    hits: int = 0  # of those, the ones this rule failed
+
+    def fires(self, request: Request) -> bool:
+        if not self.match(request):
+            return False
+        self.seen += 1
+        first = self.nth
+        if self.seen < first or (self.times != ALWAYS and self.seen >= first + self.times):
+            return False
+        self.hits += 1
+        return True
+
+
+@dataclass
 class FaultProxy:
-    def __init__(self, target_port: int) -> None:
-        self._target_port = target_port
-        self._mode = "pass"
-        self._canned = b""
-        self._live: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
+    """Between streamproxy and moto's server on `target_port`; see the module docstring."""
+
+    target_port: int
+    rules: list[Rule] = field(default_factory=list)
+    _down: bool = False
+    _live: set[asyncio.StreamWriter] = field(default_factory=set)
+    _server: asyncio.Server | None = None
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -36,67 +147,102 @@ class FaultProxy:
         return f"http://127.0.0.1:{port}"
 
     def cut(self) -> None:
-        self._mode = "down"
+        self._down = True
         for writer in list(self._live):
             writer.transport.abort()
         self._live.clear()
 
     def restore(self) -> None:
-        self._mode = "pass"
+        self._down = False
+        self.rules.clear()
 
     def reject(self, status: int, code: str) -> None:
-        body = f"<Error><Code>{code}</Code><Message>{code} (fault proxy)</Message></Error>"
-        self._canned = (
-            f"HTTP/1.1 {status} Refused\r\nContent-Type: application/xml\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
-        ).encode()
-        self._mode = "reject"
+        self.fail(Match(), Answer(status, code), times=ALWAYS)
+
+    def fail(self, match: Match, fault: Fault, nth: int = 1, times: int = 1) -> Rule:
+        """Add a rule; the first rule that fires for a request decides its fault.
+        Every rule counts every request it matches, fired or not."""
+        rule = Rule(match, fault, nth, times)
+        self.rules.append(rule)
+        return rule
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._mode == "down":
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            head = b""
+        if self._down or not head:
             writer.transport.abort()
             return
-        if self._mode == "reject":
-            await self._answer_canned(reader, writer)
+        request = Request.parse(head)
+        fault = _match_all(self.rules, request)
+        if isinstance(fault, Answer):
+            await _answer(reader, writer, request, fault)
+            return
+        if isinstance(fault, Cut) and not fault.after:
+            writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.transport.abort()
             return
+        up_writer.write(head)
         self._live |= {writer, up_writer}
+        # After S3 has answered, the answer goes nowhere: S3 did the work, the client never knows.
+        answer_to = _Sink(writer) if isinstance(fault, Cut) else writer
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, answer_to))
         finally:
             for side in (writer, up_writer):
                 self._live.discard(side)
                 side.transport.abort()
 
-    async def _answer_canned(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").lower().split("\r\n")
-            length = next(
-                (
-                    int(line.split(":", 1)[1])
-                    for line in lines
-                    if line.startswith("content-length:")
-                ),
-                0,
-            )
-            if not any(line.startswith("expect:") for line in lines):
-                await reader.readexactly(length)
-            answer = self._canned
-            if head.startswith(b"HEAD "):  # the headers only, as HTTP has it
-                answer = answer.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
-            writer.write(answer)
-            await writer.drain()
-        writer.close()
+
+def _match_all(rules: Iterable[Rule], request: Request) -> Fault | None:
+    """Every rule counts the request; the first that fires decides."""
+    fired = [rule.fault for rule in list(rules) if rule.fires(request)]
+    return fired[0] if fired else None
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _answer(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Request, answer: Answer
+) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        if "expect" not in request.headers:  # else the body never comes: answer at once
+            await reader.readexactly(int(request.headers.get("content-length", "0")))
+        writer.write(answer.response(head_only=request.method == "HEAD"))
+        await writer.drain()
+    writer.close()
+
+
+class _Sink:
+    """Passes interim answers (`100 Continue`, which the client waits for before it
+    sends the body) and drops the final one; once S3 is done, the client's
+    connection is reset."""
+
+    def __init__(self, client: asyncio.StreamWriter) -> None:
+        self.transport = client.transport
+        self._client = client
+        self._pending = b""
+        self._final = False
+
+    def write(self, data: bytes) -> None:
+        if self._final:
+            return
+        self._pending += data
+        while b"\r\n\r\n" in self._pending:
+            head, _, self._pending = self._pending.partition(b"\r\n\r\n")
+            if not head.split(b" ", 2)[1].startswith(b"1"):
+                self._final = True
+                return
+            self._client.write(head + b"\r\n\r\n")
+
+    async def drain(self) -> None:
+        await self._client.drain()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter | _Sink) -> None:
     with contextlib.suppress(OSError, asyncio.CancelledError):
         while data := await reader.read(256 * 1024):
             writer.write(data)

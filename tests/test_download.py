@@ -334,8 +334,13 @@ async def test_symlink_inside_the_root_is_not_followed(service: Service, tmp_pat
 async def test_request_id_is_echoed(service: Service, stored: dict[str, Any]) -> None:
     response, _ = await get(service, stored["name"], {"X-Request-Id": "abc-123"})
     assert response.headers["X-Request-Id"] == "abc-123"
+    # An id that does not look like one is replaced by a new one, as for a request
+    # without an id: the process's prefix and the next number of its counter.
+    response, _ = await get(service, stored["name"])
+    made = response.headers["X-Request-Id"]
+    prefix, number = made[:-8], int(made[-8:], 16)
     response, _ = await get(service, stored["name"], {"X-Request-Id": "bad id\twith space"})
-    assert response.headers["X-Request-Id"] != "bad id\twith space"
+    assert response.headers["X-Request-Id"] == f"{prefix}{number + 1:08x}"
 
 
 async def test_large_download_is_byte_identical(service: Service) -> None:

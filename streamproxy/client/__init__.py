@@ -10,12 +10,13 @@ from __future__ import annotations
 from .errors import MediaError
 from .media_client import MediaClient
 from .message import build_media_message, message_type
-from .results import DownloadResult, FileStat, UploadLink, UploadResult
+from .results import DownloadResult, FileStat, ListedFile, UploadLink, UploadResult
 from .sources import Progress
 
 __all__ = [
     "DownloadResult",
     "FileStat",
+    "ListedFile",
     "MediaClient",
     "MediaError",
     "Progress",

@@ -1,4 +1,5 @@
-"""The client commands: `streamproxy upload | fetch | download | stat | message | upload-link`.
+"""The client commands: `streamproxy upload | fetch | download | stat | message | list |
+delete | upload-link`.
 
 Each talks to a running service (`--server`, or STREAMPROXY_SERVER) through
 `MediaClient`. Results go to stdout, as text or, with `--json`, one JSON object
@@ -20,7 +21,10 @@ from typing import Any
 
 from .downloads import range_header, safe_local_name
 from .errors import MediaError
+from .filecommands import Delete, List, add_file_commands
+from .linkcommands import IssueUploadLink, add_link_command
 from .media_client import MediaClient, parse_server
+from .output import FAILED, INTERRUPTED, OK, USAGE, Command, Output, UsageError, human_size
 from .progress import TransferBar, wanted
 from .results import DownloadResult, FileStat, UploadResult
 
@@ -29,13 +33,7 @@ SERVER_ENV = "STREAMPROXY_SERVER"
 KEY_ENV = "STREAMPROXY_CLIENT_API_KEY"
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
-OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
-
-COMMANDS = ("upload", "fetch", "download", "stat", "message", "upload-link")
-
-
-class UsageError(Exception):
-    """The command line cannot be carried out as given (exit 2)."""
+COMMANDS = ("upload", "fetch", "download", "stat", "message", "list", "delete", "upload-link")
 
 
 def add_client_commands(commands: Any) -> None:
@@ -125,22 +123,8 @@ def add_client_commands(commands: Any) -> None:
     )
     message.add_argument("name", metavar="NAME")
     message.add_argument("--caption")
-
-    link = commands.add_parser(
-        "upload-link",
-        parents=[common],
-        help="issue a one-time upload link",
-        description="Ask for a link that lets someone without the API key upload one "
-        "file (POST /files/upload-links; the service needs --signing-key).",
-    )
-    link.add_argument("--conversation-id", required=True, metavar="ID")
-    link.add_argument("--file-name", metavar="NAME", help="the stored file's name")
-    link.add_argument("--max-size", metavar="BYTES", type=int, help="default: the service's cap")
-    link.add_argument(
-        "--allow-type", action="append", default=[], metavar="T",
-        help="repeatable: image/*, image/png or .pdf (on top of the service's rules)",
-    )  # fmt: skip
-    link.add_argument("--expires-in", metavar="SECONDS", type=int, help="default: 3600")
+    add_file_commands(commands, common)
+    add_link_command(commands, common)
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -176,46 +160,11 @@ def _client(arguments: argparse.Namespace) -> MediaClient:
     return MediaClient(server, api_key=api_key)
 
 
-class Output:
-    """Text for people, JSON lines for programs; failures also on stderr."""
-
-    def __init__(self, arguments: argparse.Namespace) -> None:
-        self.json = bool(arguments.json)
-        self.command = arguments.command
-
-    def result(self, document: dict[str, Any], text: str) -> None:
-        if self.json:
-            print(json.dumps(document, ensure_ascii=False), flush=True)
-        else:
-            print(text, flush=True)
-
-    def failure(self, error: MediaError, subject: str, **context: str) -> None:
-        print(f"streamproxy {self.command}: {subject}: {error}", file=sys.stderr, flush=True)
-        if self.json:
-            print(json.dumps({**context, **error.to_json()}, ensure_ascii=False), flush=True)
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _stored_text(result: UploadResult, source: str) -> str:
     return (
         f"{source} -> {result.name} ({human_size(result.size)}, {result.type}, "
         f"etag {result.etag})\n  {result.url}"
     )
-
-
-class Command:
-    """Check the arguments before anything is sent, then run against the service."""
-
-    def prepare(self, arguments: argparse.Namespace) -> Callable[[MediaClient], Awaitable[int]]:
-        raise NotImplementedError
 
 
 class Upload(Command):
@@ -393,29 +342,6 @@ class Message(Command):
         return _after_stat(arguments, present)
 
 
-class IssueUploadLink(Command):
-    def prepare(self, arguments: argparse.Namespace) -> Callable[[MediaClient], Awaitable[int]]:
-        output = Output(arguments)
-
-        async def issue(client: MediaClient) -> int:
-            try:
-                link = await client.upload_link(
-                    conversation_id=arguments.conversation_id,
-                    file_name=arguments.file_name,
-                    max_size=arguments.max_size,
-                    allow_type=arguments.allow_type,
-                    expires_in=arguments.expires_in,
-                )
-            except MediaError as error:
-                output.failure(error, "upload link", conversationId=arguments.conversation_id)
-                return FAILED
-            when = link.expires.strftime("%Y-%m-%d %H:%M:%S UTC")
-            output.result(link.to_json(), f"{link.url}\n  one upload, until {when}")
-            return OK
-
-        return issue
-
-
 def _as_media_error(error: MediaError | OSError) -> MediaError:
     if isinstance(error, MediaError):
         return error
@@ -428,5 +354,7 @@ _HANDLERS: dict[str, Command] = {
     "download": Download(),
     "stat": Stat(),
     "message": Message(),
+    "list": List(),
+    "delete": Delete(),
     "upload-link": IssueUploadLink(),
 }

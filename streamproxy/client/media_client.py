@@ -29,7 +29,7 @@ from .errors import (
     MediaError,
 )
 from .message import build_media_message, label_for
-from .results import DownloadResult, FileStat, UploadLink, UploadResult
+from .results import DownloadResult, FileStat, ListedFile, UploadLink, UploadResult
 from .sources import DEFAULT_CHUNK, ChunkPayload, Counted, Progress, UploadSource, open_body
 
 # Connecting should be quick; a transfer may pause (a slow disk, a busy server) but not stall.
@@ -48,7 +48,7 @@ def parse_server(server: str | URL) -> URL:
 
 
 class MediaClient:
-    """Upload, import, stat and download files of one streamproxy service.
+    """Upload, import, stat, download, list and delete files of one streamproxy service.
 
     Use it as an async context manager (or call `close()`); pass `session` to
     share a pool you own, which is then left open.
@@ -271,18 +271,12 @@ class MediaClient:
     ) -> UploadLink:
         """A one-time link for someone without the API key to upload one file
         (`POST /files/upload-links`; the service needs `--signing-key`)."""
+        given = {"fileName": file_name, "maxSize": max_size, "expiresIn": expires_in,
+                 "allowType": list(allow_type) or None}  # fmt: skip
         terms: dict[str, Any] = {"conversationId": str(conversation_id)}
-        optional = {"fileName": file_name, "maxSize": max_size, "expiresIn": expires_in}
-        terms.update({key: value for key, value in optional.items() if value is not None})
-        if allow_type:
-            terms["allowType"] = list(allow_type)
-        url = self.endpoint("files/upload-links")
-        async with self._request("POST", url, json=terms) as response:
-            answer = await self._json(response)
-        try:
-            return UploadLink.from_json(answer)
-        except ValueError as error:
-            raise MediaError(200, UNEXPECTED_RESPONSE, str(error)) from None
+        terms |= {key: value for key, value in given.items() if value is not None}
+        async with self._request("POST", self.endpoint("files/upload-links"), json=terms) as answer:
+            return UploadLink.from_json(await self._json(answer))
 
     async def _with_recorded_name(self, result: UploadResult) -> UploadResult:
         """The original name the service derived (Content-Disposition, URL path) and keeps.
@@ -307,6 +301,50 @@ class MediaClient:
         url = self.endpoint("files/stat").with_query(filename=name)
         async with self._request("GET", url) as response:
             return FileStat.from_json(await self._json(response))
+
+    async def list_page(
+        self, conversation_id: str | int, *, limit: int | None = None, cursor: str | None = None
+    ) -> tuple[list[ListedFile], str | None]:
+        """One page of a conversation's files, newest first, and the next page's cursor."""
+        query = {"conversationId": str(conversation_id)}
+        query |= {"limit": str(limit)} if limit is not None else {}
+        query |= {"cursor": cursor} if cursor is not None else {}
+        url = self.endpoint("files").with_query(query)
+        async with self._request("GET", url) as response:
+            answer = await self._json(response)
+        files, following = answer.get("files"), answer.get("next")
+        if not isinstance(files, list) or not isinstance(following, str | None):
+            raise MediaError(200, UNEXPECTED_RESPONSE, "the listing has no files or next")
+        return [ListedFile.from_json(entry) for entry in files], following
+
+    async def list_files(
+        self, conversation_id: str | int, *, page_size: int | None = None
+    ) -> AsyncIterator[ListedFile]:
+        """Every file of a conversation, newest first, page after page."""
+        cursor: str | None = None
+        while True:
+            files, cursor = await self.list_page(conversation_id, limit=page_size, cursor=cursor)
+            for listed in files:
+                yield listed
+            if cursor is None:
+                return
+
+    async def delete(self, item: UploadResult | FileStat | str) -> None:
+        """Delete one stored file (`DELETE /files?filename=`); needs an API key."""
+        name = item if isinstance(item, str) else item.name
+        url = self.endpoint("files").with_query(filename=name)
+        async with self._request("DELETE", url) as response:
+            if response.status != 204:
+                raise await self._refusal(response)
+
+    async def delete_conversation(self, conversation_id: str | int) -> int:
+        """Erase all of a conversation's files; how many went (0 for an unknown one)."""
+        url = self.endpoint("files").with_query(conversationId=str(conversation_id))
+        async with self._request("DELETE", url) as response:
+            deleted = (await self._json(response)).get("deleted")
+        if not isinstance(deleted, int):
+            raise MediaError(200, UNEXPECTED_RESPONSE, "the answer has no deleted count")
+        return deleted
 
     def media_message(
         self, item: UploadResult | FileStat, caption: str | None = None

@@ -115,6 +115,35 @@ class FileStat:
         }
 
 
+@dataclass(frozen=True)
+class ListedFile:
+    """One file of a conversation's listing (`GET /files?conversationId=`)."""
+
+    name: str
+    type: str
+    size: int
+    etag: str
+    created: datetime | None
+    url: str
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ListedFile:
+        created = _optional(body, "created")
+        return cls(
+            name=_text(body, "name"),
+            type=_text(body, "type"),
+            size=_int(body, "size"),
+            etag=_text(body, "etag"),
+            created=_parse_time(created) if created else None,
+            url=_text(body, "url"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        created = self.created.strftime("%Y-%m-%dT%H:%M:%SZ") if self.created else None
+        return {"name": self.name, "type": self.type, "size": self.size,
+                "etag": self.etag, "created": created, "url": self.url}  # fmt: skip
+
+
 def _parse_time(text: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -178,7 +178,12 @@ def capability(storage: object, kind: type[_C]) -> _C | None:
 
 
 class Storage(Protocol):
-    """A place that keeps files: a local directory or an S3 bucket."""
+    """A place that keeps files: a local directory or an S3 bucket.
+
+    Deletion, a conversation's listing and erasure are methods here rather than
+    optional protocols: both storages implement them, and erasure on request is a
+    duty of the service (privacy law), not a feature a storage may lack.
+    """
 
     description: str
 
@@ -205,6 +210,24 @@ class Storage(Protocol):
 
     async def remove_stale_temporaries(self, cutoff: datetime) -> int:
         """Remove staged data (temporaries, unfinished uploads) older than `cutoff`."""
+
+    async def delete(self, name: str) -> None:
+        """Delete one stored file; raises FileMissing. A download already reading it
+        finishes with its bytes or fails, never mixes them with a newer file's."""
+
+    async def conversation(self, conversation_id: str) -> list[StoredMeta]:
+        """Every stored file whose stored conversationId is exactly this one, in no order."""
+
+    async def delete_conversation(
+        self, conversation_id: str, deleted: Callable[[str], None]
+    ) -> int:
+        """Erase a conversation's files, calling `deleted(name)` on the event loop as each
+        goes (to log and count it even if the erasure stops half-way); how many went.
+        Safe to run again after a crash half-way: the rerun finishes the job."""
+
+    async def shared_secret(self, purpose: str) -> bytes:
+        """A random key kept in the storage, made once (a conditional write), the same
+        for every process and instance on it: for what must verify across them."""
 
 
 STORAGE: web.AppKey[Storage] = web.AppKey("storage", Storage)

@@ -5,6 +5,7 @@ Layout under the root:
     .meta/NAME.json      its metadata
     .tmp/                files being written; emptied at start-up
     .claims/KEY          one-time claims (upload links used), `localclaims`
+    .keys/PURPOSE        secrets shared by every process on the directory
 
 A file is staged in `.tmp`, flushed with fsync, and published with `link(2)`,
 which fails instead of replacing an existing name: that is the atomic,
@@ -14,7 +15,8 @@ start with a dot, so `.meta` and `.tmp` cannot be reached by a download.
 
 The parts live in their own modules: `localstaging` (the staging area and the
 commit), `localwrite` (one upload), `localread` (open, stat and the cache) and
-`localsweep` (retention and clean-up).
+`localsweep` (retention and clean-up), `localerase` (deletion, a conversation's
+listing and erasure, shared secrets).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..settings import DEFAULT_CHUNK_SIZE
-from . import localclaims
+from . import localclaims, localerase
 from .base import Observer, OneTimeClaims, StorageError, StoredMeta
 from .localfs import storage_error
 from .localread import LocalReader, OpenedFile
@@ -136,3 +138,42 @@ class LocalStorage(OneTimeClaims):
 
     async def release(self, key: str) -> None:
         await self.run_blocking(localclaims.release, self.root, key)
+
+    async def _erasing(self, doing: str, function: Callable[..., _T], *args: Any) -> _T:
+        """Run a `localerase` function; an OS error becomes a StorageError saying what failed."""
+        try:
+            return await self.run_blocking(function, self.root, *args)
+        except OSError as error:
+            raise StorageError(f"{doing} failed: {error.strerror}") from error
+
+    async def delete(self, name: str) -> None:
+        try:
+            await self._erasing("deleting a file", localerase.delete_file, name, self.staging.fsync)
+        finally:
+            self._reader.forget(name)
+
+    async def conversation(self, conversation_id: str) -> list[StoredMeta]:
+        return await self._erasing(
+            "listing a conversation", localerase.conversation_files, conversation_id
+        )
+
+    async def delete_conversation(
+        self, conversation_id: str, deleted: Callable[[str], None]
+    ) -> int:
+        """One thread trip per file, so that `deleted` hears of each as it goes."""
+        doing = "erasing a conversation"
+        candidates = await self._erasing(doing, localerase.erasure_candidates, conversation_id)
+        count = 0
+        for name in candidates:
+            if await self._erasing(doing, localerase.erase_if_in, name, conversation_id):
+                self._reader.forget(name)
+                count += 1
+                deleted(name)
+        if self.staging.fsync:
+            await self._erasing(doing, localerase.sync_directories)
+        return count
+
+    async def shared_secret(self, purpose: str) -> bytes:
+        return await self._erasing(
+            f"reading the {purpose} key", localerase.shared_secret, purpose, self.staging.fsync
+        )

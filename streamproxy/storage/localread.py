@@ -88,6 +88,12 @@ class LocalReader:
         self._chunk_size = chunk_size
         self._cache = SmallFileCache(cache_size) if cache_size else None
 
+    def forget(self, name: str) -> None:
+        """Drop a deleted file from the cache at once (other processes' caches see the
+        file gone on their next stat of the path)."""
+        if self._cache is not None:
+            self._cache.discard(name)
+
     def _handle(self, meta: StoredMeta, file: IO[bytes]) -> LocalFileHandle:
         return LocalFileHandle(meta, file, self._run_blocking, self._chunk_size)
 

@@ -4,6 +4,7 @@ Layout under `s3://BUCKET/PREFIX`:
     PREFIX/NAME            the file, with its FileInfo as user metadata (`s3meta`)
     PREFIX/.tmp/TIME-UUID  staging objects of large uploads, never a stored name
     PREFIX/.claims/KEY     one-time claims (upload links used), `s3claims`
+    PREFIX/.keys/PURPOSE   secrets shared by every instance on the bucket (`s3erase`)
 
 Stored names never contain `/` nor start with a dot, so no name reaches the
 staging area. Many instances may share one bucket and prefix: names are claimed
@@ -32,6 +33,7 @@ from ..settings import DEFAULT_CHUNK_SIZE, Settings, SettingsError
 from . import s3claims
 from .base import FileMissing, Observer, OneTimeClaims, StorageError, StoredMeta
 from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, Leftover, remove_stale, staging_key
+from .s3erase import S3Erasure
 from .s3meta import (
     S3_ERRORS,
     TRANSPORT_ERRORS,
@@ -150,6 +152,7 @@ class S3Storage(OneTimeClaims):
         self._stack: AsyncExitStack | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.janitor = Janitor(lambda: self.client, self.bucket)
+        self.erasure = S3Erasure(lambda: self.client, self.bucket, self.prefix)
         self._discarding: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -335,7 +338,7 @@ class S3Storage(OneTimeClaims):
             raise storage_error(error, "starting the upload") from error
         return response["UploadId"]
 
-    async def _head_object(self, key: str, doing: str) -> HeadObjectOutputTypeDef | None:
+    async def head_object(self, key: str, doing: str) -> HeadObjectOutputTypeDef | None:
         """HeadObject, or None when there is no such object."""
         try:
             return await self.client.head_object(Bucket=self.bucket, Key=key)
@@ -345,13 +348,13 @@ class S3Storage(OneTimeClaims):
             raise storage_error(error, doing) from error
 
     async def _head(self, name: str) -> tuple[StoredMeta, str]:
-        head = await self._head_object(self.key(name), "looking the file up")
+        head = await self.head_object(self.key(name), "looking the file up")
         if head is None:
             raise FileMissing(name)
         return StoredMeta(name, decode(head)), str(head.get("ETag", ""))
 
     async def exists(self, key: str) -> bool:
-        return await self._head_object(key, "looking a name up") is not None
+        return await self.head_object(key, "looking a name up") is not None
 
     async def stat(self, name: str) -> StoredMeta:
         meta, _ = await self._head(name)
@@ -400,3 +403,17 @@ class S3Storage(OneTimeClaims):
             await self.client.head_bucket(Bucket=self.bucket)
         except S3_ERRORS as error:
             raise storage_error(error, "checking the bucket") from error
+
+    async def delete(self, name: str) -> None:
+        await self.erasure.delete(name)
+
+    async def conversation(self, conversation_id: str) -> list[StoredMeta]:
+        return await self.erasure.conversation(conversation_id)
+
+    async def delete_conversation(
+        self, conversation_id: str, deleted: Callable[[str], None]
+    ) -> int:
+        return await self.erasure.delete_conversation(conversation_id, deleted)
+
+    async def shared_secret(self, purpose: str) -> bytes:
+        return await self.erasure.shared_secret(purpose)

@@ -19,6 +19,13 @@ Commit, without ever replacing a name and with nothing visible before it:
   (moto silently replaces), whereas the conditional CompleteMultipartUpload is
   the primitive AWS, MinIO and moto all implement; start-up checks it.
 
+A conditional write whose answer was lost may have happened: aiohttp or
+botocore retries it unseen, and the retry finds the name taken (412), or no
+answer comes at all. Every object carries its writer's random token
+(`x-amz-meta-writer`), so after a failure that may hide a write the writer
+looks at the name: if the object there is its own, the file is stored, and
+saying 412 (next name) or 503 would leave a file under a name nobody is told.
+
 Every multipart upload and staging object is discarded on every way out; see
 `s3cleanup` for when S3 itself is away.
 """
@@ -26,19 +33,24 @@ Every multipart upload and staging object is discarded on every way out; see
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from botocore.exceptions import ClientError
 
 from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
 from .interruptions import Interruptions
 from .s3body import PartReader
 from .s3cleanup import Janitor, Leftover, staging_key
-from .s3meta import S3_ERRORS, encode, is_taken, storage_error
+from .s3meta import S3_ERRORS, encode, http_status, is_taken, storage_error
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef
 
+
+WRITER = "writer"  # the user metadata key of the writer's token
 # Server-side copy: 1 GiB per UploadPartCopy (S3 allows 5 GiB), a few at once.
 COPY_PART = 1024**3
 COPY_CONCURRENCY = 4
@@ -62,6 +74,8 @@ class Bucket(Protocol):
     async def create_upload(self, key: str, **arguments: Any) -> str: ...
 
     async def exists(self, key: str) -> bool: ...
+
+    async def head_object(self, key: str, doing: str) -> HeadObjectOutputTypeDef | None: ...
 
     def run_blocking(self, function: Callable[..., _T], *args: Any) -> asyncio.Future[_T]: ...
 
@@ -87,6 +101,7 @@ class S3Writer:
         # The pump may queue the next write before this one ends: they go in turn.
         self._in_turn = asyncio.Lock()
         self._staged = False  # the staging upload was (perhaps) completed into an object
+        self._token = uuid.uuid4().hex  # tells our own object from another writer's
         self._done = False
 
     # --- writing ------------------------------------------------------------------
@@ -153,7 +168,8 @@ class S3Writer:
         if self._done:
             raise StorageError("the upload is already finished")
         # The same object arguments for every candidate name: encoded once.
-        arguments = {"ContentType": info.type, "Metadata": encode(info)}
+        metadata = encode(info) | {WRITER: self._token}
+        arguments = {"ContentType": info.type, "Metadata": metadata}
         try:
             if self._next_part == 1:
                 return await self._put_whole(names, info, arguments)
@@ -178,11 +194,23 @@ class S3Writer:
                     **arguments,
                 )
             except S3_ERRORS as error:
+                if await self._written_by_us(name, error):
+                    return StoredMeta(name, info)
                 if is_taken(error):
                     continue
                 raise storage_error(error, "saving the file") from error
             return StoredMeta(name, info)
         raise NoFreeName("every candidate name is taken")
+
+    async def _written_by_us(self, name: str, error: BaseException) -> bool:
+        """After a failed write of `name`: did a try whose answer was lost store it?"""
+        if isinstance(error, ClientError) and not is_taken(error) and http_status(error) < 500:
+            return False  # S3 refused the write outright
+        try:
+            head = await self._storage.head_object(self._storage.key(name), "looking a name up")
+        except StorageError:
+            return False
+        return head is not None and head.get("Metadata", {}).get(WRITER) == self._token
 
     async def _complete_staging(self) -> None:
         storage = self._storage
@@ -219,11 +247,13 @@ class S3Writer:
                 )
             except BaseException as error:
                 await asyncio.shield(storage.janitor.discard(Leftover(key, upload_id)))
+                if not isinstance(error, S3_ERRORS):
+                    raise
+                if await self._written_by_us(name, error):
+                    return StoredMeta(name, info)
                 if is_taken(error):
                     continue
-                if isinstance(error, S3_ERRORS):
-                    raise storage_error(error, "publishing the file") from error
-                raise
+                raise storage_error(error, "publishing the file") from error
             return StoredMeta(name, info)
         raise NoFreeName("every candidate name is taken")
 

@@ -76,6 +76,10 @@ class SmallFileCache:
             oldest = next(iter(self._entries))
             self._drop(oldest)
 
+    def discard(self, name: str) -> None:
+        """Forget `name` (its file was deleted)."""
+        self._drop(name)
+
     def _drop(self, name: str) -> None:
         entry = self._entries.pop(name, None)
         if entry is not None:

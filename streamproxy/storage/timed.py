@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
@@ -85,3 +85,21 @@ class TimedStorage:
     async def remove_stale_temporaries(self, cutoff: datetime) -> int:
         with self._metrics.timed("cleanup"):
             return await self.inner.remove_stale_temporaries(cutoff)
+
+    async def delete(self, name: str) -> None:
+        with self._metrics.timed("delete"):
+            await self.inner.delete(name)
+
+    async def conversation(self, conversation_id: str) -> list[StoredMeta]:
+        with self._metrics.timed("list"):
+            return await self.inner.conversation(conversation_id)
+
+    async def delete_conversation(
+        self, conversation_id: str, deleted: Callable[[str], None]
+    ) -> int:
+        with self._metrics.timed("erase"):
+            return await self.inner.delete_conversation(conversation_id, deleted)
+
+    async def shared_secret(self, purpose: str) -> bytes:
+        with self._metrics.timed("secret"):
+            return await self.inner.shared_secret(purpose)

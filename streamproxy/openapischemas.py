@@ -1,6 +1,7 @@
-"""The OpenAPI document's request and response shapes (openapi.py puts them together).
+"""The OpenAPI document's component schemas: the JSON bodies of API.md.
 
-Written from API.md; the error codes come from error_table.py.
+Kept apart from the operations (`openapi`) so each module stays one size to read;
+the error codes' enum comes from error_table.py like the rest of the errors.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from .error_table import TABLE
 from .naming import MAX_CONVERSATION_ID
 from .uploadlinks import DEFAULT_EXPIRES_IN, MAX_ALLOW_TYPES, MAX_EXPIRES_IN
 
+JSON = "application/json"
 Schema = dict[str, Any]
 
-CONVERSATION_ID = {
+CONVERSATION_ID: Schema = {
     "type": "string",
     "minLength": 1,
     "maxLength": MAX_CONVERSATION_ID,
@@ -88,6 +90,19 @@ SCHEMAS: dict[str, Schema] = {
             "sha256": {"type": "string", "description": "64 hex digits, or base64 of 32 bytes"},
         },
     },
+    "FileList": {
+        "type": "object",
+        "required": ["files", "next"],
+        "properties": {
+            "files": {"type": "array", "items": {"$ref": "#/components/schemas/FileEntry"}},
+            "next": {"type": ["string", "null"], "description": "the next page's cursor, or null"},
+        },
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["deleted"],
+        "properties": {"deleted": {"type": "integer", "minimum": 0}},
+    },
     "UploadLinkRequest": {
         "type": "object",
         "required": ["conversationId"],
@@ -147,5 +162,16 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["status"],
         "properties": {"status": {"type": "string"}},
+    },
+}
+
+
+# A listing's entry: the stat document's first fields, and the download url.
+SCHEMAS["FileEntry"] = {
+    "type": "object",
+    "required": [*SCHEMAS["Stat"]["required"], "url"],
+    "properties": {
+        **{key: SCHEMAS["Stat"]["properties"][key] for key in SCHEMAS["Stat"]["required"]},
+        "url": {"type": "string", "format": "uri"},
     },
 }
