@@ -29,6 +29,8 @@ from .conftest import (
     require_program,
     run_program,
 )
+from .faultproxy import ALWAYS, Answer, FaultProxy, Match
+from .s3support import MotoServer
 from .test_upload_refusals import expect_error, parse_answer
 from .test_workers import started
 
@@ -370,3 +372,28 @@ async def test_twenty_racing_uses_across_two_workers_one_wins(spawn: Spawn, tmp_
     assert statuses == {200: 1, 403: 19}
     assert len(workers) == 2, "both workers answered"
     assert sorted(p.name for p in storage.iterdir() if not p.name.startswith(".")) == ["w_race.bin"]
+
+
+@pytest.mark.s3_only  # a storage failure on the publishing write, staged by the fault proxy
+async def test_a_commit_that_fails_after_the_claim_gives_the_link_back(
+    start_service: ServiceFactory, moto_server: MotoServer
+) -> None:
+    proxy = await FaultProxy(moto_server.port).start()
+    try:
+        service = await links_service(start_service, s3_endpoint=proxy.endpoint)
+        link = (await issue(service, fileName="back.png"))["url"]
+        # The link's claim is the first conditional PutObject; the file's is the second.
+        publish = proxy.fail(
+            Match("PUT", headers=("If-None-Match",)), Answer(503, "SlowDown"), nth=2, times=ALWAYS
+        )
+        response = await put(service, link, PNG)
+        await expect_error(response, 503, "storage_unavailable")
+        assert publish.hits
+        proxy.restore()
+        service.assert_nothing_stored()
+        response = await put(service, link, PNG)
+        assert response.status == 200, "the failed commit released the claim"
+        await forbidden(await put(service, link, PNG), "has been used")
+        service.assert_clean({"conv1_back.png"})
+    finally:
+        await proxy.close()
