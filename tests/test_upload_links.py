@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,10 @@ import pytest
 from yarl import URL
 
 from streamproxy import linktokens
+from streamproxy.metrics import METRICS
+from streamproxy.retention import sweep
+from streamproxy.settings import SETTINGS
+from streamproxy.storage.base import STORAGE, OneTimeClaims, capability
 
 from .conftest import (
     ServerProcess,
@@ -397,3 +403,25 @@ async def test_a_commit_that_fails_after_the_claim_gives_the_link_back(
         service.assert_clean({"conv1_back.png"})
     finally:
         await proxy.close()
+
+
+async def test_claims_of_expired_links_are_swept(start_service: ServiceFactory) -> None:
+    """A claim only has to outlive its link (at most 7 days); then retention removes it."""
+    service = await links_service(start_service)
+    storage = capability(service.server.app[STORAGE], OneTimeClaims)
+    assert storage is not None
+    for _ in range(2):
+        assert (await put(service, (await issue(service))["url"], PNG)).status == 200
+    app = service.server.app
+    now = datetime.now(UTC)
+    assert await storage.forget_claims_before(now - timedelta(days=1)) == 0
+    if service.kind == "local":  # local claim files can be aged; S3's LastModified cannot
+        old, new = sorted((service.root / ".claims").iterdir())
+        eight_days_ago = time.time() - 8 * 24 * 3600
+        os.utime(old, (eight_days_ago, eight_days_ago))
+        await sweep(app[STORAGE], app[SETTINGS], app[METRICS])
+        assert list((service.root / ".claims").iterdir()) == [new]
+        assert await storage.forget_claims_before(now + timedelta(minutes=1)) == 1
+    else:
+        assert await storage.forget_claims_before(now + timedelta(minutes=1)) == 2
+    assert await storage.forget_claims_before(now + timedelta(minutes=1)) == 0

@@ -158,6 +158,11 @@ class OneTimeClaims:
         """Forget a claim this process made and could not use (its commit failed)."""
         raise NotImplementedError
 
+    async def forget_claims_before(self, cutoff: datetime) -> int:
+        """Remove claims made before `cutoff` (retention: once what they guard has
+        expired they only take room); how many went."""
+        raise NotImplementedError
+
 
 # Claim keys are safe as a file name and as an S3 key part: no dot first, no slash.
 CLAIM_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")

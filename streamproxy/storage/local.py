@@ -139,6 +139,15 @@ class LocalStorage(OneTimeClaims):
     async def release(self, key: str) -> None:
         await self.run_blocking(localclaims.release, self.root, key)
 
+    async def forget_claims_before(self, cutoff: datetime) -> int:
+        return await self.run_blocking(
+            sweeping,
+            "removing spent claims",
+            localclaims.forget_before,
+            self.root,
+            cutoff.timestamp(),
+        )
+
     async def _erasing(self, doing: str, function: Callable[..., _T], *args: Any) -> _T:
         """Run a `localerase` function; an OS error becomes a StorageError saying what failed."""
         try:

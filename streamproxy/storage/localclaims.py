@@ -54,6 +54,21 @@ def is_claimed(root: Path, key: str) -> bool:
     return _path(root, key).exists()  # False while the directory does not exist yet
 
 
+def forget_before(root: Path, cutoff: float) -> int:
+    """Remove claims whose files are older than `cutoff` (a UNIX time)."""
+    removed = 0
+    try:
+        entries = list(os.scandir(claims_dir(root)))
+    except FileNotFoundError:
+        return 0  # no claim made yet
+    for entry in entries:
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
 def release(root: Path, key: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         _path(root, key).unlink()

@@ -398,6 +398,9 @@ class S3Storage(OneTimeClaims):
     async def release(self, key: str) -> None:
         await s3claims.release(self.client, self.bucket, self.prefix, key)
 
+    async def forget_claims_before(self, cutoff: datetime) -> int:
+        return await s3claims.forget_before(self.client, self.bucket, self.prefix, cutoff)
+
     async def check_ready(self) -> None:
         try:
             await self.client.head_bucket(Bucket=self.bucket)

@@ -7,6 +7,7 @@ instance sends it. So one claim holds across every instance on the bucket.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .base import CLAIM_KEY_RE, CLAIMS_DIR
@@ -42,6 +43,23 @@ async def is_claimed(client: S3Client, bucket: str, prefix: str, key: str) -> bo
             return False
         raise storage_error(error, "looking up a one-time claim") from error
     return True
+
+
+async def forget_before(client: S3Client, bucket: str, prefix: str, cutoff: datetime) -> int:
+    """Delete claim objects written before `cutoff`."""
+    spent = []
+    try:
+        async for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}{CLAIMS_DIR}/"
+        ):
+            spent += [
+                item["Key"] for item in page.get("Contents", []) if item["LastModified"] < cutoff
+            ]
+        for key in spent:
+            await client.delete_object(Bucket=bucket, Key=key)
+    except S3_ERRORS as error:
+        raise storage_error(error, "removing spent claims") from error
+    return len(spent)
 
 
 async def release(client: S3Client, bucket: str, prefix: str, key: str) -> None:
