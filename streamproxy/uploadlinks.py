@@ -62,11 +62,12 @@ _TOKEN: web.RequestKey[str] = web.RequestKey("upload_link_token", str)
 
 
 def _field(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
-    value = body.get(name, default)
-    if value is default:
-        return value
+    """An optional field of the request (absent or null: `default`), of JSON type `kind`."""
+    value = body.get(name)
+    if value is None:
+        return default
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise BAD_REQUEST(f"{name} must be a {kind.__name__}")
+        raise BAD_REQUEST(f"{name} must be a {'list' if kind is list else kind.__name__}")
     return value
 
 
