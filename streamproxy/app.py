@@ -23,6 +23,7 @@ from .limits import limits
 from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .openapi import openapi_json
 from .page import add_page_routes
+from .rawupload import raw_upload
 from .requestlog import echo_request_id, request_id_middleware
 from .resumable.routes import add_resumable_routes
 from .retention import retention_lifecycle
@@ -32,6 +33,7 @@ from .storage import open_storage
 from .storage.base import STORAGE, Storage
 from .storage.timed import TimedStorage
 from .transfers import TRANSFERS, TransferSlots
+from .uploadlinks import create_link
 
 
 def add_routes(app: web.Application, base_path: str) -> None:
@@ -41,6 +43,11 @@ def add_routes(app: web.Application, base_path: str) -> None:
         router.add_post(
             base_path + path, upload.upload, name=name, expect_handler=upload.expect_handler
         )
+        if name == "upload":  # the raw-body upload shares the route (and its errors' shape)
+            router.add_put(
+                base_path + path, raw_upload, name=name, expect_handler=upload.expect_handler
+            )
+    router.add_post(base_path + "/files/upload-links", create_link, name="upload-links")
     router.add_get(base_path + "/files", listing.list_files, name="list", allow_head=False)
     router.add_delete(base_path + "/files", erasure.delete_files, name="delete")
     # Not "from-url": aiohttp refuses route names with a Python keyword as a part.

@@ -2,9 +2,10 @@
 
 Files older than `--retention` go (only when it is set); temporaries and
 unfinished multipart uploads older than `--stale-after` always go, since only a
-crash or a killed process leaves them. Every deletion is logged by the storage
-and counted in the metrics; so is a sweep that fails, and the next one runs as
-usual.
+crash or a killed process leaves them; so do upload links' claims older than the
+longest a link lives (its link has expired: the claim guards nothing any more).
+Every deletion is logged by the storage and counted in the metrics; so is a sweep
+that fails, and the next one runs as usual.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .resumable.problems import Busy, NotFound
 from .resumable.state import Status
 from .resumable.store import UPLOAD_STORE, UploadStore
 from .settings import SETTINGS, Settings
-from .storage.base import STORAGE, Storage, StorageError
+from .storage.base import STORAGE, OneTimeClaims, Storage, StorageError, capability
+from .uploadlinks import MAX_EXPIRES_IN
 
 log = logging.getLogger("streamproxy.retention")
 
@@ -53,6 +55,12 @@ async def sweep(storage: Storage, settings: Settings, metrics: Metrics) -> None:
     if stale:
         metrics.deleted.labels("staged").inc(stale)
         log.info("retention: %d stale temporaries removed", stale)
+    claims = capability(storage, OneTimeClaims)
+    if claims is not None:
+        spent = await claims.forget_claims_before(now - timedelta(seconds=MAX_EXPIRES_IN))
+        if spent:
+            metrics.deleted.labels("claim").inc(spent)
+            log.info("retention: %d claims of expired upload links removed", spent)
 
 
 UPLOAD_SWEEP_INTERVAL = 30.0

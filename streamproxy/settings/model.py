@@ -248,7 +248,7 @@ class Settings:
         (),
         parse_secret,
         "sign download links with this key; unsigned or expired links get 403 "
-        "(repeatable: the first signs, all verify)",
+        "(repeatable: the first signs, all verify); also enables upload links",
         metavar="KEY",
     )
     cors_origin: tuple[str, ...] = setting(
