@@ -1,7 +1,8 @@
 """The `streamproxy` command: `serve` runs the service; the client commands talk to one.
 
 `streamproxy serve [flags]` runs the service. `upload`, `fetch`, `download`,
-`stat`, `message`, `list` and `delete` are the connector's side (see `client/commands.py`).
+`stat`, `message`, `list`, `delete` and `upload-link` are the connector's side
+(see `client/commands.py`).
 """
 
 from __future__ import annotations

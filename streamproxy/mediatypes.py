@@ -162,10 +162,12 @@ class TypePolicy:
     type or its name's extension. Deny: a file is refused if any rule matches its
     stored type, the type sniffed from its bytes, or its extension, so declaring
     `image/png` for an executable does not get past `--deny-type application/*`.
+    `also_allow` is a second allow list a file must pass as well (an upload link's).
     """
 
     allow: tuple[TypeRule, ...] = ()
     deny: tuple[TypeRule, ...] = ()
+    also_allow: tuple[TypeRule, ...] = ()
 
     def refusal(self, filename: str, stored_type: str, sniffed_type: str | None) -> str | None:
         """Why this file is refused, in words for the client, or None when it may be stored."""
@@ -175,9 +177,10 @@ class TypePolicy:
             if rule.matches_type(stored_type) or rule.matches_type(sniffed_type):
                 matched = stored_type if rule.matches_type(stored_type) else sniffed_type
                 return f"files of type {essence(matched or '')} are not accepted"
-        if self.allow and not any(
-            rule.matches_name(filename) or rule.matches_type(stored_type) for rule in self.allow
-        ):
-            accepted = ", ".join(str(rule) for rule in self.allow)
-            return f"type {essence(stored_type)} is not accepted; accepted: {accepted}"
+        for allow in (self.allow, self.also_allow):
+            if allow and not any(
+                rule.matches_name(filename) or rule.matches_type(stored_type) for rule in allow
+            ):
+                accepted = ", ".join(str(rule) for rule in allow)
+                return f"type {essence(stored_type)} is not accepted; accepted: {accepted}"
         return None

@@ -91,7 +91,8 @@ class Metrics:
         )
         self.deleted = Counter(
             "streamproxy_retention_deleted",
-            "What retention removed: expired files, stale temporaries, stale multipart uploads.",
+            "What retention removed: expired files, stale temporaries and multipart uploads, "
+            "spent upload-link claims.",
             ["what"],
             registry=registry,
         )

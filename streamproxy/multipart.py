@@ -12,9 +12,8 @@ aiohttp's own helpers.
 
 from __future__ import annotations
 
-import asyncio
 import collections
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
 from aiohttp import StreamReader
@@ -22,7 +21,8 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.multipart import parse_content_disposition
 from multidict import CIMultiDictProxy
 
-from .error_table import BAD_REQUEST, client_stalled
+from .bodyread import next_chunk, read_within
+from .error_table import BAD_REQUEST
 from .multipart_parser import (
     At,
     Event,
@@ -144,31 +144,10 @@ class FormReader:
         """The next piece of the body as aiohttp received it (no joining); b"" at the end."""
         if self._eof:
             return b""
-        data = await self._read(self._next_chunk())
+        data = await read_within(next_chunk(self._content), self._idle_timeout)
         if not data:
             self._eof = True
         return data
-
-    async def _next_chunk(self) -> bytes:
-        """aiohttp's next non-empty chunk (it yields empty ones at HTTP chunk ends)."""
-        while True:
-            data, _ = await self._content.readchunk()
-            if data or self._content.at_eof():
-                return data
-
-    async def _read(self, read: Awaitable[bytes]) -> bytes:
-        """One read of the body within the idle timeout; its failures as the client's errors."""
-        try:
-            async with asyncio.timeout(self._idle_timeout):
-                return await read
-        except TimeoutError:
-            raise client_stalled(self._idle_timeout) from None
-        except (ConnectionError, asyncio.IncompleteReadError) as error:
-            raise BAD_REQUEST(f"the request body broke off: {error}") from error
-        except Exception as error:  # aiohttp's payload errors (bad chunking, bad encoding)
-            if type(error).__module__.startswith("aiohttp"):
-                raise BAD_REQUEST(f"the request body is malformed: {error}") from error
-            raise
 
     async def next_part(self) -> FormPart | None:
         """The next part, after draining what is left of the previous one; None at the end."""

@@ -15,9 +15,10 @@ from aiohttp import web
 from . import __version__
 from .error_table import BY_CODE, codes_of
 from .listing import MAX_LIMIT
-from .naming import MAX_CONVERSATION_ID, MAX_STORED_NAME_BYTES
-from .openapischemas import JSON, SCHEMAS, Schema
+from .naming import MAX_STORED_NAME_BYTES
+from .openapischemas import CONVERSATION_ID, JSON, SCHEMAS, Schema
 from .settings import SETTINGS, Settings
+from .uploadlinks import TOKEN_PARAM
 
 
 def _ref(name: str) -> Schema:
@@ -76,13 +77,6 @@ FILENAME: Schema = {
         "examples": ["11111_photo.png"],
     },
 }
-CONVERSATION_ID = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": MAX_CONVERSATION_ID,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@-]*$",
-    "examples": ["11111"],
-}
 UPLOAD_ERRORS = (400, 408, 413, 415, 422, 501, 503, 507)
 COMPAT_NOTE = (
     " With --compat-status (on here) every 4xx of this route is answered as 404, "
@@ -116,7 +110,8 @@ def _upload_operation(settings: Settings, summary: str) -> Schema:
                 "in": "query",
                 "description": "may be sent here instead of as a form field",
                 "schema": CONVERSATION_ID,
-            }
+            },
+            *_link_parameters(settings),
         ],
         "requestBody": {
             "required": True,
@@ -134,8 +129,61 @@ def _upload_operation(settings: Settings, summary: str) -> Schema:
                 }
             },
         },
-        "responses": _upload_responses(settings, *UPLOAD_ERRORS),
+        "responses": _upload_responses(settings, *UPLOAD_ERRORS, *_link_statuses(settings)),
     }
+
+
+def _link_parameters(settings: Settings) -> list[Schema]:
+    """The upload link's token, on the routes that take links (only with --signing-key)."""
+    if not settings.signing_key:
+        return []
+    return [{"name": TOKEN_PARAM, "in": "query",
+             "description": "an upload link's token: no API key needed; 403 when it is "
+             "altered, expired, used, or names another conversationId or fileName",
+             "schema": {"type": "string"}}]  # fmt: skip
+
+
+def _link_statuses(settings: Settings) -> tuple[int, ...]:
+    return (403,) if settings.signing_key else ()
+
+
+def _raw_upload_operation(settings: Settings) -> Schema:
+    return {
+        "summary": "Upload the request body itself as the file",
+        "description": "The body is the file (no multipart), as S3 and nginx take it; the "
+        "same answers and rules as POST /files. The type is the Content-Type unless that "
+        "is application/octet-stream (then sniffed). POST /files with a Content-Type that "
+        "is not multipart does the same." + (COMPAT_NOTE if settings.compat_status else ""),
+        "parameters": [
+            {"name": "conversationId", "in": "query", "required": True,
+             "schema": CONVERSATION_ID},
+            {"name": "fileName", "in": "query", "description": "the file's name (a hint)",
+             "schema": {"type": "string", "maxLength": 100}},
+            *_link_parameters(settings),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                "format": "binary"}}},
+        },
+        "responses": _upload_responses(settings, *UPLOAD_ERRORS, *_link_statuses(settings)),
+    }  # fmt: skip
+
+
+def _upload_links_operation(settings: Settings) -> Schema:
+    refused = (403,) if not settings.signing_key else ()
+    return {
+        "summary": "Issue a one-time upload link",
+        "description": "A signed link for one upload without an API key, within its terms."
+        + ("" if settings.signing_key else " This service has no --signing-key: 403."),
+        "requestBody": {"required": True,
+                        "content": {JSON: {"schema": _ref("UploadLinkRequest")}}},
+        "responses": {
+            "200": {"description": "the link",
+                    "content": {JSON: {"schema": _ref("UploadLink")}}},
+            **_errors(400, *refused, *_key_required(settings)),
+        },
+    }  # fmt: skip
 
 
 def _import_operation(settings: Settings) -> Schema:
@@ -258,9 +306,11 @@ def _paths(settings: Settings) -> dict[str, Schema]:
     paths: dict[str, Schema] = {
         "/files": {
             "post": _upload_operation(settings, "Upload a file stream"),
+            "put": _raw_upload_operation(settings),
             "get": _list_operation(settings),
             "delete": _delete_operation(settings),
         },
+        "/files/upload-links": {"post": _upload_links_operation(settings)},
         "/api/uploadFileStream": {
             "post": _upload_operation(settings, "Upload (Hybrid Chat's path)")
         },
@@ -305,8 +355,9 @@ def _paths(settings: Settings) -> dict[str, Schema]:
     if settings.api_key:
         # What needs `Authorization: Bearer KEY` (API.md: downloads stay open to browsers).
         keyed: list[Schema] = [{"apiKey": []}]
-        for path in ("/files", "/api/uploadFileStream", "/files/from-url"):
+        for path in ("/files", "/api/uploadFileStream", "/files/from-url", "/files/upload-links"):
             paths[path]["post"]["security"] = keyed
+        paths["/files"]["put"]["security"] = keyed
         for path in ("/files/stat", "/api/getFileStat", "/files"):
             paths[path]["get"]["security"] = keyed
         paths["/files"]["delete"]["security"] = keyed

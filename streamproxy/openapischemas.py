@@ -9,9 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from .error_table import TABLE
+from .naming import MAX_CONVERSATION_ID
+from .uploadlinks import DEFAULT_EXPIRES_IN, MAX_ALLOW_TYPES, MAX_EXPIRES_IN
 
 JSON = "application/json"
 Schema = dict[str, Any]
+
+CONVERSATION_ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_CONVERSATION_ID,
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@-]*$",
+    "examples": ["11111"],
+}
 
 SCHEMAS: dict[str, Schema] = {
     "Error": {
@@ -92,6 +102,51 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["deleted"],
         "properties": {"deleted": {"type": "integer", "minimum": 0}},
+    },
+    "UploadLinkRequest": {
+        "type": "object",
+        "required": ["conversationId"],
+        "properties": {
+            "conversationId": {"oneOf": [CONVERSATION_ID, {"type": "integer", "minimum": 0}]},
+            "fileName": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 100,
+                "pattern": r"^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*$",
+                "description": "the stored file's name (the upload's own is ignored)",
+            },
+            "maxSize": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "bytes; at most the service's cap, which is the default",
+            },
+            "allowType": {
+                "type": "array",
+                "maxItems": MAX_ALLOW_TYPES,
+                "items": {"type": "string", "examples": ["image/*", ".pdf"]},
+                "description": "type rules the file must match, besides the service's",
+            },
+            "expiresIn": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_EXPIRES_IN,
+                "default": DEFAULT_EXPIRES_IN,
+                "description": "seconds",
+            },
+        },
+    },
+    "UploadLink": {
+        "type": "object",
+        "required": ["url", "expires"],
+        "properties": {
+            "url": {
+                "type": "string",
+                "format": "uri",
+                "description": "POST a form to it, PUT the file to it, or create a "
+                "resumable upload with its query; once, without an API key",
+            },
+            "expires": {"type": "integer", "description": "UNIX seconds"},
+        },
     },
     "Limits": {
         "type": "object",

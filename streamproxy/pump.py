@@ -16,6 +16,10 @@ What it has taken in (size, the running MD5, the first bytes for the type) is it
 `Progress`: a request that brings only part of a file (a resumable upload's PATCH)
 pumps with `final=False`, saves the progress, and the next request starts a pump
 from it, so every way in shares this one pump.
+
+A `PumpListener` hears how it ended: after a commit, or after a refusal of the
+file itself (size, type, virus). That is where every upload path's webhook
+events come from (intake builds the listener).
 """
 
 from __future__ import annotations
@@ -31,15 +35,22 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from . import naming
-from .error_table import INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, ApiError, over_the_cap
+from .error_table import (
+    INFECTED,
+    SCANNER_UNAVAILABLE,
+    TOO_LARGE,
+    TYPE_NOT_ALLOWED,
+    ApiError,
+    over_the_cap,
+)
 from .mediatypes import TypePolicy
 from .scan import ClamdStream, ScanFailed, Scanner, ScannerUnavailable
 from .settings import DEFAULT_CHUNK_SIZE
 from .sniff import HEADER_SIZE, choose_type, sniff_bytes
 from .storage.base import (
     FileInfo,
+    Observer,
     Piece,
-    Storage,
     StorageWriter,
     StoredMeta,
     now_utc,
@@ -65,6 +76,12 @@ class Stage(enum.Enum):
     ABORTED = enum.auto()  # the temporary removed: nothing left behind
 
 
+class WriterSource(Protocol):
+    """Where a pump gets its writer: a `Storage`, or a resumable upload's held data."""
+
+    async def create_writer(self, observer: Observer) -> StorageWriter: ...
+
+
 class Digest(Protocol):
     """A running hash: hashlib's, or one whose state can be saved between requests."""
 
@@ -86,12 +103,25 @@ class Progress:
     head: bytes = b""  # the file's first bytes, up to sniff.HEADER_SIZE: the type comes from them
 
 
+# The refusals of the file itself, by error code, as a listener hears of them.
+REFUSALS = {TOO_LARGE.code: "size", TYPE_NOT_ALLOWED.code: "type", INFECTED.code: "virus"}
+
+
+class PumpListener(Protocol):
+    """Told how a pump ended (the webhooks' file.stored and file.refused): a pump does
+    not know the request, the listener intake builds for it does."""
+
+    async def stored(self, pump: Pump, meta: StoredMeta) -> None: ...
+
+    async def refused(self, pump: Pump, reason: str) -> None: ...
+
+
 class Pump:
     """One file on its way into storage; see the module docstring."""
 
     def __init__(
         self,
-        storage: Storage,
+        storage: WriterSource,
         *,
         max_size: int,
         policy: TypePolicy,
@@ -102,8 +132,10 @@ class Pump:
         scanner: Scanner | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         start: Progress | None = None,
+        listener: PumpListener | None = None,
     ) -> None:
         self._storage = storage
+        self._listener = listener
         self._max_size = max_size
         self._policy = policy
         self._declared_type = declared_type
@@ -165,6 +197,8 @@ class Pump:
             self._scan.close()
         if self.stage in (Stage.OPEN, Stage.PUMPED):
             await self._abort()
+        if self._listener is not None and isinstance(exc, ApiError) and exc.code in REFUSALS:
+            await self._listener.refused(self, REFUSALS[exc.code])
 
     async def _abort(self) -> None:
         assert self._writer is not None
@@ -300,6 +334,8 @@ class Pump:
             await self._abort()
             raise
         self.stage = Stage.COMMITTED
+        if self._listener is not None:
+            await self._listener.stored(self, meta)
         return meta
 
 

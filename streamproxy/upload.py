@@ -1,5 +1,8 @@
 """The multipart upload: `POST /files` and Hybrid Chat's `POST /api/uploadFileStream`.
 
+(A `POST` whose Content-Type is not `multipart/*` carries the file itself: it goes
+to `rawupload`, as `PUT /files` does.)
+
 The form is read part by part; the `file` part is pumped straight into storage
 while it arrives, and `conversationId` may come before it, after it, or in the
 query string. What can be refused without reading the body (key, declared size,
@@ -14,13 +17,15 @@ from aiohttp import HttpVersion11, web
 
 from .error_table import BAD_REQUEST, ApiError
 from .errors import response_for, send_and_close
-from .intake import open_pump, preflight, transfer, upload_response
+from .intake import commit, open_pump, preflight, transfer, upload_response
 from .mediatypes import normalize_media_type
 from .multipart import FormLimits, FormReader, boundary_from
 from .naming import check_conversation_id, clean_client_name
 from .pump import Pump
+from .rawupload import is_raw, raw_upload
 from .requestlog import assign_request_id
 from .settings import SETTINGS
+from .uploadlinks import refuse_used_link
 
 FORM_LIMITS = FormLimits()
 
@@ -31,7 +36,8 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
     if request.headers.get("Expect", "").lower() != "100-continue":
         raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
     try:
-        preflight(request, FORM_LIMITS.overhead)
+        preflight(request, _overhead(request), links=True)
+        await refuse_used_link(request)
     except ApiError as error:
         response = response_for(request, error)
         await send_and_close(request, response)  # the body never comes; do not wait for it
@@ -42,9 +48,18 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+def _overhead(request: web.Request) -> int:
+    """What the body may carry besides the file: a form's envelope, or nothing."""
+    raw = request.method == "PUT" or is_raw(request.headers.get("Content-Type"))
+    return 0 if raw else FORM_LIMITS.overhead
+
+
 async def upload(request: web.Request) -> web.Response:
+    if is_raw(request.headers.get("Content-Type")):
+        return await raw_upload(request)
     settings = request.config_dict[SETTINGS]
-    preflight(request, FORM_LIMITS.overhead)
+    preflight(request, FORM_LIMITS.overhead, links=True)
+    await refuse_used_link(request)
     boundary = boundary_from(request.headers.get("Content-Type"))
     conversation_id: str | None = None
     if "conversationId" in request.query:
@@ -68,6 +83,7 @@ async def upload(request: web.Request) -> web.Response:
                             "upload",
                             declared_type=normalize_media_type(part.content_type),
                             filename=clean_client_name(part.filename or ""),
+                            conversation_id=conversation_id,  # for a refusal's event
                         )
                     )
                     await pump.pump(part.chunks())
@@ -84,5 +100,5 @@ async def upload(request: web.Request) -> web.Response:
                 raise BAD_REQUEST("the form has no part named 'file'")
             if conversation_id is None:
                 raise BAD_REQUEST("conversationId is required, as a form field or in the query")
-            meta = await pump.commit(conversation_id)
+            meta = await commit(request, pump, conversation_id)
     return upload_response(request, meta)

@@ -5,6 +5,7 @@ capability skips and names it. In CI (`CI=true`) that skip would silently empty 
 whole area (every S3 test without aiobotocore, the virus scan without clamd), so
 the hooks below turn it into a failure. A skip that is part of a test's design,
 not about anything missing, is raised with `skip_by_design` and stays a skip.
+STREAMPROXY_TEST_S3=rgw does the same for the tests on Ceph's RGW (s3servers.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def rgw_demanded() -> bool:
+    """STREAMPROXY_TEST_S3=rgw: the tests on Ceph's RGW must run (s3servers.py)."""
+    return os.environ.get("STREAMPROXY_TEST_S3", "").strip().lower() == "rgw"
 
 
 class DesignSkip(pytest.skip.Exception):  # type: ignore[misc,name-defined]
@@ -48,17 +54,26 @@ def require_program(name: str, package: str) -> str:
     return path
 
 
+def _skips_fail(item: pytest.Item) -> bool:
+    """In CI every skip for a missing need fails; with RGW demanded, an RGW test's skip too."""
+    if in_ci():
+        return True
+    callspec = getattr(item, "callspec", None)
+    return rgw_demanded() and callspec is not None and callspec.params.get("storage_kind") == "rgw"
+
+
 def _skip_reason(longrepr: object) -> str:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return str(longrepr[2])
     return str(longrepr)
 
 
-def _as_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
+def _as_failure(report: pytest.TestReport | pytest.CollectReport, where: str = "CI") -> None:
     reason = _skip_reason(report.longrepr).removeprefix("Skipped: ")
     report.outcome = "failed"
+    demand = "CI=true" if where == "CI" else "STREAMPROXY_TEST_S3=rgw"
     report.longrepr = (
-        f"CI=true: this test would skip ({reason}); in CI a missing package or "
+        f"{demand}: this test would skip ({reason}); in {where} a missing package or "
         "capability is a failure. Install it (make test does, as root), or, if the "
         "skip is part of the test's design, raise it with capabilities.skip_by_design."
     )
@@ -69,11 +84,11 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if not (in_ci() and report.skipped) or hasattr(report, "wasxfail"):
+    if not (report.skipped and _skips_fail(item)) or hasattr(report, "wasxfail"):
         return report
     if call.excinfo is not None and isinstance(call.excinfo.value, DesignSkip):
         return report
-    _as_failure(report)
+    _as_failure(report, "CI" if in_ci() else "a run demanding RGW")
     return report
 
 

@@ -1,8 +1,11 @@
 """Shared fixtures: a real streamproxy on loopback, over each storage kind, and clients for it.
 
 Skips for a missing package or capability fail when CI=true (capabilities.py).
-Every test that starts a service runs twice, on a local directory (`local`) and
-on S3 through moto's server (`s3`), unless marked `local_only` or `s3_only`.
+Every test that starts a service runs on a local directory (`local`) and on S3:
+through moto's server (`moto`) and Ceph's RADOS Gateway (`rgw`, a one-node
+cluster started once per session, rgw.py), unless marked `local_only` or
+`s3_only`. STREAMPROXY_TEST_S3=moto or =rgw runs the S3 tests on that server
+only; with =rgw a skipped RGW test fails (capabilities.py), as in CI.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,14 @@ from streamproxy.transfers import TRANSFERS
 from .capabilities import pytest_make_collect_report as pytest_make_collect_report
 from .capabilities import pytest_runtest_makereport as pytest_runtest_makereport
 from .capabilities import require_program as require_program
-from .s3support import BUCKET, FAKE_AWS, MotoServer, S3Store
+from .s3servers import expected_refusal, s3_kinds
+
+# The S3 servers, as fixtures for every test (s3servers.py).
+from .s3servers import fake_aws_credentials as fake_aws_credentials
+from .s3servers import moto_server as moto_server
+from .s3servers import rgw_server as rgw_server
+from .s3servers import s3_server as s3_server
+from .s3support import BUCKET, S3Server, S3Store
 
 
 class LocalStore:
@@ -132,12 +142,41 @@ class Service:
         content_type: str | None = None,
         path: str = "/files",
         headers: dict[str, str] | None = None,
+        via: str = "multipart",
     ) -> aiohttp.ClientResponse:
+        """Upload as a form (`via="multipart"`), or as the raw body of a `PUT` or a
+        non-multipart `POST` (`via="put"`, `via="post"`) with the names in the query."""
+        if via != "multipart":
+            return await self.upload_raw(
+                data, filename, conversation_id, content_type, path, headers, via.upper()
+            )
         form = aiohttp.FormData()
         if conversation_id is not None:
             form.add_field("conversationId", conversation_id)
         form.add_field("file", data, filename=filename, content_type=content_type)
         async with self.session.post(self.url + path, data=form, headers=headers) as response:
+            await response.read()
+            return response
+
+    async def upload_raw(
+        self,
+        data: bytes,
+        filename: str | None = "file.bin",
+        conversation_id: str | None = "11111",
+        content_type: str | None = None,
+        path: str = "/files",
+        headers: dict[str, str] | None = None,
+        method: str = "PUT",
+    ) -> aiohttp.ClientResponse:
+        """The raw-body upload; without `content_type`, aiohttp's application/octet-stream."""
+        query = {"conversationId": conversation_id, "fileName": filename}
+        params = {name: value for name, value in query.items() if value is not None}
+        sent = dict(headers or {})
+        if content_type is not None:
+            sent["Content-Type"] = content_type
+        async with self.session.request(
+            method, self.url + path, params=params, data=data, headers=sent
+        ) as response:
             await response.read()
             return response
 
@@ -156,7 +195,6 @@ class Service:
 
 
 ServiceFactory = Callable[..., Awaitable[Service]]
-STORAGE_KINDS = ("local", "s3")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -165,27 +203,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that starts a service runs once per storage kind (ids `local`, `s3`)."""
+    """Every test that starts a service runs once per storage kind (ids `local`, `moto`, `rgw`)."""
     if "storage_kind" not in metafunc.fixturenames:
         return
-    kinds: tuple[str, ...] = STORAGE_KINDS
+    kinds: tuple[str, ...] = ("local", *s3_kinds())
     if metafunc.definition.get_closest_marker("local_only"):
         kinds = ("local",)
     elif metafunc.definition.get_closest_marker("s3_only"):
-        kinds = ("s3",)
+        kinds = s3_kinds()
     metafunc.parametrize("storage_kind", kinds)
-
-
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """moto's S3 server for the whole session, with fake credentials in our environment."""
-    pytest.importorskip("aiobotocore", reason="S3 tests need the s3 extra")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in FAKE_AWS.items():
-            patch.setenv(name, value)
-        log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-        with MotoServer.running(log_path) as server:
-            yield server
 
 
 def _s3_prefix(root: Path) -> str:
@@ -204,29 +230,30 @@ async def start_service(
     `s3_endpoint=`, override that outright.
     """
     started: list[tuple[TestServer, aiohttp.ClientSession]] = []
-    moto: MotoServer | None = None
-    if storage_kind == "s3":
-        moto = request.getfixturevalue("moto_server")
+    s3: S3Server | None = None
+    if storage_kind != "local":
+        s3 = request.getfixturevalue("s3_server")
 
     async def start(**overrides: Any) -> Service:
         root = Path(overrides.pop("root", tmp_path / f"data{len(started)}"))
         # A test's own hook on the app before it starts (signals, recording middleware).
         prepare: Callable[[web.Application], None] | None = overrides.pop("prepare", None)
         store: Store
-        if moto is None:
+        if s3 is None:
             overrides.setdefault("storage", str(root))
             store = LocalStore(Path(overrides["storage"]))
         else:
             overrides.setdefault("storage", f"s3://{BUCKET}/{_s3_prefix(root)}")
-            overrides.setdefault("s3_endpoint", moto.endpoint)
+            overrides.setdefault("s3_endpoint", s3.endpoint)
             prefix = overrides["storage"].removeprefix(f"s3://{BUCKET}/").strip("/") + "/"
-            store = S3Store(moto, prefix)
+            store = S3Store(s3, prefix)
         settings = Settings(**overrides)
         app = create_app(settings)
         if prepare is not None:
             prepare(app)
         server = TestServer(app, host="127.0.0.1", port=0, read_bufsize=READ_BUFFER)
-        await server.start_server()
+        with expected_refusal(storage_kind):
+            await server.start_server()
         session = aiohttp.ClientSession()
         started.append((server, session))
         url = f"http://127.0.0.1:{server.port}"
@@ -333,6 +360,30 @@ def file_part(data: bytes, filename: str = "a.bin", content_type: str = "applica
 
 def field_part(name: str, value: str):
     return ({"Content-Disposition": f'form-data; name="{name}"'}, value.encode())
+
+
+# The ways to upload one file: a form, and the body itself (API.md's PUT, and POST
+# with a Content-Type that is not multipart); tests of rules shared by all take `via`.
+VIAS = ("multipart", "put")
+
+
+def upload_head(via: str, length: int | None, extra: str = "", name: str = "a.bin") -> bytes:
+    """A hand-made upload's head: a form with boundary `b`, or a raw PUT of `1_{name}`."""
+    if via == "multipart":
+        return http_post_head("/files", "b", length, extra)
+    length_header = f"Content-Length: {length}\r\n" if length is not None else ""
+    return (
+        f"PUT /files?conversationId=1&fileName={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/octet-stream\r\n{length_header}{extra}"
+        "Connection: close\r\n\r\n"
+    ).encode()
+
+
+def upload_body(via: str, data: bytes, name: str = "a.bin") -> bytes:
+    """The body that goes with `upload_head`: the form (conversationId 1) or `data` itself."""
+    if via == "multipart":
+        return multipart_body("b", [field_part("conversationId", "1"), file_part(data, name)])
+    return data
 
 
 def http_post_head(path: str, boundary: str, length: int | None, extra: str = "") -> bytes:

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -49,6 +49,17 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+class S3Server(Protocol):
+    """What the tests use of a running S3 server: moto's here, Ceph's RGW in rgw.py."""
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def client(self) -> S3Client: ...
 
 
 @dataclass
@@ -126,7 +137,7 @@ class MotoServer:
 class S3Store:
     """What one service's prefix holds: stored files, their metadata, and staging leftovers."""
 
-    moto: MotoServer
+    moto: S3Server  # moto's server or RGW (the field keeps its first name)
     prefix: str  # ends in "/"
 
     def _keys(self, prefix: str) -> list[str]:

@@ -35,7 +35,7 @@ from .conftest import (
     run_program,
 )
 from .faultproxy import FaultProxy
-from .s3support import BUCKET, STAGING, MotoServer, S3Store, free_port
+from .s3support import BUCKET, STAGING, MotoServer, S3Server, S3Store, free_port
 
 MiB = 1024 * 1024
 # Parts of S3's minimum size, and a cap that lets a file span several of them.
@@ -164,8 +164,8 @@ async def test_two_instances_on_one_bucket_race_for_one_name(
 
 
 @pytest.fixture
-async def fault_proxy(moto_server: MotoServer) -> AsyncIterator[FaultProxy]:
-    proxy = await FaultProxy(moto_server.port).start()
+async def fault_proxy(s3_server: S3Server) -> AsyncIterator[FaultProxy]:
+    proxy = await FaultProxy(s3_server.port).start()
     yield proxy
     await proxy.close()
 
@@ -245,8 +245,8 @@ async def test_download_of_a_foreign_object(service: Service) -> None:
 # --- start-up ---------------------------------------------------------------------------
 
 
-async def test_start_fails_clearly_for_a_missing_bucket(moto_server: MotoServer) -> None:
-    settings = Settings(storage="s3://no-such-bucket/x", s3_endpoint=moto_server.endpoint)
+async def test_start_fails_clearly_for_a_missing_bucket(s3_server: S3Server) -> None:
+    settings = Settings(storage="s3://no-such-bucket/x", s3_endpoint=s3_server.endpoint)
     storage = open_storage(settings)
     with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
         await storage.start()
@@ -259,7 +259,7 @@ async def test_start_fails_clearly_for_an_unreachable_endpoint(moto_server: Moto
         await storage.start()
 
 
-async def test_command_says_why_it_cannot_start(moto_server: MotoServer) -> None:
+async def test_command_says_why_it_cannot_start(s3_server: S3Server) -> None:
     code, _, stderr = await run_program(
         sys.executable,
         "-m",
@@ -270,19 +270,19 @@ async def test_command_says_why_it_cannot_start(moto_server: MotoServer) -> None
         "--storage",
         "s3://missing-bucket/media",
         "--s3-endpoint",
-        moto_server.endpoint,
+        s3_server.endpoint,
     )
     assert code == 1
     assert b"cannot start: bucket 'missing-bucket' does not exist" in stderr
 
 
 async def test_stale_sweep_spares_live_uploads_of_other_instances(
-    start_service: ServiceFactory, moto_server: MotoServer
+    start_service: ServiceFactory, s3_server: S3Server
 ) -> None:
     first = await start_service()
     store = first.store
     assert isinstance(store, S3Store)
-    client, staging = moto_server.client, store.prefix + STAGING
+    client, staging = s3_server.client, store.prefix + STAGING
     kept = await first.upload_json(b"kept", filename="kept.txt")
     # A crash long ago left a staging object and a multipart upload; another
     # instance is uploading right now. (moto reports one fixed 2010 date as

@@ -48,6 +48,8 @@ async def from_url(request: web.Request) -> web.Response:
                             or normalize_media_type(response.headers.get("Content-Type")),
                             filename=job.file_name or name_from_source(response, job.source_url),
                             extra_digests=[sha256],
+                            conversation_id=job.conversation_id,
+                            channel=job.channel,
                         )
                     )
                     await pump.pump(SourceBody(response, settings.chunk_size, settings))

@@ -1,6 +1,16 @@
 """Resumable uploads (issue 12): tus 1.0.0 and the IETF draft on one state machine.
 
-What is here (the foundation, no HTTP yet):
+Wired (local storage): `routes` (protocol detection, API key, refusals as JSON and
+problem documents, 501 on storage without an `UploadStore`), `tus` and `draft` (one
+thin translation per protocol), `flow` (create, append-then-complete, the final
+answer), `appending` (a request's body through the one pump, intake.open_pump, into the
+held upload), `complete` (the commit, as POST /files), `store` (the capability as an
+async protocol), `localupload` (it, over localstore) and `concat` (tus concatenation
+of finished parts). Not done yet: concatenation-unfinished, checksum-trailer, the S3
+store, the draft's "stop the older request". The notes below are the plan
+these follow (and what is left of it).
+
+The foundation:
 
 - `hashstate`: the whole file's MD5 saved after any byte (rehashes; figures inside).
 - `state`: the upload record and its transitions, sans-IO; the protocol decisions.
@@ -59,9 +69,9 @@ to create, `If-Match: <etag>` to update; a 412 is someone else's write: re-read,
 (`record.backend`: upload id, part ETags); parts of at least 5 MiB, a shorter tail
 kept as its own object `<id>/tail` and prepended to the next part, as tusd's `.part`.
 Completion completes the multipart upload into a staging key, then the normal commit.
-moto 5.2.5's server honours `If-Match` and `If-None-Match: *` on PutObject
-(moto/s3/responses.py, put_object), but appears to check and then write without a lock:
-make sure of it before building the two-instance race test on moto.
+moto 5.2.5's server honours `If-Match` and `If-None-Match: *` on PutObject, but checks
+and then writes without a lock: racing writers can both win, rarely (s3store.py has the
+measurement). `s3store` / `s3append` are this design; `s3adapter` is its routes' store.
 
 Expiry: `--upload-expiry` (default 24 h) is the `lifetime` passed to `create` and
 `appended`; retention asks `UploadArea.expired(now)` (S3: lists the info objects),

@@ -43,6 +43,8 @@ from .parsers import (
     parse_secret,
     parse_size,
     parse_storage,
+    parse_webhook_secret,
+    parse_webhook_url,
 )
 
 ENV_PREFIX = "STREAMPROXY_"
@@ -235,11 +237,18 @@ class Settings:
         metavar="DURATION",
         show=format_duration,
     )
+    upload_expiry: float = setting(
+        86400.0,
+        parse_duration,
+        "an unfinished resumable upload expires this long after its last write",
+        metavar="DURATION",
+        show=format_duration,
+    )
     signing_key: tuple[str, ...] = setting(
         (),
         parse_secret,
         "sign download links with this key; unsigned or expired links get 403 "
-        "(repeatable: the first signs, all verify)",
+        "(repeatable: the first signs, all verify); also enables upload links",
         metavar="KEY",
     )
     cors_origin: tuple[str, ...] = setting(
@@ -255,6 +264,19 @@ class Settings:
         "how long a signed download link stays valid",
         metavar="DURATION",
         show=format_duration,
+    )
+    webhook: tuple[str, ...] = setting(
+        (),
+        parse_webhook_url,
+        "POST JSON events (file.stored, file.refused, file.deleted, upload.expired) to this "
+        "URL, retried for 24h (repeatable)",
+        metavar="URL",
+    )
+    webhook_secret: str | None = setting(
+        None,
+        parse_webhook_secret,
+        "sign every event with HMAC-SHA256 of this key: header Streamproxy-Signature",
+        metavar="KEY",
     )
     log_format: str = setting(
         "text", parse_log_format, "text, or json: one object per line", metavar="FORMAT"

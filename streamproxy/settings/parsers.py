@@ -218,3 +218,14 @@ def parse_secret(text: str) -> str:
     if len(text) < 16:
         raise ValueError("a signing key needs at least 16 characters")
     return text
+
+
+def parse_webhook_url(text: str) -> str:
+    """The operator's own receiver: any http(s) URL, private addresses included."""
+    return str(parse_http_url(text, "webhook URL").with_fragment(None))
+
+
+def parse_webhook_secret(text: str) -> str:
+    if len(text) < 16:
+        raise ValueError("a webhook secret needs at least 16 characters")
+    return text

@@ -162,12 +162,12 @@ class StagingArea:
         return True
 
     def claim(
-        self, name: str, metadata: bytes, fd: int, path: Path | None, *, attached: bool
+        self, name: str, metadata: bytes, fd: int, path: Path | None, *, attached: bool = False
     ) -> bool:
         """Publish under `name`; False if the name is taken. The staged file is fsynced.
 
-        With the metadata `attached`, the file carries it and one link publishes both.
-        Otherwise see `claim_with_sidecar`.
+        With the metadata `attached` (by `attach`, before that fsync), the file carries
+        it and one link publishes both. Otherwise see `claim_with_sidecar`.
         """
         if not attached:
             return self.claim_with_sidecar(name, metadata, fd, path)

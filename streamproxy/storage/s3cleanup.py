@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamproxy.storage")
 
 STAGING_DIR = ".tmp/"
+UPLOADS_DIR = ".uploads/"
+"""Resumable uploads: their multipart uploads live as long as their records say, so
+upload expiry removes them (resumable.s3store), never the stale sweep."""
 FIRST_RETRY = 0.5
 LAST_RETRY = 30.0
 LAST_TRY = 5.0  # seconds spent on the queue at shutdown
@@ -149,6 +152,7 @@ async def remove_stale(client: S3Client, bucket: str, prefix: str, cutoff: datet
             Leftover(upload["Key"], upload["UploadId"])
             for upload in uploads.get("Uploads", [])
             if _created(upload["Key"], staging, upload["Initiated"]) < cutoff
+            and not upload["Key"].startswith(prefix + UPLOADS_DIR)
         ]
     async for objects in client.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=staging

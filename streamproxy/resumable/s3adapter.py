@@ -1,0 +1,172 @@
+"""S3 storage's `UploadStore` for the routes: s3store's UploadArea in the shape the
+routes drive (hold / appender / save / staged / stored_bytes / remove), as localupload.py
+is for local storage (the `tus` branch's resumable/store.py protocol; matched by shape).
+
+The running MD5 (rehashes holds the GIL, see hashstate) is the observer: it runs on the
+storage's threads, in order, and the bytes then go into the Appender on the loop. A
+completed upload is completed into its staging object `<id>/data` when first needed (the
+virus scan reads it, or the commit), then published by `s3upload.publish_staged`, the
+same copy-and-conditional-complete `POST /files` commits with; the staging object is
+deleted once the file is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+
+from ..storage.base import FileInfo, Observer, Piece, StorageError, StoredMeta
+from ..storage.s3 import S3Storage
+from ..storage.s3cleanup import Leftover
+from ..storage.s3upload import publish_staged
+from .s3append import Appender
+from .s3store import LEASE_TTL, UploadArea, UploadLease
+from .state import Status, UploadRecord
+
+
+class S3AppendWriter:
+    """The pump's writer for one PATCH: hash off the loop, then into the Appender, in order."""
+
+    def __init__(self, storage: S3Storage, appender: Appender, observer: Observer) -> None:
+        self._storage = storage
+        self._appender = appender
+        self._observer = observer
+        self._order = asyncio.Lock()  # FIFO: writes land in the order they were queued
+        self._pending: set[asyncio.Future[None]] = set()
+
+    @property
+    def written(self) -> int:
+        return self._appender.written
+
+    def _observe(self, pieces: Sequence[Piece]) -> None:
+        for piece in pieces:
+            self._observer(piece)
+
+    async def _write(self, pieces: Sequence[Piece]) -> None:
+        async with self._order:
+            await self._storage.run_blocking(self._observe, pieces)
+            for piece in pieces:
+                await self._appender.write(piece)
+
+    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
+        done = asyncio.ensure_future(self._write(pieces))
+        self._pending.add(done)
+        done.add_done_callback(self._pending.discard)
+        return done
+
+    async def settle(self) -> None:
+        """Wait for the writes in flight (their errors are the pump's to report)."""
+        if self._pending:
+            await asyncio.wait(set(self._pending))
+
+    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        raise StorageError("an append is published through the held upload's staged()")
+
+    async def abort(self) -> None:
+        await asyncio.shield(self.settle())
+
+    async def discard(self) -> None:
+        await self.settle()
+        await self._appender.discard()
+
+    async def acknowledge(self, record: UploadRecord) -> None:
+        await self.settle()
+        await self._appender.acknowledge(record)
+
+
+class S3StagedUpload:
+    """A completed upload as a staged file: `commit` publishes its staging object."""
+
+    def __init__(self, held: S3HeldUpload) -> None:
+        self._held = held
+
+    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
+        raise StorageError("a completed upload takes no more bytes")
+
+    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        held = self._held
+        key = await held.stage()
+        stored = await publish_staged(held.storage, key, names, info)
+        await held.storage.janitor.discard(Leftover(key))  # the file has its own copy now
+        return stored
+
+    async def abort(self) -> None:
+        """Nothing to do: the bytes stay the upload's until it is removed."""
+
+
+class S3HeldUpload:
+    """One upload under its lease."""
+
+    def __init__(self, storage: S3Storage, area: UploadArea, lease: UploadLease) -> None:
+        self.storage = storage
+        self._area = area
+        self._lease = lease
+
+    @property
+    def record(self) -> UploadRecord:
+        return self._lease.record
+
+    @asynccontextmanager
+    async def appender(self, observer: Observer) -> AsyncIterator[S3AppendWriter]:
+        appender = await self._area.appender(self._lease, self._lease.record)
+        writer = S3AppendWriter(self.storage, appender, observer)
+        try:
+            yield writer
+        finally:
+            await asyncio.shield(writer.settle())
+            await asyncio.shield(appender.close())
+
+    async def save(self, record: UploadRecord) -> None:
+        await self._area.write_info(self._lease, record)
+
+    async def stage(self) -> str:
+        """The completed upload as one object (completed once, then found in the record)."""
+        record = self._lease.record
+        if record.status is not Status.COMPLETE:
+            raise StorageError(f"cannot stage an upload that is {record.status}")
+        return await self._area.complete(self._lease, record)
+
+    def staged(self) -> S3StagedUpload:
+        return S3StagedUpload(self)
+
+    async def stored_bytes(self) -> AsyncIterator[bytes]:
+        await self.stage()
+        async for piece in self._area.chunks(self._lease.record):
+            yield piece
+
+    async def remove(self) -> None:
+        await self._area.remove(self._lease)
+
+
+class S3UploadStore:
+    """`.uploads/` under an S3 storage's prefix (see s3store.py for the layout)."""
+
+    def __init__(self, storage: S3Storage, *, ttl: float = LEASE_TTL) -> None:
+        self.storage = storage
+        self.area = UploadArea(storage, ttl=ttl)
+
+    async def prepare(self, now: float) -> None:
+        await self.area.prepare(now)
+
+    async def create(self, record: UploadRecord) -> None:
+        await self.area.create(record)
+
+    async def read(self, upload_id: str) -> UploadRecord:
+        return await self.area.read(upload_id)
+
+    @asynccontextmanager
+    async def hold(self, upload_id: str, *, take_over: bool = False) -> AsyncIterator[S3HeldUpload]:
+        lease = await self.area.lock(upload_id, take_over=take_over)
+        try:
+            yield S3HeldUpload(self.storage, self.area, lease)
+        finally:
+            with suppress(StorageError):
+                await asyncio.shield(lease.close())
+
+    async def expired(self, now: float) -> list[str]:
+        return await self.area.expired(now)
+
+    async def remove_unreadable(self, upload_id: str) -> bool:
+        """For retention: an upload whose record cannot be read takes no lease."""
+        return await self.area.remove_unreadable(upload_id)
