@@ -133,6 +133,30 @@ async def test_both_layouts_are_read_and_expire(storage: LocalStorage) -> None:
     assert list((storage.root / ".meta").iterdir()) == []
 
 
+async def test_listing_deletion_and_erasure_see_both_layouts(storage: LocalStorage) -> None:
+    """A conversation's files stored with attached metadata and with sidecars are listed,
+    deleted and erased alike, and nothing of them is left."""
+    if not storage.staging.xattrs:
+        pytest.skip("needs extended attributes")
+    names = []
+    for index, attach in enumerate((True, False, True, False)):
+        storage.staging.xattrs = attach
+        data = f"file {index}".encode()
+        digest = hashlib.md5()
+        writer = await storage.create_writer(digest.update)
+        await writer.write([data])
+        info = FileInfo(type="text/plain", size=len(data), etag=digest.hexdigest(),
+                        created=now_utc(), conversation_id="c1")  # fmt: skip
+        names.append((await writer.commit([f"c1_{index}.txt"], info)).name)
+    storage.staging.xattrs = True
+    assert {meta.name for meta in await storage.conversation("c1")} == set(names)
+    await storage.delete(names[0])
+    await storage.delete(names[1])
+    assert await storage.delete_conversation("c1", lambda name: None) == 2
+    assert visible(storage.root) == set()
+    assert list((storage.root / ".meta").iterdir()) == []
+
+
 async def test_racing_commits_all_survive(storage: LocalStorage) -> None:
     payloads = [bytes([i]) * 1000 for i in range(20)]
     names = await asyncio.gather(
