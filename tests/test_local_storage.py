@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import os
 import subprocess
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from streamproxy.storage.base import FileInfo, FileMissing, LocalFileSource, now
 from streamproxy.storage.local import LocalStorage
 from streamproxy.storage.localfs import META_XATTR
 from streamproxy.storage.localstaging import GroupSync
+from streamproxy.storage.localwrite import HELD_BACK
 
 from .capabilities import find_program
 from .conftest import ServerProcess, stop_server
@@ -239,3 +242,34 @@ def test_grouped_directory_syncs_never_report_a_sync_that_failed(tmp_path: Path)
         for failure in failures:
             with pytest.raises(FileNotFoundError):
                 failure.result()
+
+
+async def test_a_batch_is_written_while_it_is_hashed(tmp_path: Path) -> None:
+    """Hashing and writing run on two threads: a batch's bytes reach the file while the
+    observer still reads them, and its write counts as done only once both are."""
+    storage = LocalStorage(tmp_path / "data")
+    await storage.start()
+    storage.staging.unnamed = False  # a named temporary, to watch it grow
+    hashing = threading.Event()
+    go_on = threading.Event()
+
+    def slow_observer(piece: object) -> None:
+        hashing.set()
+        go_on.wait(30)
+
+    data = b"x" * (HELD_BACK + 1)
+    try:
+        writer = await storage.create_writer(slow_observer)
+        done = writer.write([data])
+        deadline = time.monotonic() + 10
+        while [p.stat().st_size for p in (storage.root / ".tmp").iterdir()] != [len(data)]:
+            assert time.monotonic() < deadline, "the write waited for the hashing"
+            await asyncio.sleep(0.01)
+        assert hashing.is_set() and not done.done()  # the batch is still being read
+        go_on.set()
+        await done
+        await writer.abort()
+    finally:
+        go_on.set()
+        await storage.close()
+    assert list((storage.root / ".tmp").iterdir()) == []

@@ -102,8 +102,9 @@ class StorageWriter(Protocol):
     """Stages one file. Exactly one of `commit` or `abort` ends it."""
 
     def write(self, pieces: Sequence[Piece]) -> Awaitable[None]:
-        """Append pieces in order, calling the observer on each in the same trip off the
-        event loop. The pieces must not be changed until the write has finished.
+        """Append pieces in order, calling the observer on each, in order, off the event
+        loop (local storage hashes on one thread while another writes). The pieces
+        must not be changed until the write has finished, which includes the observer.
         A writer may queue several writes; they are applied in order."""
 
     async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:

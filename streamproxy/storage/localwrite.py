@@ -1,36 +1,32 @@
 """One upload into local storage: bytes into a temporary, then the no-overwrite commit.
 
-Every blocking call runs on the storage's threads. Operations are chained: each
-waits for the previous one, so `abort` never closes the file while a worker
-thread still writes to it, even after a cancellation.
+Every blocking call runs on the storage's threads, in two lanes (see `lanes`): one
+writes the batches and then commits, the other hashes the batches meanwhile. Each
+lane's calls are chained, so `abort` never closes the file while a worker thread
+still writes to it, nor returns while one still reads a batch, even after a
+cancellation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import ctypes
 import ctypes.util
 import enum
 import os
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
 from .interruptions import Interruptions
+from .lanes import Lane, Settler, Submit
 from .localfs import storage_error
 from .localstaging import StagingArea
 
 HELD_BACK = 64 * 1024  # a first chunk up to this size waits for the next trip
 _GIL_HELD = 2047  # hashlib keeps the GIL for updates below 2048 bytes
-
-Submit = Callable[[Callable[[], None]], None]
-"""Starts a blocking call on the storage's threads without waiting for it."""
 
 
 def observe_holding_gil(observer: Observer, pieces: Sequence[Piece]) -> None:
@@ -75,22 +71,6 @@ def _writeback(fd: int, offset: int, length: int) -> None:
         os.close(fd)
 
 
-@dataclass
-class _Operation:
-    function: Callable[..., Any]
-    args: tuple[Any, ...]
-    done: asyncio.Future[Any]
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # cancelled by an abort meanwhile
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-
-
 class WriterState(enum.Enum):
     """OPEN takes writes; exactly one of COMMITTED or ABORTED ends it."""
 
@@ -113,42 +93,11 @@ class LocalWriter:
         # event loop costs less than a thread trip), so that a small file is opened,
         # written and committed in a single trip to a worker thread, not three.
         self._first: Sequence[Piece] = ()
+        self._handed_off = False  # a write or the commit went to the lanes
         self._written = self._written_back = 0
-        # Operations run in order on one worker thread at a time, which takes the
-        # next queued one without waiting for the event loop: a batch queued while
-        # the previous one is written starts the moment that one ends.
         self._loop = asyncio.get_running_loop()
-        self._lock = threading.Lock()
-        self._queue: collections.deque[_Operation] = collections.deque()
-        self._draining: asyncio.Future[None] | None = None
-
-    def _run(self, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """Queue a blocking operation; the future settles when it has run."""
-        done: asyncio.Future[Any] = self._loop.create_future()
-        with self._lock:
-            self._queue.append(_Operation(function, args, done))
-            if self._draining is not None:
-                return done
-            self._draining = self._loop.create_future()
-        self._submit(self._drain_sync)
-        return done
-
-    def _drain_sync(self) -> None:
-        """On a worker thread: run queued operations until none is left."""
-        while True:
-            with self._lock:
-                if not self._queue:
-                    draining, self._draining = self._draining, None
-                    break
-                operation = self._queue.popleft()
-            try:
-                result = operation.function(*operation.args)
-            except BaseException as error:
-                self._loop.call_soon_threadsafe(_settle, operation.done, None, error)
-            else:
-                self._loop.call_soon_threadsafe(_settle, operation.done, result, None)
-        assert draining is not None
-        self._loop.call_soon_threadsafe(_settle, draining, None, None)
+        self._writes = Lane(self._loop, submit)
+        self._hashes = Lane(self._loop, submit)
 
     def _open_sync(self) -> None:
         """Create the temporary, and write the chunk held back, if any."""
@@ -157,11 +106,13 @@ class LocalWriter:
         if first:
             self._write_all(first)
 
+    def _observe_sync(self, pieces: Sequence[Piece]) -> None:
+        for piece in pieces:
+            self._observer(piece)
+
     def _write_sync(self, pieces: Sequence[Piece]) -> None:
         if self._fd is None:
             self._open_sync()
-        for piece in pieces:
-            self._observer(piece)
         self._write_all(pieces)
         self._written += sum(len(piece) for piece in pieces)
         if (
@@ -171,8 +122,8 @@ class LocalWriter:
         ):
             assert self._fd is not None
             # On another thread: starting writeback can wait for the disk, and the
-            # hashing of the next batch should not. A descriptor of its own keeps it
-            # safe from this file being closed meanwhile.
+            # next batch should not. A descriptor of its own keeps it safe from this
+            # file being closed meanwhile.
             offset, length = self._written_back, self._written - self._written_back
             self._submit(partial(_writeback, os.dup(self._fd), offset, length))
             self._written_back = self._written
@@ -193,7 +144,7 @@ class LocalWriter:
             raise storage_error(error, "writing the file") from error
 
     def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
-        """Queue the pieces; the future settles once they are written.
+        """Queue the pieces; the future settles once they are written and observed.
 
         Not a coroutine: the write is queued when this is called, so a caller can
         queue the next batch before awaiting the previous one.
@@ -201,10 +152,8 @@ class LocalWriter:
         if self.state is not WriterState.OPEN:
             raise StorageError(f"the upload is already {self.state.value}")
         if (
-            self._fd is None
+            not self._handed_off
             and not self._first
-            and not self._queue
-            and self._draining is None
             and sum(len(piece) for piece in pieces) <= HELD_BACK
         ):
             observe_holding_gil(self._observer, pieces)
@@ -212,7 +161,11 @@ class LocalWriter:
             done: asyncio.Future[None] = self._loop.create_future()
             done.set_result(None)
             return done
-        return self._run(self._write_sync, pieces)
+        self._handed_off = True
+        settler = Settler(self._loop, parts=2)
+        self._hashes.run(self._observe_sync, (pieces,), settler)
+        self._writes.run(self._write_sync, (pieces,), settler)
+        return settler.future
 
     def _commit_sync(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
         if self._fd is None:
@@ -243,26 +196,27 @@ class LocalWriter:
                 path.unlink()
 
     async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        """Publish; the caller has awaited every write (the etag in `info` covers them)."""
         if self.state is not WriterState.OPEN:
             raise StorageError(f"the upload is already {self.state.value}")
-        meta: StoredMeta = await self._run(self._commit_sync, iter(names), info)
+        self._handed_off = True
+        settler = Settler(self._loop, parts=1)
+        self._writes.run(self._commit_sync, (iter(names), info), settler)
+        meta: StoredMeta = await settler.future
         self.state = WriterState.COMMITTED
         return meta
 
     async def abort(self) -> None:
-        """Drop what is queued, wait for the write in flight, remove the temporary.
+        """Drop what is queued, wait for the calls in flight, remove the temporary.
         A cancellation that arrives meanwhile is raised once that is done."""
         if self.state is not WriterState.OPEN:
             return
         self.state = WriterState.ABORTED
         self._first = ()
-        with self._lock:
-            for operation in self._queue:
-                operation.done.cancel()
-            self._queue.clear()
-            draining = self._draining
+        for settler in self._writes.drop_queued() + self._hashes.drop_queued():
+            settler.future.cancel()
         interruptions = Interruptions()
-        if draining is not None:
-            await interruptions.wait(draining)
+        await interruptions.wait(self._writes.idle())
+        await interruptions.wait(self._hashes.idle())
         self._release()
         interruptions.reraise()
