@@ -44,6 +44,20 @@ class Settler:
         self._remaining = parts
         self._error: BaseException | None = None
         self._lock = threading.Lock()
+        self._started = self._dropped = False
+
+    def try_start(self) -> bool:
+        """A lane is about to run a part: False if the call was dropped meanwhile."""
+        with self._lock:
+            self._started = not self._dropped
+            return self._started
+
+    def try_drop(self) -> bool:
+        """An abort would drop the call: only if no part of it has started (a batch half
+        hashed is also written, so that whoever awaits it sees it finish)."""
+        with self._lock:
+            self._dropped = not self._started
+            return self._dropped
 
     def report(self, result: Any, error: BaseException | None) -> None:
         """Called on a worker thread when one part is done."""
@@ -92,6 +106,8 @@ class Lane:
                     waiters, self._idle_waiters = self._idle_waiters, []
                     break
                 call = self._queue.popleft()
+            if not call.settler.try_start():
+                continue
             try:
                 result = call.function(*call.args)
             except BaseException as error:
@@ -102,10 +118,17 @@ class Lane:
             self._loop.call_soon_threadsafe(_settle, waiter, None, None)
 
     def drop_queued(self) -> list[Settler]:
-        """Take the calls that have not started off the queue; their settlers, to cancel."""
+        """Take the queued calls none of whose parts has started off the queue; their
+        settlers, to cancel."""
+        kept: collections.deque[_Call] = collections.deque()
+        dropped: list[Settler] = []
         with self._lock:
-            dropped = [call.settler for call in self._queue]
-            self._queue.clear()
+            for call in self._queue:
+                if call.settler.try_drop():
+                    dropped.append(call.settler)
+                else:
+                    kept.append(call)
+            self._queue = kept
         return dropped
 
     def idle(self) -> asyncio.Future[None]:

@@ -66,6 +66,7 @@ class LocalStorage(OneTimeClaims):
         )
         self.description = f"local directory {self.root}"
         self._executor: ThreadPoolExecutor | None = None
+        self._writers = 0  # uploads being written, to decide how each one hashes
 
     def submit(self, function: Callable[[], None]) -> None:
         """Start a blocking call on the storage threads without waiting for it."""
@@ -103,10 +104,22 @@ class LocalStorage(OneTimeClaims):
         self.staging.close()
 
     async def create_writer(self, observer: Observer) -> LocalWriter:
-        """The temporary file is created with the first write (or the commit)."""
+        """The temporary file is created with the first write (or the commit). An upload
+        that starts alone hashes on a thread beside the one that writes (two cores for
+        one stream); one that starts beside others hashes and writes in one thread."""
         if self._executor is None:
             raise StorageError("storage is not started")
-        return LocalWriter(self.staging, self.submit, observer)
+        self._writers += 1
+        return LocalWriter(
+            self.staging,
+            self.submit,
+            observer,
+            hash_beside=self._writers == 1,
+            on_end=self._writer_ended,
+        )
+
+    def _writer_ended(self) -> None:
+        self._writers -= 1
 
     def open(self, name: str) -> AbstractAsyncContextManager[OpenedFile]:
         return self._reader.open(name)

@@ -82,10 +82,22 @@ class WriterState(enum.Enum):
 class LocalWriter:
     """Stages one upload in the staging area; see the module docstring."""
 
-    def __init__(self, staging: StagingArea, submit: Submit, observer: Observer) -> None:
+    def __init__(
+        self,
+        staging: StagingArea,
+        submit: Submit,
+        observer: Observer,
+        *,
+        hash_beside: bool = True,
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
         self._staging = staging
         self._submit = submit
         self._observer = observer
+        # Hashing on a thread of its own pays when a core is free for it; among many
+        # concurrent uploads the cores are busy anyway, and the hand-offs only cost.
+        self._hash_beside = hash_beside
+        self._on_end = on_end
         self.state = WriterState.OPEN
         self._path: Path | None = None  # only for a named temporary
         self._fd: int | None = None
@@ -162,10 +174,23 @@ class LocalWriter:
             done.set_result(None)
             return done
         self._handed_off = True
+        if not self._hash_beside:
+            settler = Settler(self._loop, parts=1)
+            self._writes.run(self._observe_and_write_sync, (pieces,), settler)
+            return settler.future
         settler = Settler(self._loop, parts=2)
         self._hashes.run(self._observe_sync, (pieces,), settler)
         self._writes.run(self._write_sync, (pieces,), settler)
         return settler.future
+
+    def _observe_and_write_sync(self, pieces: Sequence[Piece]) -> None:
+        self._observe_sync(pieces)
+        self._write_sync(pieces)
+
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
 
     def _commit_sync(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
         if self._fd is None:
@@ -204,6 +229,7 @@ class LocalWriter:
         self._writes.run(self._commit_sync, (iter(names), info), settler)
         meta: StoredMeta = await settler.future
         self.state = WriterState.COMMITTED
+        self._ended()
         return meta
 
     async def abort(self) -> None:
@@ -219,4 +245,5 @@ class LocalWriter:
         await interruptions.wait(self._writes.idle())
         await interruptions.wait(self._hashes.idle())
         self._release()
+        self._ended()
         interruptions.reraise()
