@@ -128,6 +128,8 @@ def admit(request: web.Request) -> UploadLink | None:
     """The request's upload link when its token is valid (kept on the request); None
     when it carries none; 403 for a bad, expired or altered one, or for a query that
     names another conversation or file name than the link."""
+    if UPLOAD_LINK in request:  # attached from a resumable upload's record
+        return request[UPLOAD_LINK]
     token = request.query.get(TOKEN_PARAM)
     if token is None:
         return None
@@ -139,6 +141,20 @@ def admit(request: web.Request) -> UploadLink | None:
         given = request.query.get(param)
         if given is not None and signed is not None and given != signed:
             raise FORBIDDEN(f"the upload link is for another {param}")
+    request[UPLOAD_LINK] = link
+    request[_TOKEN] = token
+    return link
+
+
+def attach(request: web.Request, token: str | None) -> UploadLink | None:
+    """The link a resumable upload was created through (`token` from its record), put
+    on this request so its terms apply as at creation; the expiry was checked then."""
+    if token is None:
+        return None
+    keys = request.config_dict[SETTINGS].signing_key
+    if not keys:  # restarted without the key: nothing can vouch for the link now
+        raise FORBIDDEN("this service issues no upload links (it has no --signing-key)")
+    link = linktokens.read(token, keys, now=0)
     request[UPLOAD_LINK] = link
     request[_TOKEN] = token
     return link

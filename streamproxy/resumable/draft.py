@@ -15,6 +15,7 @@ import time
 from aiohttp import HttpVersion11, web
 
 from ..settings import SETTINGS
+from ..uploadlinks import TOKEN_PARAM
 from . import flow
 from .headers import (
     DRAFT_PATCH_TYPE,
@@ -58,6 +59,7 @@ def _metadata(request: web.Request) -> dict[str, str]:
     """`Upload-Metadata` (tus-style, as tus-js-client sends it), then the query (wins)."""
     metadata = parse_metadata(request.headers.get("Upload-Metadata"))
     metadata.update(request.query)
+    metadata.pop(TOKEN_PARAM, None)  # an upload link's token is no metadata: never kept
     declared = request.headers.get("Content-Type")
     if declared and request.content_type not in _NOT_A_FILE_TYPE:
         metadata.setdefault("filetype", declared)
@@ -151,11 +153,11 @@ async def patch(request: web.Request, protocol: Protocol, store: UploadStore) ->
         raise BadHeader("an append needs Upload-Offset")
     complete = _complete_flag(request)
     length = _declared_length(request, protocol, offset, complete)
-    max_size = request.config_dict[SETTINGS].max_size
     has_body = request.body_exists and request.content_length != 0
     async with store.hold(request.match_info["upload_id"]) as held:
         record = held.record
         record.check_live(time.time())
+        max_size = flow.cap(request, record)
         at_end = offset == record.offset and not has_body and complete
         if at_end and record.status is Status.COMPLETE:
             record = await flow.retry_completion(request, held)
