@@ -23,11 +23,13 @@ For the routes that use links (multipart, raw, resumable creation):
 - `intake.open_pump` then applies the link's cap, types and file name by itself;
 - `refuse_used_link(request)` answers 403 before the body when the link is spent;
 - `intake.commit(request, pump, conversation_id)` consumes the link and publishes.
-A resumable upload's creation request admits the link and keeps `token_of(request)`
-in its record (the PATCHes carry no token); its completion reads it back with
-`linktokens.read(token, keys, now=0)` (the expiry was checked at creation) and calls
-`consume(storage, link, conversation_id)` right before its commit, and `release`
-if that commit fails.
+A resumable upload's creation request (`/files/uploads` with the link's query) admits
+the link and keeps `token_of(request)` in its record (the later requests carry no
+token and need no API key); each later request puts the link back on itself with
+`attach(request, token)` (`linktokens.read(token, keys, now=0)`: the expiry was
+checked at creation), so the cap, types and name apply as above; the completion
+calls `consume(storage, link, conversation_id)` right before its commit, and
+`release` if that commit fails.
 """
 
 from __future__ import annotations
