@@ -309,3 +309,23 @@ def test_a_record_written_before_links_reads_as_made_with_a_key() -> None:
         protocol=Protocol.TUS, now=0, lifetime=60, md5_state=b"", max_size=10, upload_link="t.s"
     )
     assert UploadRecord.from_json(linked.to_json()).upload_link == "t.s"
+
+
+async def test_a_parallel_tus_upload_through_a_link(start_service: ServiceFactory) -> None:
+    """tus-js-client's `parallelUploads`: partial uploads, then the final one, all on the
+    link's query and without a key; the final one is what uses the link up."""
+    service = await links_service(start_service)
+    link = await issue(service, maxSize=len(PNG))
+    half = len(PNG) // 2
+    parts = []
+    for piece in (PNG[:half], PNG[half:]):
+        status, url, _ = await tus_create(service, link, len(piece), {"Upload-Concat": "partial"})
+        assert status == 201
+        assert (await tus_patch(service, url, 0, piece))[0] == 204
+        parts.append(url)
+    final = {"Upload-Concat": "final;" + " ".join(parts)}
+    status, _, detail = await tus_create(service, link, None, final, filename="whole.png")
+    assert status == 201, detail
+    assert service.stored_names() == {"conv1_whole.png"}
+    status, _, detail = await tus_create(service, link, None, final, filename="again.png")
+    assert status == 403 and "has been used" in detail["detail"]
