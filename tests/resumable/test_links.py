@@ -221,6 +221,14 @@ async def test_the_link_s_size_cap_holds_for_every_length(start_service: Service
     ) as answer:
         assert answer.status == 413
     assert service.stored_names() == set()
+    # The draft announces the link's cap as its Upload-Limit.
+    headers = {**DRAFT8, "Upload-Complete": "?0"}
+    async with service.session.post(link, data=b"", headers=headers) as answer:
+        assert answer.status == 201, await answer.text()
+        assert answer.headers["Upload-Limit"] == "max-size=1000"
+        location = answer.headers["Location"]
+    async with service.session.head(location, headers=DRAFT8) as answer:
+        assert (answer.status, answer.headers["Upload-Limit"]) == (204, "max-size=1000")
     # The refusals left the link usable.
     png = PNG[:1000]
     status, url, _ = await tus_create(service, link, len(png))
