@@ -23,11 +23,13 @@ For the routes that use links (multipart, raw, resumable creation):
 - `intake.open_pump` then applies the link's cap, types and file name by itself;
 - `refuse_used_link(request)` answers 403 before the body when the link is spent;
 - `intake.commit(request, pump, conversation_id)` consumes the link and publishes.
-A resumable upload's creation request admits the link and keeps `token_of(request)`
-in its record (the PATCHes carry no token); its completion reads it back with
-`linktokens.read(token, keys, now=0)` (the expiry was checked at creation) and calls
-`consume(storage, link, conversation_id)` right before its commit, and `release`
-if that commit fails.
+A resumable upload's creation request (`/files/uploads` with the link's query) admits
+the link and keeps `token_of(request)` in its record (the later requests carry no
+token and need no API key); each later request puts the link back on itself with
+`attach(request, token)` (`linktokens.read(token, keys, now=0)`: the expiry was
+checked at creation), so the cap, types and name apply as above; the completion
+calls `consume(storage, link, conversation_id)` right before its commit, and
+`release` if that commit fails.
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ def admit(request: web.Request) -> UploadLink | None:
     """The request's upload link when its token is valid (kept on the request); None
     when it carries none; 403 for a bad, expired or altered one, or for a query that
     names another conversation or file name than the link."""
+    if UPLOAD_LINK in request:  # attached from a resumable upload's record
+        return request[UPLOAD_LINK]
     token = request.query.get(TOKEN_PARAM)
     if token is None:
         return None
@@ -139,6 +143,20 @@ def admit(request: web.Request) -> UploadLink | None:
         given = request.query.get(param)
         if given is not None and signed is not None and given != signed:
             raise FORBIDDEN(f"the upload link is for another {param}")
+    request[UPLOAD_LINK] = link
+    request[_TOKEN] = token
+    return link
+
+
+def attach(request: web.Request, token: str | None) -> UploadLink | None:
+    """The link a resumable upload was created through (`token` from its record), put
+    on this request so its terms apply as at creation; the expiry was checked then."""
+    if token is None:
+        return None
+    keys = request.config_dict[SETTINGS].signing_key
+    if not keys:  # restarted without the key: nothing can vouch for the link now
+        raise FORBIDDEN("this service issues no upload links (it has no --signing-key)")
+    link = linktokens.read(token, keys, now=0)
     request[UPLOAD_LINK] = link
     request[_TOKEN] = token
     return link

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from .. import uploadlinks
 from ..auth import check_api_key
 from ..error_table import NOT_IMPLEMENTED, ApiError
 from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error
@@ -40,7 +41,7 @@ from .headers import (
 )
 from .localupload import LocalUploadStore
 from .problems import OffsetMismatch, ResumableError
-from .state import Protocol
+from .state import CorruptRecord, Protocol
 from .store import UPLOAD_STORE, UploadStore
 
 Handler = Callable[[web.Request, Protocol, UploadStore], Awaitable[web.StreamResponse]]
@@ -139,8 +140,8 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
                 request.headers.get("Tus-Resumable"),
                 request.headers.get("Upload-Draft-Interop-Version"),
             )
-            check_api_key(request)
             store = request.config_dict[UPLOAD_STORE]
+            await _authorize(request, store)
             if store is None:
                 raise NOT_IMPLEMENTED(
                     "resumable uploads need local storage here; upload with POST /files"
@@ -159,6 +160,29 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
         return response
 
     return wrapped
+
+
+async def _authorize(request: web.Request, store: UploadStore | None) -> None:
+    """The API key, or an upload link: a creation with a valid `uploadToken` needs no
+    key (its terms then apply, flow.create); the later requests of an upload created
+    through a link need none either (its id is unguessable, and its record names the
+    link). Anything else is checked as before."""
+    if request.match_info.route.name == "resumable-create":
+        if uploadlinks.admit(request) is None:
+            check_api_key(request)
+        return
+    try:
+        check_api_key(request)
+    except ApiError:
+        if store is None or not await _made_through_link(store, request.match_info["upload_id"]):
+            raise
+
+
+async def _made_through_link(store: UploadStore, upload_id: str) -> bool:
+    try:
+        return (await store.read(upload_id)).upload_link is not None
+    except (ResumableError, CorruptRecord):  # unknown: the key's refusal answers
+        return False
 
 
 async def _outliving_cancellation(
