@@ -51,6 +51,13 @@ def upload_store_for(storage: Storage) -> UploadStore | None:
     inner = getattr(storage, "inner", storage)  # TimedStorage wraps the real one
     if isinstance(inner, LocalStorage):
         return LocalUploadStore(inner)
+    try:  # the s3 extra is optional: local storage never imports aiobotocore
+        from ..storage.s3 import S3Storage
+        from .s3adapter import S3UploadStore
+    except ImportError:
+        return None
+    if isinstance(inner, S3Storage):
+        return S3UploadStore(inner)
     return None
 
 
