@@ -14,7 +14,6 @@ from ..conftest import ServiceFactory, md5, random_bytes
 from ..test_scan import EICAR, SIGNATURE, Clamd
 from ..test_scan import clamd as clamd  # the fixture: a real clamd with the EICAR signature
 
-pytestmark = pytest.mark.local_only  # resumable uploads are on local storage so far
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
