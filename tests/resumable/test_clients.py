@@ -21,7 +21,6 @@ from tusclient.client import TusClient
 
 from ..conftest import Service, ServiceFactory, md5, random_bytes, require_program
 
-
 NODE_DIR = Path(__file__).parent / "node"
 
 

@@ -8,10 +8,7 @@ import asyncio
 import contextlib
 import json
 
-import pytest
-
 from ..conftest import Service, md5, random_bytes, read_response
-
 
 
 def parse(response: bytes) -> tuple[int, dict[str, str], bytes]:
