@@ -248,6 +248,11 @@ class Appender:
         self._pending, self._failed, self._next_number = [], None, None
         self._buffer = None  # read the acknowledged tail again if more comes
         self.written = 0
+        made, self._upload_id = self._upload_id, self._acked["upload"]
+        if made is not None and made != self._acked["upload"]:
+            # Made by this request and recorded nowhere: nobody else will ever use it.
+            janitor = self._area.storage.janitor
+            await asyncio.shield(janitor.discard(Leftover(self._key, made)))
 
     async def acknowledge(self, record: UploadRecord) -> UploadRecord:
         """Make `record` (offset + written) the truth: parts and tail stored first, then the
