@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -67,7 +68,7 @@ async def test_patches_below_and_above_the_part_size_make_parts_and_a_tail(
     status, answer, _ = await patch(service, path, 0, data[: cuts[1]])
     assert (status, answer["Upload-Offset"]) == (204, str(cuts[1]))
     assert leaves(service, upload_id) == ["info", "tail"]
-    for start, end in zip(cuts[1:], cuts[2:], strict=False):
+    for start, end in itertools.pairwise(cuts[1:]):
         status, answer, body = await patch(service, path, start, data[start:end])
         assert status == 204, body
         assert answer["Upload-Offset"] == str(end)
@@ -139,7 +140,7 @@ async def test_started_on_one_instance_and_finished_on_another(
     data = random_bytes(16 * MiB + 3, seed=45)
     path = await create(first, len(data))
     cuts = [0, 3 * MiB, 9 * MiB, 10 * MiB, len(data)]
-    for index, (start, end) in enumerate(zip(cuts, cuts[1:], strict=False)):
+    for index, (start, end) in enumerate(itertools.pairwise(cuts)):
         here, there = (first, second) if index % 2 == 0 else (second, first)
         assert await offset_of(here, path) == start
         status, answer, body = await patch(here, path, start, data[start:end])
