@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
 
     from ..storage.s3cleanup import Janitor
+
+log = logging.getLogger("streamproxy.storage")
 
 
 class AreaBucket(Protocol):
@@ -361,7 +364,24 @@ async def complete(area: UploadArea, lease: UploadLease, record: UploadRecord) -
     await lease.write(record_with(record, backend, lease.record, area.clock(), area.ttl))
     if acked["tail"]:
         await area.storage.janitor.discard(Leftover(acked["tail"]))
+    await _abort_unrecorded(area, key)
     return key
+
+
+async def _abort_unrecorded(area: UploadArea, key: str) -> None:
+    """After completion no multipart upload of `<id>/data` is anyone's: abort what a
+    request that died mid-part (SIGKILL, a lost lease) made and never recorded, rather
+    than leave its parts billed until the upload expires."""
+    janitor = area.storage.janitor
+    try:
+        async for page in area.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=area.bucket, Prefix=key
+        ):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    await janitor.discard(Leftover(key, upload["UploadId"]))
+    except S3_ERRORS as error:  # the upload's removal (expiry) takes them all anyway
+        log.warning("could not list the multipart uploads left under %s: %r", key, error)
 
 
 async def _complete_multipart(
