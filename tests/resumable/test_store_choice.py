@@ -16,7 +16,6 @@ from ..conftest import run_program
 CHOOSE_LOCAL = """
 import sys
 from streamproxy.resumable.routes import upload_store_for
-from streamproxy.resumable.s3adapter import S3UploadStore
 from streamproxy.settings import Settings
 from streamproxy.storage import open_storage
 settings = Settings(storage=sys.argv[1])
