@@ -23,7 +23,7 @@ from .events import EVENTS, EventBus
 from .metrics import METRICS, Metrics
 from .resumable.complete import upload_data
 from .resumable.problems import Busy, NotFound
-from .resumable.state import Status
+from .resumable.state import CorruptRecord, Status
 from .resumable.store import UPLOAD_STORE, UploadStore
 from .settings import SETTINGS, Settings
 from .storage.base import STORAGE, OneTimeClaims, Storage, StorageError, capability
@@ -83,6 +83,13 @@ async def sweep_uploads(
                 record = held.record
                 await held.remove()
         except (Busy, NotFound):
+            continue
+        except CorruptRecord as error:  # nothing to announce, but it must not stay
+            if await uploads.remove_unreadable(upload_id):
+                log.warning(
+                    "retention: removed upload %s, its record is unreadable: %s", upload_id, error
+                )
+                removed += 1
             continue
         removed += 1
         if events is not None and events.enabled and record.status is not Status.CANCELLED:

@@ -125,8 +125,8 @@ async def create(request: web.Request, protocol: Protocol, store: UploadStore) -
     record = await flow.create(request, store, protocol, length=length, metadata=_metadata(request))
     url = flow.location(request, record.id)
     await _send_104(request, protocol, url)
-    async with store.hold(record.id) as held:
-        record = await _append(request, held, record, complete)
+    async with store.hold(record.id) as held:  # the record as held: lease and all
+        record = await _append(request, held, held.record, complete)
     response = _answer(request, protocol, record, 201)
     response.headers["Location"] = url
     return response

@@ -20,7 +20,8 @@ from ..storage.base import FileInfo, NoFreeName, Observer, Piece, StorageError, 
 from ..storage.local import LocalStorage
 from ..storage.localfs import storage_error
 from .localstore import Appender, UploadArea, UploadLock
-from .state import UploadRecord
+from .problems import Busy, NotFound
+from .state import CorruptRecord, UploadRecord
 
 
 class LocalAppendWriter:
@@ -188,6 +189,25 @@ class LocalUploadStore:
 
     async def expired(self, now: float) -> list[str]:
         return await self.storage.run_blocking(self.area.expired, now)
+
+    async def remove_unreadable(self, upload_id: str) -> bool:
+        def remove() -> bool:
+            try:
+                lock = self.area.lock(upload_id)
+            except (Busy, NotFound):
+                return False
+            try:
+                self.area.read(upload_id)
+            except CorruptRecord:
+                self.area.remove(lock)
+                return True
+            except NotFound:
+                return False
+            finally:
+                lock.close()
+            return False
+
+        return await self.storage.run_blocking(remove)
 
 
 def _open_for_reading(path: Path) -> BinaryIO:

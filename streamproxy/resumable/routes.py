@@ -26,7 +26,7 @@ from ..auth import check_api_key
 from ..error_table import NOT_IMPLEMENTED, ApiError
 from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error
 from ..metrics import METRICS
-from ..settings import SETTINGS
+from ..settings import SETTINGS, Settings
 from ..storage.base import STORAGE, Storage
 from ..storage.local import LocalStorage
 from . import draft, tus
@@ -47,11 +47,18 @@ from .store import UPLOAD_STORE, UploadStore
 Handler = Callable[[web.Request, Protocol, UploadStore], Awaitable[web.StreamResponse]]
 
 
-def upload_store_for(storage: Storage) -> UploadStore | None:
+def upload_store_for(storage: Storage, settings: Settings) -> UploadStore | None:
     """The storage's resumable capability, if it has one (checked where used)."""
     inner = getattr(storage, "inner", storage)  # TimedStorage wraps the real one
     if isinstance(inner, LocalStorage):
         return LocalUploadStore(inner)
+    try:  # the s3 extra is optional: local storage never imports aiobotocore
+        from ..storage.s3 import S3Storage
+        from .s3adapter import S3UploadStore
+    except ImportError:
+        return None
+    if isinstance(inner, S3Storage):
+        return S3UploadStore(inner, ttl=settings.upload_lease)
     return None
 
 
@@ -64,7 +71,7 @@ async def resumable_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 def add_resumable_routes(app: web.Application, base_path: str) -> None:
-    app[UPLOAD_STORE] = upload_store_for(app[STORAGE])
+    app[UPLOAD_STORE] = upload_store_for(app[STORAGE], app[SETTINGS])
     app.cleanup_ctx.append(resumable_lifecycle)
     collection = app.router.add_resource(base_path + "/files/uploads", name="resumable-create")
     collection.add_route("OPTIONS", options)

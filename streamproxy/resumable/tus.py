@@ -73,8 +73,8 @@ async def create(request: web.Request, store: UploadStore) -> web.Response:
     )
     url = flow.location(request, record.id)
     if with_upload or record.length == 0:
-        async with store.hold(record.id) as held:
-            record = await flow.append(request, held, record, checksum=checksum)
+        async with store.hold(record.id) as held:  # the record as held: lease and all
+            record = await flow.append(request, held, held.record, checksum=checksum)
     return web.Response(status=201, headers={"Location": url, **_offset_headers(record)})
 
 

@@ -244,6 +244,14 @@ class Settings:
         metavar="DURATION",
         show=format_duration,
     )
+    upload_lease: float = setting(
+        60.0,
+        parse_duration,
+        "on S3, how long a resumable upload's writer holds it without renewing: an upload "
+        "whose instance died waits this long before another instance may take it",
+        metavar="DURATION",
+        show=format_duration,
+    )
     signing_key: tuple[str, ...] = setting(
         (),
         parse_secret,
