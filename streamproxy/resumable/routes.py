@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -27,7 +28,7 @@ from ..error_table import NOT_IMPLEMENTED, ApiError
 from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error
 from ..metrics import METRICS
 from ..settings import SETTINGS, Settings
-from ..storage.base import STORAGE, Storage
+from ..storage.base import STORAGE, Storage, StorageError
 from ..storage.local import LocalStorage
 from . import draft, tus
 from .headers import (
@@ -45,6 +46,8 @@ from .state import CorruptRecord, Protocol
 from .store import UPLOAD_STORE, UploadStore
 
 Handler = Callable[[web.Request, Protocol, UploadStore], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger("streamproxy")
 
 
 def upload_store_for(storage: Storage, settings: Settings) -> UploadStore | None:
@@ -66,7 +69,12 @@ async def resumable_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx, after the storage's: the uploads area is ready before the first request."""
     store = app[UPLOAD_STORE]
     if store is not None:
-        await store.prepare(time.time())
+        try:
+            await store.prepare(time.time())
+        except (OSError, StorageError) as error:
+            # Storage that takes no writes now (read-only, bucket away) still serves
+            # downloads; each resumable request answers for itself (503) meanwhile.
+            log.warning("resumable uploads area not ready: %s", error)
     yield
 
 
