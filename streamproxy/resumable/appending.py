@@ -29,11 +29,11 @@ from typing import Any
 from aiohttp import web
 
 from ..error_table import BAD_REQUEST, ApiError, client_stalled
-from ..intake import max_size, open_pump
-from ..mediatypes import normalize_media_type
-from ..naming import clean_client_name
-from ..pump import Progress
-from ..settings import SETTINGS
+from ..intake.entry import max_size, open_pump
+from ..intake.mediatypes import normalize_media_type
+from ..intake.naming import clean_client_name
+from ..intake.pump import Progress
+from ..runtime.settings import SETTINGS
 from ..storage.base import Observer, StorageError
 from .hashstate import ResumableMD5
 from .headers import Checksum

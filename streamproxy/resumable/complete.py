@@ -24,15 +24,15 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import uploadlinks
 from ..error_table import INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, ApiError
 from ..events import EVENTS, file_data
-from ..intake import download_url
-from ..mediatypes import TypePolicy, parse_type_rule
-from ..naming import base_name, candidates
-from ..scan import SCANNER, ScanFailed, ScannerUnavailable
-from ..settings import SETTINGS
-from ..sniff import choose_type, sniff_bytes
+from ..http import uploadlinks
+from ..intake.entry import download_url
+from ..intake.mediatypes import TypePolicy, parse_type_rule
+from ..intake.naming import base_name, candidates
+from ..intake.scan import SCANNER, ScanFailed, ScannerUnavailable
+from ..intake.sniff import choose_type, sniff_bytes
+from ..runtime.settings import SETTINGS
 from ..storage.base import STORAGE, FileInfo, StoredMeta, now_utc
 from .appending import file_name, file_type
 from .hashstate import ResumableMD5

@@ -17,9 +17,9 @@ import time
 
 from aiohttp import web
 
-from .. import uploadlinks
-from ..intake import max_size as intake_max_size
-from ..intake import preflight, transfer
+from ..http import uploadlinks
+from ..intake.entry import max_size as intake_max_size
+from ..intake.entry import preflight, transfer
 from .complete import complete
 from .flow import check_link, check_metadata, lifetime
 from .hashstate import ResumableMD5

@@ -14,8 +14,8 @@ import time
 
 from aiohttp import HttpVersion11, web
 
-from ..intake import max_size
-from ..uploadlinks import TOKEN_PARAM
+from ..http.uploadlinks import TOKEN_PARAM
+from ..intake.entry import max_size
 from . import flow
 from .headers import (
     DRAFT_PATCH_TYPE,

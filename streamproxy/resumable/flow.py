@@ -10,12 +10,12 @@ import time
 
 from aiohttp import web
 
-from .. import uploadlinks
 from ..error_table import BAD_REQUEST, FORBIDDEN, ApiError
-from ..intake import max_size, preflight, transfer, upload_response
-from ..linktokens import UploadLink
-from ..naming import BadName, check_conversation_id
-from ..settings import SETTINGS
+from ..http import uploadlinks
+from ..http.linktokens import UploadLink
+from ..intake.entry import max_size, preflight, transfer, upload_response
+from ..intake.naming import BadName, check_conversation_id
+from ..runtime.settings import SETTINGS
 from .appending import append_body, file_name
 from .complete import FINAL_REFUSALS, complete, stored_meta
 from .hashstate import ResumableMD5

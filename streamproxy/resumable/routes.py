@@ -22,12 +22,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from .. import uploadlinks
-from ..auth import check_api_key
 from ..error_table import NOT_IMPLEMENTED, ApiError
 from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error
-from ..metrics import METRICS
-from ..settings import SETTINGS, Settings
+from ..http import uploadlinks
+from ..http.auth import check_api_key
+from ..runtime.metrics import METRICS
+from ..runtime.settings import SETTINGS, Settings
 from ..storage.base import STORAGE, Storage, StorageError
 from ..storage.local import LocalStorage
 from . import draft, tus

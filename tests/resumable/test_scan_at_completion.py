@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamproxy.scan import ClamdAddress
+from streamproxy.intake.scan import ClamdAddress
 
 from ..conftest import ServiceFactory, md5, random_bytes
 from ..test_scan import EICAR, SIGNATURE, Clamd

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamproxy.resumable.routes import upload_store_for
 from streamproxy.resumable.s3adapter import S3UploadStore
-from streamproxy.settings import Settings
+from streamproxy.runtime.settings import Settings
 from streamproxy.storage import open_storage
 
 from ..conftest import run_program

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from streamproxy.mediatypes import parse_type_rule
+from streamproxy.intake.mediatypes import parse_type_rule
 
 from ..conftest import Service, ServiceFactory, eventually, md5, random_bytes
 from .uploads import uploads_left

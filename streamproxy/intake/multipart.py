@@ -21,8 +21,8 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.multipart import parse_content_disposition
 from multidict import CIMultiDictProxy
 
+from ..error_table import BAD_REQUEST
 from .bodyread import next_chunk, read_within
-from .error_table import BAD_REQUEST
 from .multipart_parser import (
     At,
     Event,

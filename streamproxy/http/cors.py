@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from prometheus_client import Counter
 from yarl import URL
 
-from .metrics import METRICS, Handler
+from ..runtime.metrics import METRICS, Handler
 
 ANY_ORIGIN = "*"
 

@@ -15,9 +15,9 @@ import secrets
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .errors import REQUEST_ID
-from .logs import current_request_id
-from .metrics import Handler
+from ..errors import REQUEST_ID
+from ..runtime.logs import current_request_id
+from ..runtime.metrics import Handler
 
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .error_table import TABLE
-from .naming import MAX_CONVERSATION_ID
+from ..error_table import TABLE
+from ..intake.naming import MAX_CONVERSATION_ID
 from .uploadlinks import DEFAULT_EXPIRES_IN, MAX_ALLOW_TYPES, MAX_EXPIRES_IN
 
 JSON = "application/json"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from aiohttp import web
 from prometheus_client import Gauge
 
-from .error_table import BUSY
+from ..error_table import BUSY
 
 
 class TransferSlots:

@@ -20,18 +20,18 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from . import signing, uploadlinks
-from .auth import check_api_key
-from .error_table import over_the_cap
-from .events import EVENTS, file_data
+from ..error_table import over_the_cap
+from ..events import EVENTS, file_data
+from ..http import signing, uploadlinks
+from ..http.auth import check_api_key
+from ..http.preconditions import etag_header
+from ..runtime.metrics import METRICS
+from ..runtime.settings import SETTINGS, Settings
+from ..storage.base import STORAGE, StoredMeta
 from .mediatypes import TypePolicy, parse_type_rule
-from .metrics import METRICS
 from .naming import BadName, check_conversation_id
-from .preconditions import etag_header
 from .pump import Progress, Pump, WriterSource
 from .scan import SCANNER
-from .settings import SETTINGS, Settings
-from .storage.base import STORAGE, StoredMeta
 from .transfers import TRANSFERS
 
 SUCCESS_MESSAGE = "File uploaded successfully."

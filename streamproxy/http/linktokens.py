@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .error_table import FORBIDDEN
+from ..error_table import FORBIDDEN
 
 _LABEL = b"streamproxy upload link v1\n"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .error_table import NOT_READY
-from .storage.base import STORAGE, StorageError
+from ..error_table import NOT_READY
+from ..storage.base import STORAGE, StorageError
 
 
 async def healthz(request: web.Request) -> web.Response:

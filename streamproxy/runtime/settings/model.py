@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 from yarl import URL
 
-from ..cors import parse_cors_origin
-from ..fetch.safety import AllowRule, parse_allow_rule
-from ..mediatypes import TypeRule, parse_type_rule
-from ..scan import ClamdAddress
+from ...fetch.safety import AllowRule, parse_allow_rule
+from ...http.cors import parse_cors_origin
+from ...intake.mediatypes import TypeRule, parse_type_rule
+from ...intake.scan import ClamdAddress
 from .parsers import (
     format_duration,
     format_size,

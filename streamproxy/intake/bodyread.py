@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import StreamReader
 
-from .error_table import BAD_REQUEST, client_stalled
+from ..error_table import BAD_REQUEST, client_stalled
 
 
 async def read_within(read: Awaitable[bytes], idle_timeout: float) -> bytes:

@@ -20,11 +20,22 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from . import naming, signing
+from ..error_table import NOT_FOUND, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE
+from ..intake import naming
+from ..intake.mediatypes import is_active
+from ..intake.transfers import TRANSFERS
+from ..runtime.metrics import METRICS
+from ..runtime.settings import SETTINGS
+from ..storage.base import (
+    STORAGE,
+    FileMissing,
+    InMemoryContent,
+    LocalFileSource,
+    StoredFile,
+    StoredMeta,
+)
+from . import signing
 from .auth import check_api_key
-from .error_table import NOT_FOUND, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE
-from .mediatypes import is_active
-from .metrics import METRICS
 from .preconditions import (
     etag_header,
     http_date,
@@ -34,16 +45,6 @@ from .preconditions import (
 )
 from .ranges import ByteRange, Unsatisfiable, parse_range
 from .sendfile import SendfileUnavailable, sendfile
-from .settings import SETTINGS
-from .storage.base import (
-    STORAGE,
-    FileMissing,
-    InMemoryContent,
-    LocalFileSource,
-    StoredFile,
-    StoredMeta,
-)
-from .transfers import TRANSFERS
 
 log = logging.getLogger("streamproxy")
 

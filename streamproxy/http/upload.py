@@ -15,16 +15,16 @@ from contextlib import AsyncExitStack
 
 from aiohttp import HttpVersion11, web
 
-from .error_table import BAD_REQUEST, ApiError
-from .errors import response_for, send_and_close
-from .intake import commit, open_pump, preflight, transfer, upload_response
-from .mediatypes import normalize_media_type
-from .multipart import FormLimits, FormReader, boundary_from
-from .naming import check_conversation_id, clean_client_name
-from .pump import Pump
+from ..error_table import BAD_REQUEST, ApiError
+from ..errors import response_for, send_and_close
+from ..intake.entry import commit, open_pump, preflight, transfer, upload_response
+from ..intake.mediatypes import normalize_media_type
+from ..intake.multipart import FormLimits, FormReader, boundary_from
+from ..intake.naming import check_conversation_id, clean_client_name
+from ..intake.pump import Pump
+from ..runtime.settings import SETTINGS
 from .rawupload import is_raw, raw_upload
 from .requestlog import assign_request_id
-from .settings import SETTINGS
 from .uploadlinks import refuse_used_link
 
 FORM_LIMITS = FormLimits()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from yarl import URL
 
-from ..scan import ClamdAddress
+from ...intake.scan import ClamdAddress
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}

@@ -12,14 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__
-from .app import create_app
+from .. import __version__
+from ..app import create_app
+from ..http.requestlog import AccessLogger
+from ..intake.transfers import TRANSFERS, TransferSlots
+from ..storage.base import STORAGE
 from .connections import GuardedSite, HeadLimits
 from .metrics import METRICS
-from .requestlog import AccessLogger
 from .settings import Settings
-from .storage.base import STORAGE
-from .transfers import TRANSFERS, TransferSlots
 
 log = logging.getLogger("streamproxy")
 

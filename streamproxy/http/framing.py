@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from .error_table import NOT_IMPLEMENTED
-from .metrics import Handler
+from ..error_table import NOT_IMPLEMENTED
+from ..runtime.metrics import Handler
 
 
 def transfer_codings(request: web.BaseRequest) -> list[str]:

@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
-from . import naming
-from .error_table import (
+from ..error_table import (
     INFECTED,
     SCANNER_UNAVAILABLE,
     TOO_LARGE,
@@ -43,18 +42,12 @@ from .error_table import (
     ApiError,
     over_the_cap,
 )
+from ..runtime.settings import DEFAULT_CHUNK_SIZE
+from ..storage.base import FileInfo, Observer, Piece, StorageWriter, StoredMeta, now_utc
+from . import naming
 from .mediatypes import TypePolicy
 from .scan import ClamdStream, ScanFailed, Scanner, ScannerUnavailable
-from .settings import DEFAULT_CHUNK_SIZE
 from .sniff import HEADER_SIZE, choose_type, sniff_bytes
-from .storage.base import (
-    FileInfo,
-    Observer,
-    Piece,
-    StorageWriter,
-    StoredMeta,
-    now_utc,
-)
 
 log = logging.getLogger("streamproxy")
 

@@ -19,15 +19,15 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from .events import EVENTS, EventBus
+from ..events import EVENTS, EventBus
+from ..http.uploadlinks import MAX_EXPIRES_IN
+from ..resumable.complete import upload_data
+from ..resumable.problems import Busy, NotFound
+from ..resumable.state import CorruptRecord, Status
+from ..resumable.store import UPLOAD_STORE, UploadStore
+from ..storage.base import STORAGE, OneTimeClaims, Storage, StorageError, capability
 from .metrics import METRICS, Metrics
-from .resumable.complete import upload_data
-from .resumable.problems import Busy, NotFound
-from .resumable.state import CorruptRecord, Status
-from .resumable.store import UPLOAD_STORE, UploadStore
 from .settings import SETTINGS, Settings
-from .storage.base import STORAGE, OneTimeClaims, Storage, StorageError, capability
-from .uploadlinks import MAX_EXPIRES_IN
 
 log = logging.getLogger("streamproxy.retention")
 

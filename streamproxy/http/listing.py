@@ -21,12 +21,12 @@ from typing import Any
 
 from aiohttp import web
 
+from ..error_table import BAD_REQUEST
+from ..intake.entry import download_url
+from ..intake.naming import check_conversation_id
+from ..runtime.settings import SETTINGS
+from ..storage.base import STORAGE, TIME_FORMAT, StoredMeta
 from .auth import check_api_key
-from .error_table import BAD_REQUEST
-from .intake import download_url
-from .naming import check_conversation_id
-from .settings import SETTINGS
-from .storage.base import STORAGE, TIME_FORMAT, StoredMeta
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

@@ -9,8 +9,8 @@ import hmac
 
 from aiohttp import web
 
-from .error_table import FORBIDDEN, UNAUTHORIZED
-from .settings import SETTINGS
+from ..error_table import FORBIDDEN, UNAUTHORIZED
+from ..runtime.settings import SETTINGS
 
 
 def check_api_key(request: web.Request) -> None:

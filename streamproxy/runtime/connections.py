@@ -33,10 +33,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.streams import StreamReader
 
-from .error_table import HEADERS_TOO_LARGE, TIMEOUT, ErrorKind
-from .errors import json_error
+from ..error_table import HEADERS_TOO_LARGE, TIMEOUT, ErrorKind
+from ..errors import json_error
+from ..http.requestlog import new_request_id
 from .metrics import Metrics
-from .requestlog import new_request_id
 
 log = logging.getLogger("streamproxy")
 

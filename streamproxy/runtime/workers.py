@@ -40,11 +40,11 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 from types import FrameType
 
+from ..storage import open_storage
 from .logs import configure_logging
 from .metrics import MULTIPROC_DIR, WORKERS_FILE, forget_worker
 from .server import run_loop, serve
 from .settings import Settings
-from .storage import open_storage
 
 log = logging.getLogger("streamproxy")
 

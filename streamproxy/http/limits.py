@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .settings import SETTINGS
+from ..runtime.settings import SETTINGS
 
 
 async def limits(request: web.Request) -> web.Response:

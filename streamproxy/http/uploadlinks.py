@@ -42,14 +42,14 @@ from typing import Any
 
 from aiohttp import web
 
+from ..error_table import BAD_REQUEST, FORBIDDEN
+from ..intake.mediatypes import parse_type_rule
+from ..intake.naming import check_conversation_id, clean_client_name
+from ..runtime.settings import SETTINGS
+from ..storage.base import STORAGE, OneTimeClaims, Storage, capability
 from . import linktokens
 from .auth import check_api_key
-from .error_table import BAD_REQUEST, FORBIDDEN
 from .linktokens import UploadLink
-from .mediatypes import parse_type_rule
-from .naming import check_conversation_id, clean_client_name
-from .settings import SETTINGS
-from .storage.base import STORAGE, OneTimeClaims, Storage, capability
 
 TOKEN_PARAM = "uploadToken"
 DEFAULT_EXPIRES_IN = 3600

@@ -18,12 +18,12 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from .bodyread import body_pieces
-from .error_table import BAD_REQUEST
-from .intake import commit, open_pump, preflight, transfer, upload_response
-from .mediatypes import essence, normalize_media_type
-from .naming import check_conversation_id, clean_client_name
-from .settings import SETTINGS
+from ..error_table import BAD_REQUEST
+from ..intake.bodyread import body_pieces
+from ..intake.entry import commit, open_pump, preflight, transfer, upload_response
+from ..intake.mediatypes import essence, normalize_media_type
+from ..intake.naming import check_conversation_id, clean_client_name
+from ..runtime.settings import SETTINGS
 from .uploadlinks import refuse_used_link
 
 # Content-Types that say how a client sent bytes, not what they are.

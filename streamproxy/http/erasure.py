@@ -18,14 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
+from ..error_table import BAD_REQUEST, FORBIDDEN, NOT_FOUND
+from ..events import EVENTS, emit, file_data
+from ..intake.naming import check_conversation_id
+from ..runtime.metrics import METRICS
+from ..runtime.settings import SETTINGS
+from ..storage.base import STORAGE, FileMissing
 from .auth import check_api_key
 from .download import requested_name
-from .error_table import BAD_REQUEST, FORBIDDEN, NOT_FOUND
-from .events import EVENTS, emit, file_data
-from .metrics import METRICS
-from .naming import check_conversation_id
-from .settings import SETTINGS
-from .storage.base import STORAGE, FileMissing
 
 log = logging.getLogger("streamproxy")
 

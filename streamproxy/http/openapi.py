@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import __version__
-from .error_table import BY_CODE, codes_of
+from .. import __version__
+from ..error_table import BY_CODE, codes_of
+from ..intake.naming import MAX_STORED_NAME_BYTES
+from ..runtime.settings import SETTINGS, Settings
 from .listing import MAX_LIMIT
-from .naming import MAX_STORED_NAME_BYTES
 from .openapischemas import CONVERSATION_ID, JSON, SCHEMAS, Schema
-from .settings import SETTINGS, Settings
 from .uploadlinks import TOKEN_PARAM
 
 

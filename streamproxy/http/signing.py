@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from .error_table import FORBIDDEN
+from ..error_table import FORBIDDEN
 
 EXPIRES = "expires"
 SIGNATURE = "signature"
