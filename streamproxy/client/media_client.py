@@ -30,6 +30,7 @@ from .errors import (
 )
 from .message import build_media_message, label_for
 from .results import DownloadResult, FileStat, ListedFile, UploadResult
+from .resumable import ResumableOptions, resumable_path, upload_path_resumably
 from .sources import DEFAULT_CHUNK, ChunkPayload, Counted, Progress, UploadSource, open_body
 
 # Connecting should be quick; a transfer may pause (a slow disk, a busy server) but not stall.
@@ -62,10 +63,12 @@ class MediaClient:
         session: aiohttp.ClientSession | None = None,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
         chunk_size: int = DEFAULT_CHUNK,
+        resumable: ResumableOptions | None = None,
     ) -> None:
         self.server = parse_server(server)
         self.api_key = api_key or None
         self.chunk_size = chunk_size
+        self.resumable = resumable or ResumableOptions()
         self._timeout = timeout
         self._session = session
         self._owns_session = session is None
@@ -193,14 +196,37 @@ class MediaClient:
         mime_type: str | None = None,
         size: int | None = None,
         progress: Progress | None = None,
+        resumable: bool | None = None,
     ) -> UploadResult:
         """Upload a file (a path, bytes, or an async iterator of chunks) to `POST /files`.
 
         A path is streamed from disk; its name is the file name unless `file_name`
         is given. Without `mime_type` the service sniffs the type from the bytes.
         `size` declares an iterator's length (paths and bytes know theirs).
+
+        A path of at least `self.resumable.threshold` bytes (or any path with
+        `resumable=True`) goes by tus to `/files/uploads` in chunks, retried and
+        resumed after failures and across runs (client/resumable.py); when the
+        service has no resumable uploads it falls back to `POST /files`, unless
+        `resumable=True` asked for them. `resumable=False` always posts.
         """
         conversation = str(conversation_id)
+        path = await resumable_path(source, resumable, self.resumable.threshold)
+        if path is not None:
+            name = file_name or path.name
+            answer = await upload_path_resumably(
+                self._request,
+                self.endpoint("files/uploads"),
+                path,
+                conversation_id=conversation,
+                file_name=name,
+                mime_type=mime_type,
+                options=self.resumable,
+                progress=progress,
+                forced=bool(resumable),
+            )
+            if answer is not None:
+                return UploadResult.from_json(answer, name, conversation)
         body = open_body(source, file_name, size, self.chunk_size)
         try:
             form = aiohttp.MultipartWriter("form-data")
