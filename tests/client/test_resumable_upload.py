@@ -49,7 +49,7 @@ def fast(state_dir: Path, **changes: Any) -> ResumableOptions:
     return ResumableOptions(**(settings | changes))
 
 
-def slow_patches(seconds: float) -> web.Middleware:
+def slow_patches(seconds: float) -> Any:
     """Each PATCH waits before it is handled: a slow uplink, so a kill lands mid-upload."""
 
     @web.middleware
@@ -213,8 +213,8 @@ async def kill_mid_upload(server: str, path: Path, state_home: Path, at_least: i
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGKILL)
-        await process.wait()
-    assert process.returncode == -signal.SIGKILL
+    code = await process.wait()
+    assert code == -signal.SIGKILL
     return url
 
 
