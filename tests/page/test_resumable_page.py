@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from ..conftest import Service, ServiceFactory, md5, random_bytes
-from .test_browser import browser as browser  # noqa: F401  (the Chromium fixture)
+from .test_browser import browser as browser  # the Chromium fixture
 from .test_browser import finished
 
 pytestmark = pytest.mark.local_only  # the server's resumable uploads are on local storage
@@ -60,7 +60,7 @@ class Seen:
         return sum(1 for seen in self.requests if seen[0] == method)
 
 
-async def open_page(browser: Any, service: Service) -> Any:  # noqa: F811
+async def open_page(browser: Any, service: Service) -> Any:
     context = await browser.new_context()
     page = await context.new_page()
     page.set_default_timeout(30_000)
@@ -88,7 +88,7 @@ async def check_stored(service: Service, card: Any, data: bytes, name: str) -> N
 
 async def test_aborted_patches_are_resumed_from_the_servers_offset(
     start_service: ServiceFactory,
-    browser: Any,  # noqa: F811
+    browser: Any,
     tmp_path: Path,
 ) -> None:
     seen = Seen()
@@ -124,7 +124,7 @@ async def test_aborted_patches_are_resumed_from_the_servers_offset(
 
 async def test_the_upload_carries_on_when_the_browser_comes_back_online(
     start_service: ServiceFactory,
-    browser: Any,  # noqa: F811
+    browser: Any,
     tmp_path: Path,
 ) -> None:
     seen = Seen(patch_delay=0.5)  # a slow uplink: the network drops while chunks are left
