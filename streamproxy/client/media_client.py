@@ -203,29 +203,19 @@ class MediaClient:
         A path is streamed from disk; its name is the file name unless `file_name`
         is given. Without `mime_type` the service sniffs the type from the bytes.
         `size` declares an iterator's length (paths and bytes know theirs).
-
-        A path of at least `self.resumable.threshold` bytes (or any path with
-        `resumable=True`) goes by tus to `/files/uploads` in chunks, retried and
-        resumed after failures and across runs (client/resumable.py); when the
-        service has no resumable uploads it falls back to `POST /files`, unless
-        `resumable=True` asked for them. `resumable=False` always posts.
+        A path of `self.resumable.threshold` bytes or more (any with `resumable=True`)
+        goes by tus, resumed after failures and across runs (client/resumable.py).
         """
         conversation = str(conversation_id)
         path = await resumable_path(source, resumable, self.resumable.threshold)
         if path is not None:
-            name = file_name or path.name
+            name, uploads = file_name or path.name, self.endpoint("files/uploads")
             answer = await upload_path_resumably(
-                self._request,
-                self.endpoint("files/uploads"),
-                path,
-                conversation_id=conversation,
-                file_name=name,
-                mime_type=mime_type,
-                options=self.resumable,
-                progress=progress,
+                self._request, uploads, path, conversation_id=conversation, file_name=name,
+                mime_type=mime_type, options=self.resumable, progress=progress,
                 forced=bool(resumable),
-            )
-            if answer is not None:
+            )  # fmt: skip
+            if answer is not None:  # None: the service has none, and posting will do
                 return UploadResult.from_json(answer, name, conversation)
         body = open_body(source, file_name, size, self.chunk_size)
         try:
