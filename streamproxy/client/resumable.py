@@ -21,9 +21,9 @@ import hashlib
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -38,6 +38,8 @@ from .errors import (
     MediaError,
 )
 from .sources import ChunkPayload, Progress
+
+T = TypeVar("T")
 
 TUS_VERSION = "1.0.0"
 PATCH_TYPE = "application/offset+octet-stream"
@@ -93,7 +95,6 @@ class SavedUpload:
     conversation_id: str
     file_name: str
     mime_type: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class StateFile:
@@ -177,37 +178,41 @@ class ResumableUpload:
         size, mtime_ns = info.st_size, info.st_mtime_ns
         directory = self.options.state_dir or default_state_dir()
         state = StateFile(directory, self.uploads_url, self.path)
-        saved = state.load()
-        url: URL | None = None
-        offset = 0
-        if saved is not None and self._same_upload(saved, size, mtime_ns):
-            url = URL(saved.url)
-            found = await self._offset_or_none(url)
-            if found is None:
-                url = None  # expired, cancelled or unknown: start again
-            else:
-                offset = self.resumed_from = found
-        if url is None:
-            state.remove()
-            url, offset = await self._create(size)
-            state.save(
-                SavedUpload(
-                    str(url),
-                    str(self.path),
-                    size,
-                    mtime_ns,
-                    str(self.uploads_url),
-                    self.conversation_id,
-                    self.file_name,
-                    self.mime_type,
-                )
-            )
+        url, offset = await self._resume_or_create(state, size, mtime_ns)
         if self.progress is not None:
             self.progress(offset, size)
         answer = await self._send_all(file, url, offset, size)
         await self._check_etag(file, answer, size)
         state.remove()
         return answer
+
+    async def _resume_or_create(
+        self, state: StateFile, size: int, mtime_ns: int
+    ) -> tuple[URL, int]:
+        """The saved upload of this very file and the server's offset, else a new upload."""
+        saved = state.load()
+        if saved is not None and self._same_upload(saved, size, mtime_ns):
+            url = URL(saved.url)
+            found = await self._retrying(lambda: self._offset_or_none(url))
+            if found is not None:
+                self.resumed_from = found
+                return url, found
+            # expired, cancelled or unknown to the server: start again
+        state.remove()
+        url, offset = await self._retrying(lambda: self._create(size))
+        state.save(
+            SavedUpload(
+                str(url),
+                str(self.path),
+                size,
+                mtime_ns,
+                str(self.uploads_url),
+                self.conversation_id,
+                self.file_name,
+                self.mime_type,
+            )
+        )
+        return url, offset
 
     def _same_upload(self, saved: SavedUpload, size: int, mtime_ns: int) -> bool:
         """A changed file (size, mtime) or other metadata is a new upload."""
@@ -263,7 +268,7 @@ class ResumableUpload:
                     raise
                 await self._sleep(self.options.delay(failures))
                 before = offset
-                found = await self._retrying_head(url, failures)
+                found = await self._retrying(lambda: self._offset_or_none(url), failures)
                 if found is None:
                     raise MediaError(
                         404, "not_found", "the upload is gone from the server; run again"
@@ -274,11 +279,11 @@ class ResumableUpload:
                 if self.progress is not None:
                     self.progress(offset, size)
 
-    async def _retrying_head(self, url: URL, failures: int) -> int | None:
-        """HEAD until it answers; a network still down counts toward the same retries."""
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], failures: int = 0) -> T:
+        """`attempt()` until it answers; `failures` already counted toward the retries."""
         while True:
             try:
-                return await self._offset_or_none(url)
+                return await attempt()
             except MediaError as error:
                 failures += 1
                 if not _worth_retrying(error) or failures > self.options.retries:
@@ -308,8 +313,8 @@ class ResumableUpload:
     ) -> AsyncIterator[bytes]:
         """The chunk's bytes from disk, hashed once each, progress reported as they go.
 
-        A file that got shorter is kept in `_source_failure`: aiohttp reports it as
-        a connection error, which must not be retried.
+        What the file or the progress callback raises is kept in `_source_failure`:
+        aiohttp reports it as a connection error, which must not be retried.
         """
         try:
             await self._hash_up_to(file, offset)
@@ -326,7 +331,9 @@ class ResumableUpload:
                 yield chunk
                 if self.progress is not None:
                     self.progress(position, size)
-        except MediaError as error:
+        except (GeneratorExit, asyncio.CancelledError):
+            raise  # aiohttp closing the body: the connection went, not the source
+        except BaseException as error:
             self._source_failure = error
             raise
 

@@ -317,3 +317,69 @@ async def test_resumable_is_refused_clearly_where_the_service_has_none(
         await runner.cleanup()
     assert result.etag == md5(b"abcd") and posted == [1]
     assert (refused.value.status, refused.value.code) == (501, "not_implemented")
+
+
+def busy_first(method: str, times: int) -> Any:
+    """The first `times` requests of `method` on /files/uploads get 503 (a busy instance)."""
+    left = times
+
+    @web.middleware
+    async def busy(request: web.Request, handler: Any) -> web.StreamResponse:
+        nonlocal left
+        if request.method == method and "/files/uploads" in request.path and left > 0:
+            left -= 1
+            return web.json_response({"error": "busy", "detail": "try later"}, status=503)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return busy
+
+
+async def terminate(url: str) -> int:
+    """DELETE the upload, once the server has let go of the request that broke off (409)."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.delete(url, headers=TUS) as answer:
+                if answer.status != 409:
+                    return answer.status
+            await asyncio.sleep(0.05)
+    raise AssertionError("the upload stayed locked")
+
+
+class Stop(Exception):
+    """The caller's own reason to stop an upload midway (raised from `progress`)."""
+
+
+async def test_a_busy_creation_is_retried_and_a_vanished_upload_starts_again(
+    start_service: ServiceFactory, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+
+    def prepare(app: web.Application) -> None:
+        recorder.install(app)
+        app.middlewares.append(busy_first("POST", 2))
+
+    service = await start_service(prepare=prepare)
+    data = random_bytes(900_000, seed=12)
+    path = tmp_path / "a.bin"
+    path.write_bytes(data)
+    state = tmp_path / "state"
+
+    def stop_after_first_chunk(done: int, total: int | None) -> None:
+        if done >= 300_000:
+            raise Stop
+
+    async with MediaClient(service.url, resumable=fast(state)) as media:
+        with pytest.raises(Stop):  # the caller's exception, not a retried network error
+            await media.upload(path, conversation_id="5", progress=stop_after_first_chunk)
+        (saved,) = state.iterdir()
+        url = json.loads(saved.read_text())["url"]
+        assert await terminate(url) == 204  # tus termination: the server forgets the upload
+        result = await media.upload(path, conversation_id="5")
+    assert (result.size, result.etag) == (len(data), md5(data))
+    assert await service.fetch(result.name) == data
+    statuses = [e.status for e in recorder.to("/files/uploads", "POST")]
+    assert statuses == [503, 503, 201, 201]  # retried after 503; a new upload after the 404
+    heads = [e.status for e in recorder.exchanges if e.method == "HEAD"]
+    assert heads == [404]
+    assert list(state.iterdir()) == []
