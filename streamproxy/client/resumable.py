@@ -147,7 +147,6 @@ class ResumableUpload:
         mime_type: str | None,
         options: ResumableOptions,
         progress: Progress | None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._request = request
         self.uploads_url = uploads_url
@@ -157,11 +156,9 @@ class ResumableUpload:
         self.mime_type = mime_type
         self.options = options
         self.progress = progress
-        self._sleep = sleep
         self._md5 = hashlib.md5()
         self._hashed = 0  # the MD5 covers the file's bytes [0, _hashed)
         self._source_failure: BaseException | None = None
-        self.resumed_from: int | None = None  # the server's offset when a saved upload went on
 
     def _upload_url(self, location: str) -> URL:
         """The upload on this client's own server: the id from `Location`, whatever host
@@ -195,7 +192,6 @@ class ResumableUpload:
             url = URL(saved.url)
             found = await self._retrying(lambda: self._offset_or_none(url))
             if found is not None:
-                self.resumed_from = found
                 return url, found
             # expired, cancelled or unknown to the server: start again
         state.remove()
@@ -266,7 +262,7 @@ class ResumableUpload:
                 failures += 1
                 if failures > self.options.retries:
                     raise
-                await self._sleep(self.options.delay(failures))
+                await asyncio.sleep(self.options.delay(failures))
                 before = offset
                 found = await self._retrying(lambda: self._offset_or_none(url), failures)
                 if found is None:
@@ -288,7 +284,7 @@ class ResumableUpload:
                 failures += 1
                 if not _worth_retrying(error) or failures > self.options.retries:
                     raise
-                await self._sleep(self.options.delay(failures))
+                await asyncio.sleep(self.options.delay(failures))
 
     async def _patch(self, file: IO[bytes], url: URL, offset: int, size: int) -> int:
         """One PATCH of up to `chunk_size` bytes from `offset`; the server's new offset."""

@@ -23,8 +23,7 @@ import pytest
 from aiohttp import web
 from tqdm import tqdm
 
-from streamproxy.client import MediaClient, MediaError
-from streamproxy.client.resumable import ResumableOptions
+from streamproxy.client import MediaClient, MediaError, ResumableOptions
 
 from ..conftest import ServiceFactory, md5, random_bytes
 from .conftest import Recorder, run_cli
