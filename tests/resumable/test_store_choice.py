@@ -16,7 +16,7 @@ from ..conftest import run_program
 CHOOSE_LOCAL = """
 import sys
 from streamproxy.resumable.routes import upload_store_for
-from streamproxy.settings import Settings
+from streamproxy import Settings
 from streamproxy.storage import open_storage
 settings = Settings(storage=sys.argv[1])
 print(type(upload_store_for(open_storage(settings), settings)).__name__)
