@@ -53,7 +53,7 @@ READ_SIZE = 256 * 1024
 # Statuses after which waiting and asking for the offset again may help.
 RETRY_STATUSES = frozenset({409, 423, 429, 500, 502, 503, 504})
 NETWORK_CODES = frozenset({CONNECTION_FAILED, INTERRUPTED, TIMEOUT})
-# Statuses that say "no resumable uploads here" (an older server, S3 storage).
+# Statuses that say "no resumable uploads here" (an older server, a storage without them).
 UNSUPPORTED_STATUSES = frozenset({404, 405, 501})
 
 
@@ -414,7 +414,7 @@ async def upload_path_resumably(
 ) -> dict[str, Any] | None:
     """Upload the file at `path` by tus; the `POST /files` JSON of the stored file.
 
-    None when the service has no resumable uploads (an older one, S3 storage)
+    None when the service has no resumable uploads (an older one, or a storage without them)
     and they were not asked for: the caller then posts the file.
     """
     upload = ResumableUpload(
