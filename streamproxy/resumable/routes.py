@@ -159,7 +159,7 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
             await _authorize(request, store)
             if store is None:
                 raise NOT_IMPLEMENTED(
-                    "resumable uploads need local storage here; upload with POST /files"
+                    "this storage has no resumable uploads; upload with POST /files"
                 )
             response = await _outliving_cancellation(handler(request, protocol, store))
         except ResumableError as error:
@@ -211,6 +211,10 @@ async def _outliving_cancellation(
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            # Nobody is left to answer (the client went away): the append's own error
+            # (the body broke off) is expected, and retrieving it keeps it out of the log.
+            log.debug("a resumable request ended after its client left: %s", task.exception())
         raise
 
 
