@@ -21,6 +21,7 @@ from ..storage.base import FileInfo, Observer, Piece, StorageError, StoredMeta
 from ..storage.s3 import S3Storage
 from ..storage.s3cleanup import Leftover
 from ..storage.s3upload import publish_staged
+from .appendwriter import OrderedAppendWriter
 from .s3append import Appender
 from .s3store import LEASE_TTL, UploadArea, UploadLease
 from .state import Status, UploadRecord
@@ -29,15 +30,14 @@ _ENDING = frozenset({Status.COMMITTED, Status.FAILED, Status.CANCELLED, Status.E
 """Statuses whose record lets go of the lease (state.UploadRecord.committed and others)."""
 
 
-class S3AppendWriter:
+class S3AppendWriter(OrderedAppendWriter):
     """The pump's writer for one PATCH: hash off the loop, then into the Appender, in order."""
 
     def __init__(self, storage: S3Storage, appender: Appender, observer: Observer) -> None:
+        super().__init__()
         self._storage = storage
         self._appender = appender
         self._observer = observer
-        self._order = asyncio.Lock()  # FIFO: writes land in the order they were queued
-        self._pending: set[asyncio.Future[None]] = set()
 
     @property
     def written(self) -> int:
@@ -47,35 +47,15 @@ class S3AppendWriter:
         for piece in pieces:
             self._observer(piece)
 
-    async def _write(self, pieces: Sequence[Piece]) -> None:
-        async with self._order:
-            await self._storage.run_blocking(self._observe, pieces)
-            for piece in pieces:
-                await self._appender.write(piece)
+    async def _apply(self, pieces: Sequence[Piece]) -> None:
+        await self._storage.run_blocking(self._observe, pieces)
+        for piece in pieces:
+            await self._appender.write(piece)
 
-    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
-        done = asyncio.ensure_future(self._write(pieces))
-        self._pending.add(done)
-        done.add_done_callback(self._pending.discard)
-        return done
-
-    async def settle(self) -> None:
-        """Wait for the writes in flight (their errors are the pump's to report)."""
-        if self._pending:
-            await asyncio.wait(set(self._pending))
-
-    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
-        raise StorageError("an append is published through the held upload's staged()")
-
-    async def abort(self) -> None:
-        await asyncio.shield(self.settle())
-
-    async def discard(self) -> None:
-        await self.settle()
+    async def _drop(self) -> None:
         await self._appender.discard()
 
-    async def acknowledge(self, record: UploadRecord) -> None:
-        await self.settle()
+    async def _keep(self, record: UploadRecord) -> None:
         await self._appender.acknowledge(record)
 
 
