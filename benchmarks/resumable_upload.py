@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
-from streamproxy.settings import parse_size
+from streamproxy.runtime.settings import parse_size
 
 from .import_rss import free_port, reset_peak, status_kib, wait_ready
 

@@ -11,29 +11,29 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import download, erasure, health, listing, upload
-from .cors import install_cors
 from .errors import error_middleware
 from .events import EVENTS, EventBus, events_lifecycle
 from .events.spools import open_spool
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
-from .framing import framing_middleware
-from .limits import limits
-from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
-from .openapi import openapi_json
+from .http import download, erasure, health, listing, upload
+from .http.cors import install_cors
+from .http.framing import framing_middleware
+from .http.limits import limits
+from .http.openapi import openapi_json
+from .http.rawupload import raw_upload
+from .http.requestlog import echo_request_id, request_id_middleware
+from .http.uploadlinks import create_link
+from .intake.scan import SCANNER, Scanner
+from .intake.transfers import TRANSFERS, TransferSlots
 from .page import add_page_routes
-from .rawupload import raw_upload
-from .requestlog import echo_request_id, request_id_middleware
 from .resumable.routes import add_resumable_routes
-from .retention import retention_lifecycle
-from .scan import SCANNER, Scanner
-from .settings import SETTINGS, Settings
+from .runtime.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
+from .runtime.retention import retention_lifecycle
+from .runtime.settings import SETTINGS, Settings
 from .storage import open_storage
 from .storage.base import STORAGE, Storage
 from .storage.timed import TimedStorage
-from .transfers import TRANSFERS, TransferSlots
-from .uploadlinks import create_link
 
 
 def add_routes(app: web.Application, base_path: str) -> None:

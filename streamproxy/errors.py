@@ -24,9 +24,9 @@ from .error_table import (
     STORAGE_UNAVAILABLE,
     ApiError,
 )
-from .metrics import METRICS, Handler
-from .naming import BadName
-from .settings import SETTINGS
+from .intake.naming import BadName
+from .runtime.metrics import METRICS, Handler
+from .runtime.settings import SETTINGS
 from .storage.base import FileMissing, StorageFull, StorageUnavailable
 
 log = logging.getLogger("streamproxy")

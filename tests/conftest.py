@@ -28,9 +28,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from streamproxy import create_app
-from streamproxy.server import READ_BUFFER
-from streamproxy.settings import Settings
-from streamproxy.transfers import TRANSFERS
+from streamproxy.intake.transfers import TRANSFERS
+from streamproxy.runtime.server import READ_BUFFER
+from streamproxy.runtime.settings import Settings
 
 # The hooks make a skip for a missing need fail when CI=true; require_program is
 # re-exported (the tests import it from here).

@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from streamproxy import Settings, create_app
-from streamproxy.cors import parse_cors_origin
-from streamproxy.settings import SettingsError
+from streamproxy.http.cors import parse_cors_origin
+from streamproxy.runtime.settings import SettingsError
 
 from .conftest import Service, ServiceFactory, md5, random_bytes
 from .test_settings import parse

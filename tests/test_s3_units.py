@@ -10,7 +10,7 @@ from aiohttp.test_utils import make_mocked_request
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from streamproxy.errors import as_api_error
-from streamproxy.settings import Settings, SettingsError, load_settings
+from streamproxy.runtime.settings import Settings, SettingsError, load_settings
 from streamproxy.storage import open_storage
 from streamproxy.storage.base import FileInfo, StorageError, StorageFull, StorageUnavailable
 from streamproxy.storage.s3 import S3Location, S3Storage, effective_part_size

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from streamproxy.error_table import ApiError
-from streamproxy.mediatypes import TypePolicy
-from streamproxy.multipart_parser import (
+from streamproxy.intake.mediatypes import TypePolicy
+from streamproxy.intake.multipart_parser import (
     FormEnd,
     FormLimits,
     FormParser,
@@ -22,7 +22,7 @@ from streamproxy.multipart_parser import (
     PartEnd,
     PartStart,
 )
-from streamproxy.pump import Progress, Pump, Stage
+from streamproxy.intake.pump import Progress, Pump, Stage
 from streamproxy.storage.local import LocalStorage
 
 from .conftest import (

@@ -18,10 +18,10 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from streamproxy import linktokens
-from streamproxy.metrics import METRICS
-from streamproxy.retention import sweep
-from streamproxy.settings import SETTINGS
+from streamproxy.http import linktokens
+from streamproxy.runtime.metrics import METRICS
+from streamproxy.runtime.retention import sweep
+from streamproxy.runtime.settings import SETTINGS
 from streamproxy.storage.base import STORAGE, OneTimeClaims, capability
 
 from .conftest import (
@@ -303,7 +303,7 @@ async def test_refused_uploads_leave_the_link_usable(start_service: ServiceFacto
 async def test_the_link_s_types_come_on_top_of_the_service_s(
     start_service: ServiceFactory,
 ) -> None:
-    from streamproxy.mediatypes import parse_type_rule
+    from streamproxy.intake.mediatypes import parse_type_rule
 
     service = await links_service(start_service, deny_type=(parse_type_rule("image/gif"),))
     link = (await issue(service, allowType=["image/*"]))["url"]

@@ -9,7 +9,7 @@ import zlib
 import aiohttp
 import pytest
 
-from streamproxy.mediatypes import parse_type_rule
+from streamproxy.intake.mediatypes import parse_type_rule
 
 from .conftest import (
     VIAS,

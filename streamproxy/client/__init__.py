@@ -11,6 +11,7 @@ from .errors import MediaError
 from .media_client import MediaClient
 from .message import build_media_message, message_type
 from .results import DownloadResult, FileStat, ListedFile, UploadLink, UploadResult
+from .resumable import ResumableOptions
 from .sources import Progress
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "MediaClient",
     "MediaError",
     "Progress",
+    "ResumableOptions",
     "UploadLink",
     "UploadResult",
     "build_media_message",

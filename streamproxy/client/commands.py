@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ..runtime.settings.parsers import format_size, parse_size
 from .downloads import range_header, safe_local_name
 from .errors import MediaError
 from .filecommands import Delete, List, add_file_commands
@@ -27,6 +28,7 @@ from .media_client import MediaClient, parse_server
 from .output import FAILED, INTERRUPTED, OK, USAGE, Command, Output, UsageError, human_size
 from .progress import TransferBar, wanted
 from .results import DownloadResult, FileStat, UploadResult
+from .resumable import DEFAULT_CHUNK_SIZE, DEFAULT_THRESHOLD, ResumableOptions
 
 SERVER_ENV = "STREAMPROXY_SERVER"
 # Not STREAMPROXY_API_KEY: that one lists the keys a server accepts (comma-separated).
@@ -71,6 +73,25 @@ def add_client_commands(commands: Any) -> None:
     upload.add_argument("--conversation-id", required=True, metavar="ID")
     upload.add_argument("--mime-type", metavar="TYPE", help="declared type (default: sniffed)")
     upload.add_argument("--caption", help="caption of the media message")
+    upload.add_argument(
+        "--resumable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tus upload in chunks, retried and resumed across runs (default: files of "
+        f"{format_size(DEFAULT_THRESHOLD)} or more; --no-resumable: one POST /files)",
+    )
+    upload.add_argument(
+        "--chunk-size",
+        metavar="SIZE",
+        default=format_size(DEFAULT_CHUNK_SIZE),
+        help="bytes per PATCH of a resumable upload: 512k, 8M, ... (%(default)s)",
+    )
+    upload.add_argument(
+        "--resumable-threshold",
+        metavar="SIZE",
+        default=format_size(DEFAULT_THRESHOLD),
+        help="files of this size or more go resumably (%(default)s)",
+    )
 
     fetch = commands.add_parser(
         "fetch",
@@ -157,7 +178,20 @@ def _client(arguments: argparse.Namespace) -> MediaClient:
     except ValueError as error:
         raise UsageError(str(error)) from None
     api_key = arguments.api_key or os.environ.get(KEY_ENV) or None
-    return MediaClient(server, api_key=api_key)
+    if arguments.command != "upload":
+        return MediaClient(server, api_key=api_key)
+    return MediaClient(server, api_key=api_key, resumable=_resumable_options(arguments))
+
+
+def _resumable_options(arguments: argparse.Namespace) -> ResumableOptions:
+    try:
+        chunk_size = parse_size(arguments.chunk_size)
+        threshold = parse_size(arguments.resumable_threshold)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if chunk_size < 1:
+        raise UsageError("--chunk-size must be at least 1 byte")
+    return ResumableOptions(threshold=threshold, chunk_size=chunk_size)
 
 
 def _stored_text(result: UploadResult, source: str) -> str:
@@ -187,6 +221,7 @@ class Upload(Command):
                             conversation_id=arguments.conversation_id,
                             mime_type=arguments.mime_type,
                             progress=bar,
+                            resumable=arguments.resumable,
                         )
                     except (MediaError, OSError) as error:
                         bar.close()

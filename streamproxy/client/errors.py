@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+from yarl import URL
+
 # Codes for failures that have no service response, or a response that is not ours.
 CONNECTION_FAILED = "connection_failed"
 TIMEOUT = "timeout"
@@ -83,3 +86,13 @@ class MediaError(Exception):
         text = body[:200].decode("utf-8", "replace").strip()
         detail = f"HTTP {status} {reason or ''}".strip() + (f": {text}" if text else "")
         return cls(status, code, detail, request_id)
+
+
+def network_error(error: aiohttp.ClientError, server: URL) -> MediaError:
+    """A failure of the connection to the service, as the client reports it."""
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return MediaError(None, INTERRUPTED, f"the transfer broke off: {error}")
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return MediaError(None, CONNECTION_FAILED, f"cannot connect to {server}: {error.os_error}")
+    detail = str(error) or type(error).__name__
+    return MediaError(None, CONNECTION_FAILED, f"{server}: {detail}")

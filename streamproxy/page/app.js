@@ -139,8 +139,154 @@ function parseJson(text) {
   }
 }
 
-// XMLHttpRequest, not fetch: only it reports upload progress.
+// Files this large go resumably (tus 1.0 at files/uploads), in chunks of a few MiB:
+// a dropped network costs at most the chunk in flight, not the whole file.
+const RESUMABLE_THRESHOLD = 8 * 1024 * 1024;
+const RESUMABLE_CHUNK = 4 * 1024 * 1024;
+// Waits before the next try after a failure (then the upload is given up).
+const RETRY_DELAYS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
+// Answers after which waiting and asking for the offset may help.
+const RETRY_STATUSES = new Set([409, 423, 429, 500, 502, 503, 504]);
+
+class Refused extends Error {
+  constructor(status, body) {
+    super("the service answered " + status);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+function tusHeaders(extra) {
+  return { "Tus-Resumable": "1.0.0", ...authHeaders(), ...extra };
+}
+
+function base64(text) {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+async function refusal(response) {
+  return new Refused(response.status, parseJson(await response.text()));
+}
+
+async function tusCreate(file, conversation) {
+  const metadata = { filename: file.name, conversationId: conversation };
+  if (file.type) metadata.filetype = file.type;
+  const encoded = Object.entries(metadata).map(([key, value]) => key + " " + base64(value));
+  const response = await fetch(endpoint("files/uploads"), {
+    method: "POST",
+    headers: tusHeaders({ "Upload-Length": String(file.size), "Upload-Metadata": encoded.join(",") }),
+  });
+  if (response.status !== 201) throw await refusal(response);
+  // Only the id: the page talks to its own origin, whatever host --public-url names.
+  const id = new URL(response.headers.get("Location"), page).pathname.split("/").pop();
+  return endpoint("files/uploads/" + id);
+}
+
+// The server's offset, or null when the upload is gone (expired, cancelled, unknown).
+async function tusOffset(url) {
+  const response = await fetch(url, { method: "HEAD", headers: tusHeaders({}), cache: "no-store" });
+  if (response.status === 404 || response.status === 410) return null;
+  if (response.status !== 200) throw new Refused(response.status, null);
+  return Number(response.headers.get("Upload-Offset"));
+}
+
+async function tusPatch(url, file, offset) {
+  const response = await fetch(url, {
+    method: "PATCH",
+    headers: tusHeaders({
+      "Content-Type": "application/offset+octet-stream",
+      "Upload-Offset": String(offset),
+    }),
+    body: file.slice(offset, Math.min(file.size, offset + RESUMABLE_CHUNK)),
+  });
+  if (response.status !== 204) throw await refusal(response);
+  return Number(response.headers.get("Upload-Offset"));
+}
+
+async function tusResult(url) {
+  const response = await fetch(url, { headers: tusHeaders({}), cache: "no-store" });
+  const body = parseJson(await response.text());
+  if (response.status !== 200 || !body) throw new Refused(response.status, body);
+  return body;
+}
+
+// The delay, cut short when the browser comes back online.
+function pause(milliseconds) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      window.removeEventListener("online", done);
+      resolve();
+    };
+    const timer = setTimeout(done, milliseconds);
+    window.addEventListener("online", done);
+  });
+}
+
+// tus: create (or take up the upload this file started earlier, kept in
+// localStorage), PATCH chunk after chunk; after a failure wait, HEAD for the
+// offset and go on from there. The result is the JSON of POST files.
+async function uploadResumably(file, card) {
+  const started = performance.now();
+  const conversation = conversationId();
+  const key = "streamproxy-upload:" + [conversation, file.name, file.size, file.lastModified].join(":");
+  let url = localStorage.getItem(key);
+  let offset = null; // unknown until HEAD tells
+  let failures = 0;
+  card.dataset.retries = "0";
+  for (;;) {
+    try {
+      if (url === null) {
+        url = await tusCreate(file, conversation);
+        localStorage.setItem(key, url);
+        offset = 0;
+      }
+      if (offset === null) {
+        offset = await tusOffset(url);
+        if (offset === null) {
+          localStorage.removeItem(key);
+          url = null;
+          continue;
+        }
+      }
+      showProgress(card, offset, file.size, started);
+      if (offset >= file.size) {
+        const result = await tusResult(url);
+        localStorage.removeItem(key);
+        showResult(card, result, file.name);
+        return;
+      }
+      offset = await tusPatch(url, file, offset);
+      failures = 0;
+    } catch (error) {
+      const refused = error instanceof Refused;
+      if ((refused && !RETRY_STATUSES.has(error.status)) || failures >= RETRY_DELAYS.length) {
+        if (refused && error.status !== 401 && error.status !== 403) localStorage.removeItem(key);
+        showError(card, refused ? error.status : 0, refused ? error.body : null);
+        return;
+      }
+      const wait = RETRY_DELAYS[failures];
+      failures += 1;
+      card.dataset.retries = String(Number(card.dataset.retries) + 1);
+      $(".state", card).textContent = "connection lost; trying again in " + wait / 1000 + " s";
+      await pause(wait);
+      offset = null;
+    }
+  }
+}
+
 function upload(file) {
+  if (file.size >= RESUMABLE_THRESHOLD) {
+    uploadResumably(file, newCard(file.name));
+    return;
+  }
+  postFile(file);
+}
+
+// XMLHttpRequest, not fetch: only it reports upload progress.
+function postFile(file) {
   const card = newCard(file.name);
   const form = new FormData();
   form.append("conversationId", conversationId());

@@ -29,11 +29,11 @@ from typing import Any
 from aiohttp import web
 
 from ..error_table import BAD_REQUEST, ApiError, client_stalled
-from ..intake import open_pump
-from ..mediatypes import normalize_media_type
-from ..naming import clean_client_name
-from ..pump import Progress
-from ..settings import SETTINGS
+from ..intake.entry import max_size, open_pump
+from ..intake.mediatypes import normalize_media_type
+from ..intake.naming import clean_client_name
+from ..intake.pump import Progress
+from ..runtime.settings import SETTINGS
 from ..storage.base import Observer, StorageError
 from .hashstate import ResumableMD5
 from .headers import Checksum
@@ -117,7 +117,7 @@ async def append_body(
     after its bytes were kept (see the module docstring).
     """
     settings = request.config_dict[SETTINGS]
-    room = record.room(settings.max_size)
+    room = record.room(max_size(request))  # an upload link's cap, if smaller
     if request.content_length is not None and request.content_length > room:
         raise TooLarge(f"{request.content_length} bytes, but the upload has {room} left")
     if not request.body_exists:

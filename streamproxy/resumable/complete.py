@@ -19,19 +19,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from ..error_table import INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, ApiError
 from ..events import EVENTS, file_data
-from ..intake import download_url
-from ..mediatypes import TypePolicy
-from ..naming import base_name, candidates
-from ..scan import SCANNER, ScanFailed, ScannerUnavailable
-from ..settings import SETTINGS
-from ..sniff import choose_type, sniff_bytes
-from ..storage.base import FileInfo, StoredMeta, now_utc
+from ..http import uploadlinks
+from ..intake.entry import download_url
+from ..intake.mediatypes import TypePolicy, parse_type_rule
+from ..intake.naming import base_name, candidates
+from ..intake.scan import SCANNER, ScanFailed, ScannerUnavailable
+from ..intake.sniff import choose_type, sniff_bytes
+from ..runtime.settings import SETTINGS
+from ..storage.base import STORAGE, FileInfo, StoredMeta, now_utc
 from .appending import file_name, file_type
 from .hashstate import ResumableMD5
 from .state import Status, UploadRecord
@@ -103,13 +105,16 @@ async def _announce(request: web.Request, event_type: str, data: dict[str, Any])
 
 async def _commit(request: web.Request, held: HeldUpload, record: UploadRecord) -> StoredMeta:
     settings = request.config_dict[SETTINGS]
+    link = uploadlinks.attach(request, record.upload_link)
     metadata = record.metadata
     filename = file_name(metadata)
+    policy = TypePolicy(settings.allow_type, settings.deny_type)
+    if link is not None:  # as intake.open_pump: the link's types on top, its name wins
+        policy = replace(policy, also_allow=tuple(map(parse_type_rule, link.allow_type)))
+        filename = link.file_name or filename
     sniffed = sniff_bytes(record.head)
     media_type = choose_type(file_type(metadata), sniffed, filename)
-    refusal = TypePolicy(settings.allow_type, settings.deny_type).refusal(
-        filename, media_type, sniffed
-    )
+    refusal = policy.refusal(filename, media_type, sniffed)
     if refusal:
         raise TYPE_NOT_ALLOWED(refusal)
     await _scan(request, held, filename)
@@ -124,7 +129,17 @@ async def _commit(request: web.Request, held: HeldUpload, record: UploadRecord) 
         original_name=filename or None,
     )
     names = candidates(base_name(conversation_id, filename, media_type))
-    return await held.staged().commit(names, info)
+    if link is None:
+        return await held.staged().commit(names, info)
+    # The link is used up here, after every check on the file and before it is
+    # published (uploadlinks says why); a commit that fails gives it back.
+    storage = request.config_dict[STORAGE]
+    await uploadlinks.consume(storage, link, conversation_id)
+    try:
+        return await held.staged().commit(names, info)
+    except BaseException:
+        await uploadlinks.release(storage, link)
+        raise
 
 
 async def _scan(request: web.Request, held: HeldUpload, filename: str) -> None:

@@ -17,10 +17,11 @@ import time
 
 from aiohttp import web
 
-from ..intake import preflight, transfer
-from ..settings import SETTINGS
+from ..http import uploadlinks
+from ..intake.entry import max_size as intake_max_size
+from ..intake.entry import preflight, transfer
 from .complete import complete
-from .flow import check_metadata, lifetime
+from .flow import check_link, check_metadata, lifetime
 from .hashstate import ResumableMD5
 from .problems import BadHeader
 from .state import HEAD_SIZE, Protocol, Status, UploadRecord
@@ -50,9 +51,10 @@ async def concatenate(
     request: web.Request, store: UploadStore, part_ids: tuple[str, ...], metadata: dict[str, str]
 ) -> UploadRecord:
     """Create the final upload, copy its parts into it, and commit it."""
+    link = await check_link(request, metadata)
     check_metadata(metadata)
-    preflight(request)
-    max_size = request.config_dict[SETTINGS].max_size
+    preflight(request, links=link is not None)
+    max_size = intake_max_size(request)
     total = await _check_parts(store, part_ids)
     record = UploadRecord.create(
         protocol=Protocol.TUS,
@@ -63,6 +65,7 @@ async def concatenate(
         length=total,
         metadata=metadata,
         parts=part_ids,
+        upload_link=uploadlinks.token_of(request) if link is not None else None,
     )
     await store.create(record)
     md5 = ResumableMD5()

@@ -14,7 +14,8 @@ import time
 
 from aiohttp import HttpVersion11, web
 
-from ..settings import SETTINGS
+from ..http.uploadlinks import TOKEN_PARAM
+from ..intake.entry import max_size
 from . import flow
 from .headers import (
     DRAFT_PATCH_TYPE,
@@ -58,6 +59,7 @@ def _metadata(request: web.Request) -> dict[str, str]:
     """`Upload-Metadata` (tus-style, as tus-js-client sends it), then the query (wins)."""
     metadata = parse_metadata(request.headers.get("Upload-Metadata"))
     metadata.update(request.query)
+    metadata.pop(TOKEN_PARAM, None)  # an upload link's token is no metadata: never kept
     declared = request.headers.get("Content-Type")
     if declared and request.content_type not in _NOT_A_FILE_TYPE:
         metadata.setdefault("filetype", declared)
@@ -77,7 +79,7 @@ _NOT_A_FILE_TYPE = frozenset(
 async def _send_104(request: web.Request, protocol: Protocol, url: str) -> None:
     if request.version < HttpVersion11:
         return
-    limit = format_upload_limit(request.config_dict[SETTINGS].max_size)
+    limit = format_upload_limit(max_size(request))  # an upload link's cap, if smaller
     head = (
         "HTTP/1.1 104 Upload Resumption Supported\r\n"
         f"Location: {url}\r\n"
@@ -102,7 +104,7 @@ def _answer(
         response.headers["Upload-Complete"] = format_bool(True)
         return response
     headers["Upload-Complete"] = format_bool(record.status is not Status.RECEIVING)
-    headers["Upload-Limit"] = format_upload_limit(request.config_dict[SETTINGS].max_size)
+    headers["Upload-Limit"] = format_upload_limit(max_size(request))
     return web.Response(status=status, headers=headers)
 
 
@@ -123,8 +125,8 @@ async def create(request: web.Request, protocol: Protocol, store: UploadStore) -
     record = await flow.create(request, store, protocol, length=length, metadata=_metadata(request))
     url = flow.location(request, record.id)
     await _send_104(request, protocol, url)
-    async with store.hold(record.id) as held:
-        record = await _append(request, held, record, complete)
+    async with store.hold(record.id) as held:  # the record as held: lease and all
+        record = await _append(request, held, held.record, complete)
     response = _answer(request, protocol, record, 201)
     response.headers["Location"] = url
     return response
@@ -134,7 +136,7 @@ def head_response(request: web.Request, protocol: Protocol, record: UploadRecord
     headers = {
         "Upload-Offset": str(record.offset),
         "Upload-Complete": format_bool(record.status is not Status.RECEIVING),
-        "Upload-Limit": format_upload_limit(request.config_dict[SETTINGS].max_size),
+        "Upload-Limit": format_upload_limit(flow.cap(request, record)),
         "Upload-Draft-Interop-Version": interop_version_value(protocol) or "",
         "Cache-Control": "no-store",
     }
@@ -151,15 +153,15 @@ async def patch(request: web.Request, protocol: Protocol, store: UploadStore) ->
         raise BadHeader("an append needs Upload-Offset")
     complete = _complete_flag(request)
     length = _declared_length(request, protocol, offset, complete)
-    max_size = request.config_dict[SETTINGS].max_size
     has_body = request.body_exists and request.content_length != 0
     async with store.hold(request.match_info["upload_id"]) as held:
         record = held.record
         record.check_live(time.time())
+        cap = flow.cap(request, record)
         at_end = offset == record.offset and not has_body and complete
         if at_end and record.status is Status.COMPLETE:
             record = await flow.retry_completion(request, held)
         elif not (at_end and record.status is Status.COMMITTED):  # else: replay
-            record = record.check_append(offset, time.time(), max_size=max_size, length=length)
+            record = record.check_append(offset, time.time(), max_size=cap, length=length)
             record = await _append(request, held, record, complete)
     return _answer(request, protocol, record, 204)

@@ -10,10 +10,12 @@ import time
 
 from aiohttp import web
 
-from ..error_table import BAD_REQUEST, ApiError
-from ..intake import preflight, transfer, upload_response
-from ..naming import BadName, check_conversation_id
-from ..settings import SETTINGS
+from ..error_table import BAD_REQUEST, FORBIDDEN, ApiError
+from ..http import uploadlinks
+from ..http.linktokens import UploadLink
+from ..intake.entry import max_size, preflight, transfer, upload_response
+from ..intake.naming import BadName, check_conversation_id
+from ..runtime.settings import SETTINGS
 from .appending import append_body, file_name
 from .complete import FINAL_REFUSALS, complete, stored_meta
 from .hashstate import ResumableMD5
@@ -58,7 +60,9 @@ async def create(
     """A new upload, durable (its Location may be sent as soon as this returns).
 
     A partial upload (tus concatenation) needs no metadata: the final one names the file.
+    A creation through an upload link (admitted by the routes) keeps the link's token.
     """
+    link = await check_link(request, metadata, partial=partial)
     if not partial:
         check_metadata(metadata)
     record = UploadRecord.create(
@@ -66,13 +70,37 @@ async def create(
         now=time.time(),
         lifetime=lifetime(request),
         md5_state=ResumableMD5().to_bytes(),
-        max_size=request.config_dict[SETTINGS].max_size,
+        max_size=max_size(request),
         length=length,
         metadata=metadata,
         partial=partial,
+        upload_link=uploadlinks.token_of(request) if link is not None else None,
     )
     await store.create(record)
     return record
+
+
+async def check_link(
+    request: web.Request, metadata: dict[str, str], *, partial: bool = False
+) -> UploadLink | None:
+    """At a creation through an upload link: 403 when the link is spent already or the
+    metadata names another conversation (a missing conversationId is the link's)."""
+    link = uploadlinks.link_of(request)
+    if link is None:
+        return None
+    await uploadlinks.refuse_used_link(request)
+    if not partial:
+        conversation_id = metadata.setdefault("conversationId", link.conversation_id)
+        if conversation_id != link.conversation_id:
+            raise FORBIDDEN("the upload link is for another conversationId")
+    return link
+
+
+def cap(request: web.Request, record: UploadRecord) -> int:
+    """This upload's size cap: the service's, or its upload link's (whose terms are put
+    on the request here, for the pump and the completion)."""
+    uploadlinks.attach(request, record.upload_link)
+    return max_size(request)
 
 
 async def append(
@@ -85,7 +113,9 @@ async def append(
 ) -> UploadRecord:
     """The body after `record` (checked by the caller), then completion when the
     upload is whole: tus when the offset reaches the length, the draft when asked."""
-    preflight(request)
+    cap(request, record)
+    # An upload made through a link needs no API key (the routes let its requests in).
+    preflight(request, links=record.upload_link is not None)
     with transfer(request, "upload"):
         if record != held.record:  # a length declared with this request
             await held.save(record)

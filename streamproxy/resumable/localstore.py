@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from ..storage.localfs import fsync_directory
 from .problems import Busy, NotFound
 from .state import CorruptRecord, Status, UploadRecord, is_valid_id
 
@@ -139,19 +140,19 @@ class UploadArea:
         """A new upload, whole or not at all: staged, then renamed into place."""
         target = self.path(record.id)
         staging = self.dir / f"{_STAGING}{record.id}"
-        staging.mkdir()
+        staging.mkdir(parents=True)  # the area too, if start-up could not make it
         try:
             (staging / "data").touch()
             (staging / "lock").touch()
             self._write_file(staging / "info", record.to_json())
             if self.fsync:
-                _fsync_directory(staging)
+                fsync_directory(staging)
             os.rename(staging, target)  # fails if the id exists: ids are never reused
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         if self.fsync:
-            _fsync_directory(self.dir)
+            fsync_directory(self.dir)
 
     def read(self, upload_id: str) -> UploadRecord:
         """The acknowledged record; 404 if there is none. Needs no lock (atomic replace)."""
@@ -170,7 +171,7 @@ class UploadArea:
         except FileNotFoundError as error:  # cancelled or expired meanwhile
             raise NotFound("the upload was removed") from error
         if self.fsync:
-            _fsync_directory(directory)
+            fsync_directory(directory)
 
     def _write_file(self, path: Path, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -224,7 +225,7 @@ class UploadArea:
         os.rename(directory, doomed)  # gone for readers at once, then deleted
         shutil.rmtree(doomed, ignore_errors=True)
         if self.fsync:
-            _fsync_directory(self.dir)
+            fsync_directory(self.dir)
 
     def ids(self) -> list[str]:
         try:
@@ -246,11 +247,3 @@ class UploadArea:
             if now >= record.expires or record.status is Status.CANCELLED:
                 due.append(upload_id)
         return due
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,19 +19,20 @@ from typing import BinaryIO
 from ..storage.base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
 from ..storage.local import LocalStorage
 from ..storage.localfs import storage_error
+from .appendwriter import OrderedAppendWriter
 from .localstore import Appender, UploadArea, UploadLock
-from .state import UploadRecord
+from .problems import Busy, NotFound
+from .state import CorruptRecord, UploadRecord
 
 
-class LocalAppendWriter:
+class LocalAppendWriter(OrderedAppendWriter):
     """The pump's writer for one PATCH: ordered writes into the upload's Appender."""
 
     def __init__(self, storage: LocalStorage, appender: Appender, observer: Observer) -> None:
+        super().__init__()
         self._storage = storage
         self._appender = appender
         self._observer = observer
-        self._order = asyncio.Lock()  # FIFO: writes land in the order they were queued
-        self._pending: set[asyncio.Future[None]] = set()
 
     @property
     def written(self) -> int:
@@ -45,33 +46,13 @@ class LocalAppendWriter:
         except OSError as error:
             raise storage_error(error, "writing the upload") from error
 
-    async def _write(self, pieces: Sequence[Piece]) -> None:
-        async with self._order:
-            await self._storage.run_blocking(self._write_sync, pieces)
+    async def _apply(self, pieces: Sequence[Piece]) -> None:
+        await self._storage.run_blocking(self._write_sync, pieces)
 
-    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
-        done = asyncio.ensure_future(self._write(pieces))
-        self._pending.add(done)
-        done.add_done_callback(self._pending.discard)
-        return done
-
-    async def settle(self) -> None:
-        """Wait for the writes in flight (their errors are the pump's to report)."""
-        if self._pending:
-            await asyncio.wait(set(self._pending))
-
-    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
-        raise StorageError("an append is published through HeldUpload.staged(), not here")
-
-    async def abort(self) -> None:
-        await asyncio.shield(self.settle())
-
-    async def discard(self) -> None:
-        await self.settle()
+    async def _drop(self) -> None:
         await self._storage.run_blocking(self._appender.discard)
 
-    async def acknowledge(self, record: UploadRecord) -> None:
-        await self.settle()
+    async def _keep(self, record: UploadRecord) -> None:
         try:
             await self._storage.run_blocking(self._appender.acknowledge, record)
         except OSError as error:
@@ -188,6 +169,25 @@ class LocalUploadStore:
 
     async def expired(self, now: float) -> list[str]:
         return await self.storage.run_blocking(self.area.expired, now)
+
+    async def remove_unreadable(self, upload_id: str) -> bool:
+        def remove() -> bool:
+            try:
+                lock = self.area.lock(upload_id)
+            except (Busy, NotFound):
+                return False
+            try:
+                self.area.read(upload_id)
+            except CorruptRecord:
+                self.area.remove(lock)
+                return True
+            except NotFound:
+                return False
+            finally:
+                lock.close()
+            return False
+
+        return await self.storage.run_blocking(remove)
 
 
 def _open_for_reading(path: Path) -> BinaryIO:

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from ..auth import check_api_key
 from ..error_table import NOT_IMPLEMENTED, ApiError
 from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error
-from ..metrics import METRICS
-from ..settings import SETTINGS
-from ..storage.base import STORAGE, Storage
+from ..http import uploadlinks
+from ..http.auth import check_api_key
+from ..runtime.metrics import METRICS
+from ..runtime.settings import SETTINGS, Settings
+from ..storage.base import STORAGE, Storage, StorageError
 from ..storage.local import LocalStorage
 from . import draft, tus
 from .headers import (
@@ -40,17 +42,26 @@ from .headers import (
 )
 from .localupload import LocalUploadStore
 from .problems import OffsetMismatch, ResumableError
-from .state import Protocol
+from .state import CorruptRecord, Protocol
 from .store import UPLOAD_STORE, UploadStore
 
 Handler = Callable[[web.Request, Protocol, UploadStore], Awaitable[web.StreamResponse]]
 
+log = logging.getLogger("streamproxy")
 
-def upload_store_for(storage: Storage) -> UploadStore | None:
+
+def upload_store_for(storage: Storage, settings: Settings) -> UploadStore | None:
     """The storage's resumable capability, if it has one (checked where used)."""
     inner = getattr(storage, "inner", storage)  # TimedStorage wraps the real one
     if isinstance(inner, LocalStorage):
         return LocalUploadStore(inner)
+    try:  # the s3 extra is optional: local storage never imports aiobotocore
+        from ..storage.s3 import S3Storage
+        from .s3adapter import S3UploadStore
+    except ImportError:
+        return None
+    if isinstance(inner, S3Storage):
+        return S3UploadStore(inner, ttl=settings.upload_lease)
     return None
 
 
@@ -58,12 +69,17 @@ async def resumable_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx, after the storage's: the uploads area is ready before the first request."""
     store = app[UPLOAD_STORE]
     if store is not None:
-        await store.prepare(time.time())
+        try:
+            await store.prepare(time.time())
+        except (OSError, StorageError) as error:
+            # Storage that takes no writes now (read-only, bucket away) still serves
+            # downloads; each resumable request answers for itself (503) meanwhile.
+            log.warning("resumable uploads area not ready: %s", error)
     yield
 
 
 def add_resumable_routes(app: web.Application, base_path: str) -> None:
-    app[UPLOAD_STORE] = upload_store_for(app[STORAGE])
+    app[UPLOAD_STORE] = upload_store_for(app[STORAGE], app[SETTINGS])
     app.cleanup_ctx.append(resumable_lifecycle)
     collection = app.router.add_resource(base_path + "/files/uploads", name="resumable-create")
     collection.add_route("OPTIONS", options)
@@ -139,11 +155,11 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
                 request.headers.get("Tus-Resumable"),
                 request.headers.get("Upload-Draft-Interop-Version"),
             )
-            check_api_key(request)
             store = request.config_dict[UPLOAD_STORE]
+            await _authorize(request, store)
             if store is None:
                 raise NOT_IMPLEMENTED(
-                    "resumable uploads need local storage here; upload with POST /files"
+                    "this storage has no resumable uploads; upload with POST /files"
                 )
             response = await _outliving_cancellation(handler(request, protocol, store))
         except ResumableError as error:
@@ -161,6 +177,29 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
     return wrapped
 
 
+async def _authorize(request: web.Request, store: UploadStore | None) -> None:
+    """The API key, or an upload link: a creation with a valid `uploadToken` needs no
+    key (its terms then apply, flow.create); the later requests of an upload created
+    through a link need none either (its id is unguessable, and its record names the
+    link). Anything else is checked as before."""
+    if request.match_info.route.name == "resumable-create":
+        if uploadlinks.admit(request) is None:
+            check_api_key(request)
+        return
+    try:
+        check_api_key(request)
+    except ApiError:
+        if store is None or not await _made_through_link(store, request.match_info["upload_id"]):
+            raise
+
+
+async def _made_through_link(store: UploadStore, upload_id: str) -> bool:
+    try:
+        return (await store.read(upload_id)).upload_link is not None
+    except (ResumableError, CorruptRecord):  # unknown: the key's refusal answers
+        return False
+
+
 async def _outliving_cancellation(
     work: Awaitable[web.StreamResponse],
 ) -> web.StreamResponse:
@@ -172,6 +211,10 @@ async def _outliving_cancellation(
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            # Nobody is left to answer (the client went away): the append's own error
+            # (the body broke off) is expected, and retrieving it keeps it out of the log.
+            log.debug("a resumable request ended after its client left: %s", task.exception())
         raise
 
 

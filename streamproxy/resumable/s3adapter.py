@@ -13,6 +13,7 @@ deleted once the file is published.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 
@@ -20,20 +21,23 @@ from ..storage.base import FileInfo, Observer, Piece, StorageError, StoredMeta
 from ..storage.s3 import S3Storage
 from ..storage.s3cleanup import Leftover
 from ..storage.s3upload import publish_staged
+from .appendwriter import OrderedAppendWriter
 from .s3append import Appender
 from .s3store import LEASE_TTL, UploadArea, UploadLease
 from .state import Status, UploadRecord
 
+_ENDING = frozenset({Status.COMMITTED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
+"""Statuses whose record lets go of the lease (state.UploadRecord.committed and others)."""
 
-class S3AppendWriter:
+
+class S3AppendWriter(OrderedAppendWriter):
     """The pump's writer for one PATCH: hash off the loop, then into the Appender, in order."""
 
     def __init__(self, storage: S3Storage, appender: Appender, observer: Observer) -> None:
+        super().__init__()
         self._storage = storage
         self._appender = appender
         self._observer = observer
-        self._order = asyncio.Lock()  # FIFO: writes land in the order they were queued
-        self._pending: set[asyncio.Future[None]] = set()
 
     @property
     def written(self) -> int:
@@ -43,35 +47,15 @@ class S3AppendWriter:
         for piece in pieces:
             self._observer(piece)
 
-    async def _write(self, pieces: Sequence[Piece]) -> None:
-        async with self._order:
-            await self._storage.run_blocking(self._observe, pieces)
-            for piece in pieces:
-                await self._appender.write(piece)
+    async def _apply(self, pieces: Sequence[Piece]) -> None:
+        await self._storage.run_blocking(self._observe, pieces)
+        for piece in pieces:
+            await self._appender.write(piece)
 
-    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
-        done = asyncio.ensure_future(self._write(pieces))
-        self._pending.add(done)
-        done.add_done_callback(self._pending.discard)
-        return done
-
-    async def settle(self) -> None:
-        """Wait for the writes in flight (their errors are the pump's to report)."""
-        if self._pending:
-            await asyncio.wait(set(self._pending))
-
-    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
-        raise StorageError("an append is published through the held upload's staged()")
-
-    async def abort(self) -> None:
-        await asyncio.shield(self.settle())
-
-    async def discard(self) -> None:
-        await self.settle()
+    async def _drop(self) -> None:
         await self._appender.discard()
 
-    async def acknowledge(self, record: UploadRecord) -> None:
-        await self.settle()
+    async def _keep(self, record: UploadRecord) -> None:
         await self._appender.acknowledge(record)
 
 
@@ -118,7 +102,20 @@ class S3HeldUpload:
             await asyncio.shield(appender.close())
 
     async def save(self, record: UploadRecord) -> None:
-        await self._area.write_info(self._lease, record)
+        """Store the routes' `record` with this store's own fields as they stand now.
+
+        The routes build records from what they last saw (`appended`, `finish`, ...); the
+        S3 bookkeeping (`backend`: parts, tail, staged key), the fencing `generation` and
+        the lease are the store's and move under the routes' feet (each acknowledge puts
+        a new tail, completion stages the data). The routes end the lease only with a
+        final status (committed, failed, cancelled, expired).
+        """
+        current = self._lease.record
+        lease = None if record.status in _ENDING else current.lease
+        merged = dataclasses.replace(
+            record, backend=current.backend, generation=current.generation, lease=lease
+        )
+        await self._area.write_info(self._lease, merged)
 
     async def stage(self) -> str:
         """The completed upload as one object (completed once, then found in the record)."""

@@ -92,6 +92,10 @@ class UploadStore(Protocol):
     async def expired(self, now: float) -> list[str]:
         """Uploads for retention to remove: expired, cancelled or unreadable."""
 
+    async def remove_unreadable(self, upload_id: str) -> bool:
+        """Remove an upload whose record cannot be read (`hold` raises CorruptRecord on
+        it), under its lock; False when it is busy, gone or readable after all."""
+
 
 UPLOAD_STORE: web.AppKey[UploadStore | None] = web.AppKey("upload_store")
 """The app's upload store; None when its storage has no resumable capability."""

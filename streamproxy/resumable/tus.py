@@ -10,7 +10,6 @@ import time
 from aiohttp import web
 
 from ..error_table import TYPE_NOT_ALLOWED
-from ..settings import SETTINGS
 from . import flow
 from .concat import concatenate
 from .headers import (
@@ -74,8 +73,8 @@ async def create(request: web.Request, store: UploadStore) -> web.Response:
     )
     url = flow.location(request, record.id)
     if with_upload or record.length == 0:
-        async with store.hold(record.id) as held:
-            record = await flow.append(request, held, record, checksum=checksum)
+        async with store.hold(record.id) as held:  # the record as held: lease and all
+            record = await flow.append(request, held, held.record, checksum=checksum)
     return web.Response(status=201, headers={"Location": url, **_offset_headers(record)})
 
 
@@ -118,10 +117,10 @@ async def patch(request: web.Request, store: UploadStore) -> web.Response:
     raw_length = request.headers.get("Upload-Length")
     length = parse_uint(raw_length, "Upload-Length") if raw_length is not None else None
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
-    max_size = request.config_dict[SETTINGS].max_size
     async with store.hold(request.match_info["upload_id"]) as held:
         record = held.record
         record.check_live(time.time())
+        max_size = flow.cap(request, record)
         at_end = offset == record.offset and not _has_body(request)
         if at_end and record.status is Status.COMPLETE and not record.partial:
             record = await flow.retry_completion(request, held)

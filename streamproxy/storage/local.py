@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..settings import DEFAULT_CHUNK_SIZE
+from ..runtime.settings import DEFAULT_CHUNK_SIZE
 from . import localclaims, localerase
 from .base import Observer, OneTimeClaims, StorageError, StoredMeta
 from .localfs import storage_error

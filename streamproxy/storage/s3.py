@@ -29,7 +29,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from ..settings import DEFAULT_CHUNK_SIZE, Settings, SettingsError
+from ..runtime.settings import DEFAULT_CHUNK_SIZE, Settings, SettingsError
 from . import s3claims
 from .base import FileMissing, Observer, OneTimeClaims, StorageError, StoredMeta
 from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, Leftover, remove_stale, staging_key

@@ -7,8 +7,9 @@ import hashlib
 import logging
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from streamproxy.mediatypes import parse_type_rule
+from streamproxy.intake.mediatypes import parse_type_rule
 
 from ..conftest import ServiceFactory, md5, random_bytes
 from .conftest import (
@@ -35,6 +36,28 @@ async def test_import_streams_the_source_into_storage(importer, source: Source) 
     assert body["url"] == f"{importer.url}/files/download?filename=11111_clip.mp4"
     assert await importer.fetch("11111_clip.mp4") == data
     importer.assert_clean({"11111_clip.mp4"})
+
+
+async def test_an_import_counts_exactly_its_bytes(importer, source: Source) -> None:
+    """received_bytes_total{kind="import"} moves by the file's size, and no other kind."""
+    data = random_bytes(700_001, seed=5)
+    url = source.file("/counted.bin", data)
+
+    async def counters() -> dict[str, float]:
+        async with importer.session.get(importer.url + "/metrics") as response:
+            text = await response.text()
+        found = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "streamproxy_received_bytes_total":
+                    found[sample.labels["kind"]] = sample.value
+        return found
+
+    before = await counters()
+    await import_ok(importer, url)
+    after = await counters()
+    assert after["import"] - before.get("import", 0) == len(data)
+    assert after.get("upload", 0) == before.get("upload", 0)
 
 
 async def test_channel_and_conversation_are_kept_as_metadata(importer, source: Source) -> None:

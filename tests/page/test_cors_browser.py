@@ -3,7 +3,9 @@
 A tiny static server on 127.0.0.1 serves an empty page on two ports: one origin
 is listed in `--cors-origin`, the other is not. From the listed one Chromium
 uploads with fetch and FormData (a preflight, since the request carries an API
-key), then downloads a Range and reads `ETag` and `Content-Range`; from the
+key), uploads resumably with tus (creation and PATCHes, reading `Location`,
+`Upload-Offset` and `ETag`), then downloads a Range and reads `ETag` and
+`Content-Range`; from the
 other the browser itself refuses to hand the page any answer (fetch rejects
 with a TypeError). One browser launch for all of it.
 """
@@ -43,6 +45,31 @@ async ({service, key, size}) => {
             disposition: ranged.headers.get("Content-Disposition")},
     refused: {status: refused.status, body: await refused.json()},
   };
+}
+"""
+
+# A resumable upload from the widget: tus creation, then two PATCHes, all cross-origin.
+RESUMABLE = """
+async ({service, key, size}) => {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i++) bytes[i] = (i * 11 + 5) % 251;
+  const b64 = (text) => btoa(text);
+  const auth = {Authorization: "Bearer " + key, "Tus-Resumable": "1.0.0"};
+  const created = await fetch(service + "/files/uploads", {method: "POST", headers: {...auth,
+    "Upload-Length": String(size),
+    "Upload-Metadata": "filename " + b64("resumed.bin") + ",conversationId " + b64("13318")}});
+  const location = created.headers.get("Location");
+  const half = Math.floor(size / 2);
+  const patches = [];
+  for (const [start, end] of [[0, half], [half, size]]) {
+    const answer = await fetch(location, {method: "PATCH", body: bytes.slice(start, end),
+      headers: {...auth, "Upload-Offset": String(start),
+                "Content-Type": "application/offset+octet-stream"}});
+    patches.push({status: answer.status, offset: answer.headers.get("Upload-Offset"),
+                  etag: answer.headers.get("ETag")});
+  }
+  const result = await fetch(location, {headers: auth});
+  return {created: created.status, location, patches, result: await result.json()};
 }
 """
 
@@ -132,6 +159,14 @@ async def test_a_page_on_a_listed_origin_uploads_and_downloads_and_another_is_bl
     # Errors carry the headers too: the widget can read why it was refused.
     assert result["refused"]["status"] == 401
     assert result["refused"]["body"]["error"] == "unauthorized"
+    resumed = await page.evaluate(RESUMABLE, {"service": service.url, "key": KEY, "size": SIZE})
+    data = bytes((i * 11 + 5) % 251 for i in range(SIZE))
+    assert resumed["created"] == 201 and resumed["location"]  # Location is exposed
+    assert [p["status"] for p in resumed["patches"]] == [204, 204]
+    assert resumed["patches"][-1]["offset"] == str(SIZE)  # Upload-Offset is exposed
+    assert resumed["patches"][-1]["etag"] == f'"{md5(data)}"'
+    assert resumed["result"]["name"] == "13318_resumed.bin"
+    assert ("OPTIONS", "/files/uploads", 204, listed) in answered  # tus headers preflighted
     await page.close()
 
     page = await browser.new_page()
@@ -147,4 +182,4 @@ async def test_a_page_on_a_listed_origin_uploads_and_downloads_and_another_is_bl
     # The refused preflight kept the upload from being sent at all.
     assert ("OPTIONS", "/files", 405, unlisted) in answered
     assert not [a for a in answered if a[0] == "POST" and a[3] == unlisted], answered
-    assert service.stored_names() == {"13318_widget.bin"}
+    assert service.stored_names() == {"13318_widget.bin", "13318_resumed.bin"}

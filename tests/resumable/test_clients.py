@@ -21,8 +21,6 @@ from tusclient.client import TusClient
 
 from ..conftest import Service, ServiceFactory, md5, random_bytes, require_program
 
-pytestmark = pytest.mark.local_only  # resumable uploads are on local storage so far
-
 NODE_DIR = Path(__file__).parent / "node"
 
 

@@ -8,11 +8,7 @@ import asyncio
 import contextlib
 import json
 
-import pytest
-
 from ..conftest import Service, md5, random_bytes, read_response
-
-pytestmark = pytest.mark.local_only  # resumable uploads are on local storage so far
 
 
 def parse(response: bytes) -> tuple[int, dict[str, str], bytes]:

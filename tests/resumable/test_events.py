@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from streamproxy.mediatypes import parse_type_rule
+from streamproxy.intake.mediatypes import parse_type_rule
 
 from ..conftest import ServiceFactory, eventually, md5, random_bytes
 from ..webhooks import SECRET, Receiver

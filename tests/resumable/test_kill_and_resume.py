@@ -1,12 +1,15 @@
 """A `streamproxy serve` SIGKILLed mid-PATCH, restarted on the same storage, and the
 upload resumed from the offset it acknowledged: byte-identical, ETag = MD5 of the file.
-Also: a client's connection cut at random offsets many times, resumed each time."""
+On S3 the upload is resumed through another process while the dead one's lease runs
+out (no sticky sessions). Also: a client's connection cut at random offsets many
+times, resumed each time (on every storage)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,8 +17,7 @@ import aiohttp
 import pytest
 
 from ..conftest import ServerProcess, Service, eventually, md5, random_bytes, stop_server
-
-pytestmark = pytest.mark.local_only  # resumable uploads are on local storage so far
+from ..s3support import BUCKET, MotoServer, S3Store, until
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
@@ -42,6 +44,7 @@ async def send_part_and_cut(port: int, path: str, offset: int, data: bytes, sent
     writer.transport.abort()
 
 
+@pytest.mark.local_only  # it watches the upload's data file grow to know the bytes arrived
 async def test_sigkill_mid_patch_then_restart_and_resume(
     spawn: Callable[..., Awaitable[ServerProcess]], tmp_path: Path
 ) -> None:
@@ -108,3 +111,63 @@ async def test_connections_cut_at_random_offsets_many_times(service: Service) ->
         assert answer.status == 204
         assert answer.headers["ETag"] == f'"{md5(data)}"'
     assert await service.fetch("c5_kill.bin") == data
+
+
+async def test_sigkill_mid_patch_on_s3_then_resume_through_another_process(
+    spawn: Callable[..., Awaitable[ServerProcess]], moto_server: MotoServer
+) -> None:
+    mib = 1024 * 1024
+    store = S3Store(moto_server, f"kill-{time.time_ns()}/")
+    args = (
+        *("--storage", f"s3://{BUCKET}/{store.prefix}", "--s3-endpoint", moto_server.endpoint),
+        *("--max-size", "40M", "--s3-part-size", "5M", "--upload-lease", "2s"),
+    )
+    data = random_bytes(14 * mib + 11, seed=33)
+    first = await spawn(*args)
+    async with aiohttp.ClientSession() as session:
+        headers = {**TUS, "Upload-Length": str(len(data)), "Upload-Metadata": META}
+        async with session.post(first.url + "/files/uploads", headers=headers) as answer:
+            assert answer.status == 201
+            path = answer.headers["Location"].removeprefix(first.url)
+        async with session.patch(
+            first.url + path, data=data[:mib], headers={**PATCH, "Upload-Offset": "0"}
+        ) as answer:
+            assert answer.status == 204
+        # A PATCH under way: 9 MiB of 13 arrive, a part goes to S3, then the process dies.
+        port = int(first.url.rsplit(":", 1)[1])
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+            f"Upload-Offset: {mib}\r\nContent-Length: {len(data) - mib}\r\n\r\n"
+        )
+        writer.write(head.encode() + data[mib : 10 * mib])
+        await writer.drain()
+        await until(lambda: bool(store.multipart_uploads()))
+        await stop_server(first, signal.SIGKILL)
+        writer.close()
+        # Another process on the same bucket: the acknowledged offset holds (an S3
+        # request acknowledges at its end); the dead holder's lease runs out, then the
+        # upload is this process's (409 until then, as for any busy upload).
+        second = await spawn(*args)
+        offset = await offset_of(session, second.url + path)
+        assert offset == mib
+        deadline = time.monotonic() + 20
+        while True:
+            async with session.patch(
+                second.url + path,
+                data=data[offset:],
+                headers={**PATCH, "Upload-Offset": str(offset)},
+            ) as answer:
+                if answer.status != 409 or time.monotonic() > deadline:
+                    break
+            await asyncio.sleep(0.5)
+        assert answer.status == 204, await answer.text()
+        assert answer.headers["ETag"] == f'"{md5(data)}"'
+        async with session.get(
+            second.url + "/files/download", params={"filename": "c5_kill.bin"}
+        ) as got:
+            assert await got.read() == data
+    # The dead request's multipart upload (never recorded) was aborted at completion.
+    assert store.temporaries() == []
+    assert store.stored_names() == {"c5_kill.bin"}

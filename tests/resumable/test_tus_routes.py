@@ -1,7 +1,6 @@
 """tus 1.0.0 at /files/uploads, request by request with aiohttp on a real server.
 
-Local storage only: the S3 upload store is another helper's (on S3 the routes answer
-501, tested here too once that store lands it becomes a run on both).
+Every test runs on each storage (local, and S3 through moto's server and RGW).
 """
 
 from __future__ import annotations
@@ -12,13 +11,10 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from streamproxy.mediatypes import parse_type_rule
+from streamproxy.intake.mediatypes import parse_type_rule
 
 from ..conftest import Service, ServiceFactory, eventually, md5, random_bytes
-
-pytestmark = pytest.mark.local_only  # resumable uploads are on local storage so far
+from .uploads import uploads_left
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
@@ -48,11 +44,6 @@ async def patch(service: Service, url: str, offset: int, data: bytes, **extra: s
 async def head(service: Service, url: str) -> Any:
     async with service.session.head(url, headers=TUS) as answer:
         return answer.status, answer.headers
-
-
-def uploads_left(service: Service) -> list[str]:
-    directory = service.root / ".uploads"
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
 async def test_options_advertises_exactly_what_is_implemented(service: Service) -> None:
@@ -229,7 +220,7 @@ async def test_two_patches_racing_on_one_upload_one_gets_409(service: Service) -
             await asyncio.sleep(0.05)
 
     first = asyncio.ensure_future(patch(service, url, 0, slow_body()))  # type: ignore[arg-type]
-    await eventually(lambda: (service.root / ".uploads").exists())
+    await eventually(lambda: uploads_left(service) != [])
     await asyncio.sleep(0.2)
     status, answer, body = await patch(service, url, 0, data[:1_000_000])
     assert status == 409 and b"offset_mismatch" in body
