@@ -37,7 +37,7 @@ from streamproxy.transfers import TRANSFERS
 from .capabilities import pytest_make_collect_report as pytest_make_collect_report
 from .capabilities import pytest_runtest_makereport as pytest_runtest_makereport
 from .capabilities import require_program as require_program
-from .s3servers import expected_refusal, s3_kinds
+from .s3servers import s3_kinds
 
 # The S3 servers, as fixtures for every test (s3servers.py).
 from .s3servers import fake_aws_credentials as fake_aws_credentials
@@ -210,8 +210,7 @@ async def start_service(
         if prepare is not None:
             prepare(app)
         server = TestServer(app, host="127.0.0.1", port=0, read_bufsize=READ_BUFFER)
-        with expected_refusal(storage_kind):
-            await server.start_server()
+        await server.start_server()
         session = aiohttp.ClientSession()
         started.append((server, session))
         url = f"http://127.0.0.1:{server.port}"

@@ -1,4 +1,4 @@
-"""A TCP proxy in front of moto that can fail the way object storage fails.
+"""A TCP proxy in front of an S3 server that can fail the way object storage fails.
 
 `cut()` is an outage: live connections are reset and new ones dropped at once.
 `reject(status, code)` makes every request get that S3 error, as a bucket over
@@ -7,10 +7,11 @@ Nth CompleteMultipartUpload, every UploadPartCopy, ...), so a test can break
 one step of a commit and let the rest through. `restore()` passes traffic
 through again and forgets every rule.
 
-The proxy reads the head of each request to match it, then pipes. moto's
-server answers every request with `Connection: close`, so one client
-connection carries one request: matching the first head of a connection sees
-every request.
+The proxy reads the head of each request to match it, then pipes. It asks
+the server to close the connection after its answer (`Connection: close`, as
+moto's server does anyway; RGW would keep it open), so one client connection
+carries one request: matching the first head of a connection sees every
+request.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Rule:
 
 @dataclass
 class FaultProxy:
-    """Between streamproxy and moto's server on `target_port`; see the module docstring."""
+    """Between streamproxy and an S3 server on `target_port`; see the module docstring."""
 
     target_port: int
     rules: list[Rule] = field(default_factory=list)
@@ -187,7 +188,7 @@ class FaultProxy:
         except OSError:
             writer.transport.abort()
             return
-        up_writer.write(head)
+        up_writer.write(_closing(head))
         self._live |= {writer, up_writer}
         # After S3 has answered, the answer goes nowhere: S3 did the work, the client never knows.
         answer_to = _Sink(writer) if isinstance(fault, Cut) else writer
@@ -197,6 +198,14 @@ class FaultProxy:
             for side in (writer, up_writer):
                 self._live.discard(side)
                 side.transport.abort()
+
+
+def _closing(head: bytes) -> bytes:
+    """The request head with `Connection: close` (not signed by SigV4: free to change)."""
+    lines = [
+        line for line in head[:-4].split(b"\r\n") if not line.lower().startswith(b"connection:")
+    ]
+    return b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n"
 
 
 def _match_all(rules: Iterable[Rule], request: Request) -> Fault | None:
