@@ -37,12 +37,12 @@ from streamproxy.transfers import TRANSFERS
 from .capabilities import pytest_make_collect_report as pytest_make_collect_report
 from .capabilities import pytest_runtest_makereport as pytest_runtest_makereport
 from .capabilities import require_program as require_program
-from .s3servers import s3_kinds
 
 # The S3 servers, as fixtures for every test (s3servers.py).
 from .s3servers import fake_aws_credentials as fake_aws_credentials
 from .s3servers import moto_server as moto_server
 from .s3servers import rgw_server as rgw_server
+from .s3servers import s3_kinds
 from .s3servers import s3_server as s3_server
 from .s3support import BUCKET, S3Server, S3Store
 

@@ -3,8 +3,8 @@
 `cut()` is an outage: live connections are reset and new ones dropped at once.
 `reject(status, code)` makes every request get that S3 error, as a bucket over
 quota would answer. `fail(match, fault, ...)` fails only chosen requests (the
-Nth CompleteMultipartUpload, every UploadPartCopy, ...), so a test can break
-one step of a commit and let the rest through. `restore()` passes traffic
+Nth CompleteMultipartUpload, every UploadPartCopy, ...) or delays them, so a
+test can break or slow one step of a commit and let the rest through. `restore()` passes traffic
 through again and forgets every rule.
 
 The proxy reads the head of each request to match it, then pipes. It asks
@@ -96,7 +96,14 @@ class Cut:
     after: bool = False
 
 
-Fault = Answer | Cut
+@dataclass(frozen=True)
+class Delay:
+    """Hold the request this many seconds before it goes on to S3: a slow server."""
+
+    seconds: float
+
+
+Fault = Answer | Cut | Delay
 
 
 @dataclass
@@ -183,6 +190,8 @@ class FaultProxy:
         if isinstance(fault, Cut) and not fault.after:
             writer.transport.abort()
             return
+        if isinstance(fault, Delay):
+            await asyncio.sleep(fault.seconds)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:

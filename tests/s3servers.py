@@ -25,6 +25,7 @@ S3_SERVERS = ("moto", "rgw")
 # Does the service publish large files by claiming their name first on this server?
 CLAIMS = {"moto": False, "rgw": True}
 
+
 def s3_kinds() -> tuple[str, ...]:
     chosen = os.environ.get("STREAMPROXY_TEST_S3", "").strip().lower()
     if chosen in S3_SERVERS:

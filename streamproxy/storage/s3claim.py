@@ -16,9 +16,11 @@ large file takes its name in four steps (start-up's probe picks this way):
 Readers treat an object carrying `streamproxy-claim` as missing, so nothing
 partial is ever visible. A claim is removed (by its writer on failure, by the
 stale sweep after a crash) only while the name still carries its UUID. RGW has
-no conditional DELETE, so that check and the delete are two steps; a writer
-never completes a claim older than half of `--stale-after`, and the sweep only
-takes claims older than all of it, so the two never race.
+no conditional DELETE, so that check and the delete are two steps: a writer
+never completes a claim older than half of `--stale-after`, nor removes one
+older than three quarters of it, and the sweep only takes claims older than
+all of it, so they never race (every instance on a bucket needs the same
+`--stale-after`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ log = logging.getLogger("streamproxy.storage")
 CLAIM = "streamproxy-claim"  # on the claimed name: the claim's UUID
 CLAIMED_KEY = "streamproxy-claimed-key"  # on the record: the claimed key, percent-encoded
 RECORD_SUFFIX = "-claim"
+# Fractions of --stale-after: a claim is published within the first, released by its
+# writer within the second; the sweep takes it only past all of it.
+PUBLISH_WITHIN = 0.5
+RELEASE_WITHIN = 0.75
 
 
 def is_claim(head: Mapping[str, Any]) -> bool:
@@ -61,16 +67,20 @@ class Claim:
     key: str
     uuid: str
     record: str
-    since: int  # the wall-clock second in the record's key (what the sweep reads)
+    since: float  # when it was made (its record's key carries the second, for the sweep)
 
     @classmethod
     def new(cls, staging_prefix: str, key: str) -> Claim:
-        since, token = int(time.time()), uuid.uuid4().hex
-        return cls(key, token, f"{staging_prefix}{since}-{token}{RECORD_SUFFIX}", since)
+        since, token = time.time(), uuid.uuid4().hex
+        return cls(key, token, f"{staging_prefix}{int(since)}-{token}{RECORD_SUFFIX}", since)
 
     def too_old(self, stale_after: float) -> bool:
-        """Past half of --stale-after, the sweep may soon take it: never publish then."""
-        return time.time() - self.since > stale_after / 2
+        """Past half of --stale-after the sweep draws near: never publish then."""
+        return time.time() - self.since > stale_after * PUBLISH_WITHIN
+
+    def release_by(self, stale_after: float) -> float:
+        """The time after which only the sweep may remove the claim."""
+        return self.since + stale_after * RELEASE_WITHIN
 
 
 async def take(client: S3Client, bucket: str, claim: Claim) -> bool:
@@ -142,4 +152,4 @@ async def recorded(client: S3Client, bucket: str, record: str) -> Claim | None:
     if key is None or not stamp.isdigit() or not token:
         log.warning("the claim record %s names no key", record)
         return None
-    return Claim(unquote(key), token, record, int(stamp))
+    return Claim(unquote(key), token, record, float(stamp))

@@ -53,7 +53,7 @@ class Leftover:
 
     @classmethod
     def of_claim(cls, claim: Claim, stale_after: float) -> Leftover:
-        return cls(claim.key, claim=claim, until=claim.since + stale_after / 2)
+        return cls(claim.key, claim=claim, until=claim.release_by(stale_after))
 
     def expired(self) -> bool:
         return self.until is not None and time.time() > self.until

@@ -244,10 +244,11 @@ class S3Writer:
             claim = Claim.new(storage.staging_prefix, key) if storage.claims else None
             if claim is not None and not await self._claim(claim):
                 continue
-            upload_id = await storage.create_upload(key, **arguments)
             # Where the server ignores the condition, our claim holds the name.
             condition: dict[str, Any] = {} if claim is not None else {"IfNoneMatch": "*"}
+            upload_id: str | None = None
             try:
+                upload_id = await storage.create_upload(key, **arguments)
                 parts = await self._copy_parts(key, upload_id, info.size)
                 if claim is not None and claim.too_old(storage.stale_after):
                     raise StorageError("the copy outlasted half of --stale-after; not published")
@@ -287,19 +288,22 @@ class S3Writer:
     async def _release(self, claim: Claim) -> None:
         await self._storage.janitor.discard(Leftover.of_claim(claim, self._storage.stale_after))
 
-    async def _unpublish(self, key: str, upload_id: str, claim: Claim | None) -> None:
+    async def _unpublish(self, key: str, upload_id: str | None, claim: Claim | None) -> None:
         """Abort the upload on the name, then release our claim on it: only once the abort
         is done can no completion of ours land after the claim is gone."""
-        janitor, upload = self._storage.janitor, Leftover(key, upload_id)
-        if claim is None:
-            await janitor.discard(upload)
-            return
-        try:
-            await janitor.remove(upload)
-        except S3_ERRORS:
-            janitor.later(upload)  # the claim stays for the stale sweep
-            return
-        await self._release(claim)
+        janitor = self._storage.janitor
+        if upload_id is not None:
+            upload = Leftover(key, upload_id)
+            if claim is None:
+                await janitor.discard(upload)
+                return
+            try:
+                await janitor.remove(upload)
+            except S3_ERRORS:
+                janitor.later(upload)  # the claim stays for the stale sweep
+                return
+        if claim is not None:
+            await self._release(claim)
 
     async def _copy_parts(self, key: str, upload_id: str, size: int) -> list[CompletedPartTypeDef]:
         storage = self._storage
