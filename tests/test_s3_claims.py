@@ -21,7 +21,6 @@ from streamproxy.storage.s3claim import CLAIM, CLAIMED_KEY, RECORD_SUFFIX
 
 from .conftest import ServiceFactory, md5, random_bytes
 from .faultproxy import ALWAYS, Delay, FaultProxy, Match
-from .s3servers import CLAIMS
 from .s3support import BUCKET, STAGING, S3Server, S3Store
 
 pytestmark = pytest.mark.s3_only
@@ -29,11 +28,6 @@ pytestmark = pytest.mark.s3_only
 MiB = 1024 * 1024
 BIG = {"max_size": 40 * MiB, "s3_part_size": 5 * MiB, "s3_claims": True}
 KEY = "k"
-
-
-def test_the_service_claims_names_on_rgw_only_by_itself() -> None:
-    """What the start-up probe is expected to choose (test_s3_servers pins why)."""
-    assert CLAIMS == {"moto": False, "rgw": True}
 
 
 async def test_racing_large_uploads_of_one_name_give_distinct_intact_files(

@@ -17,7 +17,9 @@ Commit, without ever replacing a name and with nothing visible before it:
   on 412 that upload is aborted and the next name tried. CopyObject would be
   one call, but not every S3-compatible server honours its If-None-Match
   (moto silently replaces), whereas the conditional CompleteMultipartUpload is
-  the primitive AWS, MinIO and moto all implement; start-up checks it.
+  the primitive AWS, MinIO and moto all implement; start-up checks it. Where
+  the server ignores it there (RGW 16), the name is claimed first with a
+  conditional PutObject and the completion goes without a condition (`s3claim`).
 
 A conditional write whose answer was lost may have happened: aiohttp or
 botocore retries it unseen, and the retry finds the name taken (412), or no
@@ -25,6 +27,7 @@ answer comes at all. Every object carries its writer's random token
 (`x-amz-meta-writer`), so after a failure that may hide a write the writer
 looks at the name: if the object there is its own, the file is stored, and
 saying 412 (next name) or 503 would leave a file under a name nobody is told.
+A claim whose answer was lost is recognised the same way, by its UUID.
 
 Every multipart upload and staging object is discarded on every way out; see
 `s3cleanup` for when S3 itself is away.
