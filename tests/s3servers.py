@@ -6,7 +6,7 @@ that would skip fails instead (capabilities.py).
 
 moto honours `If-None-Match: *` on CompleteMultipartUpload, so the service
 publishes large files with it there; RGW 16 ignores it there, so the service
-claims the name first (storage/s3claim.py). `CLAIMS` says which way each takes
+claims the name first (storage/s3nameclaim.py). `CLAIMS` says which way each takes
 (test_s3_servers.py pins the servers' behaviour behind it).
 """
 

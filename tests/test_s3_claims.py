@@ -1,4 +1,4 @@
-"""Claim first (storage/s3claim.py): large files on a server that ignores If-None-Match
+"""Claim first (storage/s3nameclaim.py): large files on a server that ignores If-None-Match
 on CompleteMultipartUpload, as RGW 16 does.
 
 Every test runs on RGW, where the service chooses claims by itself, and on moto's
@@ -17,7 +17,7 @@ import pytest
 
 from streamproxy.storage.base import FileInfo, StorageError, now_utc
 from streamproxy.storage.s3 import S3Location, S3Storage
-from streamproxy.storage.s3claim import CLAIM, CLAIMED_KEY, RECORD_SUFFIX
+from streamproxy.storage.s3nameclaim import CLAIM, CLAIMED_KEY, RECORD_SUFFIX
 
 from .conftest import ServiceFactory, md5, random_bytes
 from .faultproxy import ALWAYS, Delay, FaultProxy, Match

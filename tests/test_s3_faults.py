@@ -16,7 +16,7 @@ aborts before it answers, not the janitor later). Once: the retry carries the
 upload through, stored once under the name asked for.
 
 Where the server ignores If-None-Match on CompleteMultipartUpload (RGW), the
-name is claimed first (storage/s3claim.py): a claim record PutObject, the claim
+name is claimed first (storage/s3nameclaim.py): a claim record PutObject, the claim
 (an empty conditional PutObject on the name) before the copy, an unconditional
 completion, and a DeleteObject of the record after it; those steps are failed
 too. Every test runs on moto's server and on RGW, behind the proxy.

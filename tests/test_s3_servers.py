@@ -5,7 +5,7 @@ file) needs `If-None-Match: *` honoured on PutObject: its start-up probe refuses
 a server that ignores it there. Where CompleteMultipartUpload honours it too
 (moto) large files are published with it; where it does not (RGW 16, Pacific,
 Debian 12, replaces the object) the service claims the name first with a
-conditional PutObject (storage/s3claim.py; s3servers.CLAIMS). When a package
+conditional PutObject (storage/s3nameclaim.py; s3servers.CLAIMS). When a package
 update changes what a server does, these tests say so.
 """
 

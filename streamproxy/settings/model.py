@@ -327,7 +327,7 @@ class Settings:
     # (crash leftovers removed) before the workers started; workers share the port.
     storage_prepared: bool = False
     reuse_port: bool = False
-    # Set by tests: on S3, claim names first (storage.s3claim) even where the server
+    # Set by tests: on S3, claim names first (storage.s3nameclaim) even where the server
     # honours If-None-Match on CompleteMultipartUpload, as moto's does.
     s3_claims: bool = False
 

@@ -8,7 +8,7 @@ Layout under `s3://BUCKET/PREFIX`:
 Stored names never contain `/` nor start with a dot, so no name reaches the
 staging area. Many instances may share one bucket and prefix: names are taken
 with conditional writes (`s3upload`; on servers that ignore the condition on
-CompleteMultipartUpload, by a claim first, `s3claim`), and nothing is kept on
+CompleteMultipartUpload, by a claim first, `s3nameclaim`), and nothing is kept on
 the instance. An object that is a claim is no file: every reader here skips it.
 Uploads are in `s3upload`; this module opens the client, checks the bucket, and
 reads files back with ranged GETs at constant memory.
@@ -32,7 +32,6 @@ from botocore.exceptions import ClientError, NoCredentialsError
 
 from ..settings import DEFAULT_CHUNK_SIZE, Settings, SettingsError
 from .base import FileMissing, Observer, StorageError, StoredMeta
-from .s3claim import is_claim
 from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, Leftover, remove_stale, staging_key
 from .s3erase import S3Erasure
 from .s3meta import (
@@ -44,6 +43,7 @@ from .s3meta import (
     is_missing,
     storage_error,
 )
+from .s3nameclaim import is_claim
 from .s3upload import S3Writer
 
 if TYPE_CHECKING:

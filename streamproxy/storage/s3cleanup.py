@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from .s3claim import Claim, is_record, recorded, release
 from .s3meta import S3_ERRORS, error_code
+from .s3nameclaim import Claim, is_record, recorded, release
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -43,7 +43,7 @@ LAST_TRY = 5.0  # seconds spent on the queue at shutdown
 @dataclass(frozen=True)
 class Leftover:
     """A staging object (upload_id None), a multipart upload, or a claim on a name
-    (`s3claim`) to be removed. Past `until` (a wall-clock time) a queued claim is
+    (`s3nameclaim`) to be removed. Past `until` (a wall-clock time) a queued claim is
     left to the stale sweep, whose check-then-delete it must not race."""
 
     key: str

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from .base import FileMissing, StorageError, StoredMeta
-from .s3claim import is_claim
 from .s3meta import S3_ERRORS, decode, is_missing, is_taken, storage_error
+from .s3nameclaim import is_claim
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client

@@ -19,7 +19,7 @@ Commit, without ever replacing a name and with nothing visible before it:
   (moto silently replaces), whereas the conditional CompleteMultipartUpload is
   the primitive AWS, MinIO and moto all implement; start-up checks it. Where
   the server ignores it there (RGW 16), the name is claimed first with a
-  conditional PutObject and the completion goes without a condition (`s3claim`).
+  conditional PutObject and the completion goes without a condition (`s3nameclaim`).
 
 A conditional write whose answer was lost may have happened: aiohttp or
 botocore retries it unseen, and the retry finds the name taken (412), or no
@@ -45,9 +45,9 @@ from botocore.exceptions import ClientError
 from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
 from .interruptions import Interruptions
 from .s3body import PartReader
-from .s3claim import Claim, take
 from .s3cleanup import Janitor, Leftover, staging_key
 from .s3meta import S3_ERRORS, encode, http_status, is_taken, storage_error
+from .s3nameclaim import Claim, take
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -69,7 +69,7 @@ class Bucket(Protocol):
     staging_prefix: str
     chunk_size: int
     janitor: Janitor
-    claims: bool  # publish large files by claiming the name first (`s3claim`)
+    claims: bool  # publish large files by claiming the name first (`s3nameclaim`)
     stale_after: float
 
     @property
@@ -277,7 +277,7 @@ class S3Writer:
         raise NoFreeName("every candidate name is taken")
 
     async def _claim(self, claim: Claim) -> bool:
-        """Claim a name (`s3claim`): True if ours; on False or an error, released."""
+        """Claim a name (`s3nameclaim`): True if ours; on False or an error, released."""
         storage = self._storage
         try:
             if await take(storage.client, storage.bucket, claim):
