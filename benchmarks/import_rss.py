@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from streamproxy.settings import parse_size
+from streamproxy.runtime.settings import parse_size
 
 BLOCK = hashlib.sha256(b"streamproxy").digest() * (1024 * 1024 // 32)  # 1 MiB
 

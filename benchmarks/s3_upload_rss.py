@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from streamproxy.settings import parse_size
+from streamproxy.runtime.settings import parse_size
 from tests.s3support import BUCKET, FAKE_AWS, MotoServer, free_port
 
 MiB = 1024 * 1024

@@ -5,6 +5,6 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .app import create_app
-from .settings import Settings, load_settings
+from .runtime.settings import Settings, load_settings
 
 __all__ = ["Settings", "__version__", "create_app", "load_settings"]

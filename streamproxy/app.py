@@ -11,26 +11,29 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import download, erasure, health, listing, upload
-from .cors import install_cors
 from .errors import error_middleware
 from .events import EVENTS, EventBus, events_lifecycle
 from .events.spools import open_spool
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
-from .framing import framing_middleware
-from .limits import limits
-from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
-from .openapi import openapi_json
+from .http import download, erasure, health, listing, upload
+from .http.cors import install_cors
+from .http.framing import framing_middleware
+from .http.limits import limits
+from .http.openapi import openapi_json
+from .http.rawupload import raw_upload
+from .http.requestlog import echo_request_id, request_id_middleware
+from .http.uploadlinks import create_link
+from .intake.scan import SCANNER, Scanner
+from .intake.transfers import TRANSFERS, TransferSlots
 from .page import add_page_routes
-from .requestlog import echo_request_id, request_id_middleware
-from .retention import retention_lifecycle
-from .scan import SCANNER, Scanner
-from .settings import SETTINGS, Settings
+from .resumable.routes import add_resumable_routes
+from .runtime.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
+from .runtime.retention import retention_lifecycle
+from .runtime.settings import SETTINGS, Settings
 from .storage import open_storage
 from .storage.base import STORAGE, Storage
 from .storage.timed import TimedStorage
-from .transfers import TRANSFERS, TransferSlots
 
 
 def add_routes(app: web.Application, base_path: str) -> None:
@@ -40,6 +43,11 @@ def add_routes(app: web.Application, base_path: str) -> None:
         router.add_post(
             base_path + path, upload.upload, name=name, expect_handler=upload.expect_handler
         )
+        if name == "upload":  # the raw-body upload shares the route (and its errors' shape)
+            router.add_put(
+                base_path + path, raw_upload, name=name, expect_handler=upload.expect_handler
+            )
+    router.add_post(base_path + "/files/upload-links", create_link, name="upload-links")
     router.add_get(base_path + "/files", listing.list_files, name="list", allow_head=False)
     router.add_delete(base_path + "/files", erasure.delete_files, name="delete")
     # Not "from-url": aiohttp refuses route names with a Python keyword as a part.
@@ -95,13 +103,14 @@ def create_app(
         open_spool(app[STORAGE], fsync=settings.fsync),
         registry=metrics.registry,
     )
+    app.cleanup_ctx.append(_storage_lifecycle)  # first: what follows lives in the storage
+    app.cleanup_ctx.append(events_lifecycle)
     add_routes(app, settings.base_path)
+    add_resumable_routes(app, settings.base_path)
     if settings.ui:
         add_page_routes(app.router, settings.base_path)
     app.on_response_prepare.append(echo_request_id)
     install_cors(app, settings.cors_origin)
-    app.cleanup_ctx.append(_storage_lifecycle)
-    app.cleanup_ctx.append(events_lifecycle)  # after the storage: the spool lives there
     app.cleanup_ctx.append(fetch_client_lifecycle)
     if retention_sweep:
         app.cleanup_ctx.append(retention_lifecycle)

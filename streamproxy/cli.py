@@ -1,7 +1,8 @@
 """The `streamproxy` command: `serve` runs the service; the client commands talk to one.
 
 `streamproxy serve [flags]` runs the service. `upload`, `fetch`, `download`,
-`stat`, `message`, `list` and `delete` are the connector's side (see `client/commands.py`).
+`stat`, `message`, `list`, `delete` and `upload-link` are the connector's side
+(see `client/commands.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from . import __version__
 from .client.commands import COMMANDS, add_client_commands
 from .client.commands import run as run_client
-from .settings import Settings, SettingsError, add_arguments, load_settings
+from .runtime.settings import Settings, SettingsError, add_arguments, load_settings
 from .storage.base import StorageError
 
 
@@ -46,12 +47,12 @@ def run(settings: Settings) -> None:
     imports wait until `serve` runs: the client commands start without aiohttp's server.
     """
     if settings.workers > 1:
-        from .workers import run_workers
+        from .runtime.workers import run_workers
 
         run_workers(settings)
         return
-    from .logs import configure_logging
-    from .server import run_loop, serve
+    from .runtime.logs import configure_logging
+    from .runtime.server import run_loop, serve
 
     configure_logging(settings.log_level, settings.log_format)
     run_loop(serve(settings))

@@ -83,11 +83,27 @@ TIMEOUT = ErrorKind(
     "the client stopped sending mid-request",
     close=True,
 )
+OFFSET_MISMATCH = ErrorKind(
+    409,
+    "offset_mismatch",
+    "The upload is at another offset.",
+    "a resumable upload's PATCH at the wrong offset (or the upload is busy)",
+)
+EXPIRED = ErrorKind(
+    410, "expired", "The upload has expired.", "a resumable upload that has expired"
+)
 PRECONDITION_FAILED = ErrorKind(
     412,
     "precondition_failed",
     "Precondition failed.",
     "a download's If-Match or If-Unmodified-Since does not hold",
+)
+UNSUPPORTED_VERSION = ErrorKind(
+    412,
+    "unsupported_version",
+    "Unsupported protocol version.",
+    "a resumable request with no (or another) protocol version; `Tus-Version` says which",
+    headers={"Tus-Version": "1.0.0"},
 )
 TOO_LARGE = ErrorKind(413, "too_large", "File too large.", "declared or streamed size over the cap")
 TYPE_NOT_ALLOWED = ErrorKind(
@@ -114,12 +130,18 @@ HEADERS_TOO_LARGE = ErrorKind(
     "Request headers too large.",
     "the request's header block is over the limit",
 )
+CHECKSUM_MISMATCH = ErrorKind(
+    460,
+    "checksum_mismatch",
+    "Checksum mismatch.",
+    "a tus PATCH whose `Upload-Checksum` does not match its bytes (discarded)",
+)
 INTERNAL = ErrorKind(500, "internal", "Internal error.", "anything else (logged with a request id)")
 NOT_IMPLEMENTED = ErrorKind(
     501,
     "not_implemented",
     "Not implemented.",
-    "a transfer coding other than chunked",
+    "a transfer coding other than chunked, or resumable uploads on storage without them",
     close=True,  # the body's framing is not understood: nothing after it can be read
 )
 SOURCE_FAILED = ErrorKind(

@@ -24,9 +24,9 @@ from .error_table import (
     STORAGE_UNAVAILABLE,
     ApiError,
 )
-from .metrics import METRICS, Handler
-from .naming import BadName
-from .settings import SETTINGS
+from .intake.naming import BadName
+from .runtime.metrics import METRICS, Handler
+from .runtime.settings import SETTINGS
 from .storage.base import FileMissing, StorageFull, StorageUnavailable
 
 log = logging.getLogger("streamproxy")
@@ -124,7 +124,7 @@ def _from_http_exception(request: web.Request, error: web.HTTPException) -> ApiE
     return ApiError(error.status, kind.code, detail, {**kind.headers, **allow})
 
 
-def _to_api_error(request: web.Request, error: Exception) -> ApiError:
+def as_api_error(request: web.Request, error: Exception) -> ApiError:
     if isinstance(error, ApiError):
         if error.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, error)
@@ -159,7 +159,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # Headers are out, so no error response can follow: aiohttp drops the
             # connection, which tells the client the body is incomplete.
             raise
-        api_error = _to_api_error(request, error)
+        api_error = as_api_error(request, error)
         response = response_for(request, api_error)
         if api_error.close:
             await send_and_close(request, response)

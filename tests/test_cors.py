@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from streamproxy import Settings, create_app
-from streamproxy.cors import parse_cors_origin
-from streamproxy.settings import SettingsError
+from streamproxy.http.cors import parse_cors_origin
+from streamproxy.runtime.settings import SettingsError
 
 from .conftest import Service, ServiceFactory, md5, random_bytes
 from .test_settings import parse
@@ -301,7 +301,7 @@ async def test_an_options_without_a_requested_method_is_left_to_the_route(
     service = await start_service(cors_origin=(LISTED,))
     response, _ = await call(service, "OPTIONS", "/files", LISTED)
     assert response.status == 405  # the route's answer, as without the flag
-    assert response.headers["Allow"] == "DELETE,GET,POST"  # upload, listing, deletion
+    assert response.headers["Allow"] == "DELETE,GET,POST,PUT"  # uploads, listing, deletion
     assert response.headers["Access-Control-Allow-Origin"] == LISTED
     assert "Access-Control-Allow-Methods" not in response.headers
     # A requested method without an Origin is no preflight either.
@@ -344,7 +344,7 @@ async def test_preflights_and_headers_reach_a_mounted_service(tmp_path: Path) ->
             request = {"Origin": LISTED, "Access-Control-Request-Method": "POST"}
             async with session.options(url + "/files", headers=request) as response:
                 assert response.status == 204
-                assert response.headers["Access-Control-Allow-Methods"] == "DELETE, GET, POST"
+                assert response.headers["Access-Control-Allow-Methods"] == "DELETE, GET, POST, PUT"
                 assert response.headers["Access-Control-Allow-Origin"] == LISTED
             async with session.get(url + "/healthz", headers={"Origin": LISTED}) as response:
                 assert response.status == 200

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from streamproxy.settings import ENV_PREFIX, OPTIONS, load_settings
+from streamproxy.runtime.settings import ENV_PREFIX, OPTIONS, load_settings
 
 from .conftest import ServerProcess
 

@@ -222,7 +222,7 @@ async def test_delete_and_replace_during_a_download(
 async def serve_args(service: Service, storage_kind: str) -> list[str]:
     """`streamproxy serve` arguments for the storage a fixture service uses."""
     args = ["--storage", service.settings.storage, "--api-key", KEY]
-    if storage_kind == "s3":
+    if storage_kind != "local":
         assert service.settings.s3_endpoint is not None
         args += ["--s3-endpoint", service.settings.s3_endpoint]
     return args

@@ -18,9 +18,9 @@ from streamproxy.cli import build_parser
 from streamproxy.events import EVENTS, SIGNATURE_HEADER, Schedule, emit, file_data, sign
 from streamproxy.events.model import new_event
 from streamproxy.fetch.safety import parse_allow_rule
-from streamproxy.mediatypes import parse_type_rule
-from streamproxy.scan import ClamdAddress
-from streamproxy.settings import Settings, SettingsError, load_settings
+from streamproxy.intake.mediatypes import parse_type_rule
+from streamproxy.intake.scan import ClamdAddress
+from streamproxy.runtime.settings import Settings, SettingsError, load_settings
 from streamproxy.storage.base import STORAGE
 
 from .conftest import (

@@ -28,6 +28,7 @@ from .conftest import (
     staged_files,
     stop_server,
     upload_across_sigterm,
+    upload_head,
 )
 
 Spawn = Callable[..., Awaitable[ServerProcess]]
@@ -40,13 +41,28 @@ OFFSETS = {
     "mid file": len(BODY) // 2,
     "just before the closing boundary": len(BODY) - 12,
 }
+# The raw-body upload (PUT): the body is the file itself.
+RAW_OFFSETS = {
+    "early in the file": 10_000,
+    "mid file": len(FILE) // 2,
+    "just before the end": len(FILE) - 12,
+}
+REQUESTS = {
+    "multipart": (http_post_head("/files", "b", len(BODY)), BODY),
+    "put": (upload_head("put", len(FILE), name="f.bin"), FILE),
+}
+CUTS = [("multipart", where) for where in OFFSETS] + [("put", where) for where in RAW_OFFSETS]
 
 
-@pytest.mark.parametrize("where", list(OFFSETS))
+@pytest.mark.parametrize(("via", "where"), CUTS)
 @pytest.mark.parametrize("how", ["close", "reset"])
-async def test_client_disconnect_leaves_nothing(service: Service, where: str, how: str) -> None:
+async def test_client_disconnect_leaves_nothing(
+    service: Service, via: str, where: str, how: str
+) -> None:
+    head, body = REQUESTS[via]
+    offset = (OFFSETS if via == "multipart" else RAW_OFFSETS)[where]
     _reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
-    writer.write(http_post_head("/files", "b", len(BODY)) + BODY[: OFFSETS[where]])
+    writer.write(head + body[:offset])
     await writer.drain()
     await eventually(lambda: service.in_flight() == 1)  # the server is on it
     if how == "reset":
@@ -58,18 +74,19 @@ async def test_client_disconnect_leaves_nothing(service: Service, where: str, ho
     await eventually(lambda: not service.temporaries())
     service.assert_nothing_stored()
     # ... and the server keeps serving.
-    body = await service.upload_json(b"after", filename="after.txt")
-    assert await service.fetch(body["name"]) == b"after"
+    after = await service.upload_json(b"after", filename="after.txt")
+    assert await service.fetch(after["name"]) == b"after"
 
 
 async def test_many_disconnects_then_normal_service(service: Service) -> None:
-    async def abandon(offset: int) -> None:
+    async def abandon(via: str, offset: int) -> None:
+        head, body = REQUESTS[via]
         _, writer = await asyncio.open_connection("127.0.0.1", service.port)
-        writer.write(http_post_head("/files", "b", len(BODY)) + BODY[:offset])
+        writer.write(head + body[:offset])
         await writer.drain()
         writer.close()
 
-    await asyncio.gather(*(abandon(1000 + i * 50_000) for i in range(40)))
+    await asyncio.gather(*(abandon(list(REQUESTS)[i % 2], 1000 + i * 50_000) for i in range(40)))
     await eventually(lambda: not service.temporaries())
     service.assert_nothing_stored()
     body = await service.upload_json(FILE, filename="ok.bin")
@@ -86,12 +103,14 @@ async def test_start_up_removes_leftover_temporaries(
     service.assert_nothing_stored()
 
 
-async def test_shutdown_mid_upload_leaves_nothing(spawn: Spawn, tmp_path: Path) -> None:
+@pytest.mark.parametrize("via", list(REQUESTS))
+async def test_shutdown_mid_upload_leaves_nothing(spawn: Spawn, tmp_path: Path, via: str) -> None:
     storage = tmp_path / "store"
     server = await spawn("--storage", str(storage), "--shutdown-timeout", "0.5")
     port = int(server.url.rsplit(":", 1)[1])
+    head, body = REQUESTS[via]
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(http_post_head("/files", "b", len(BODY)) + BODY[: len(BODY) // 2])
+    writer.write(head + body[: len(body) // 2])
     await writer.drain()
     await eventually(lambda: staged_files(server.pid, storage) == 1)  # the upload is under way
     assert await stop_server(server) == 0
@@ -101,12 +120,13 @@ async def test_shutdown_mid_upload_leaves_nothing(spawn: Spawn, tmp_path: Path) 
     assert any("shutting down" in line for line in server.log)
 
 
-async def test_shutdown_lets_a_quick_upload_finish(spawn: Spawn, tmp_path: Path) -> None:
+@pytest.mark.parametrize("via", list(REQUESTS))
+async def test_shutdown_lets_a_quick_upload_finish(spawn: Spawn, tmp_path: Path, via: str) -> None:
     storage = tmp_path / "store"
     server = await spawn("--storage", str(storage), "--shutdown-timeout", "10")
-    head = http_post_head("/files", "b", len(BODY))
+    head, body = REQUESTS[via]
     # Several chunks in: the temporary file exists by then.
-    answer = await upload_across_sigterm(server, storage, head + BODY, len(head) + 1_500_000)
+    answer = await upload_across_sigterm(server, storage, head + body, len(head) + 1_500_000)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert await asyncio.wait_for(server.process.wait(), 20) == 0
     assert (storage / "1_f.bin").read_bytes() == FILE
@@ -127,7 +147,10 @@ def _mount_namespace_wrapper() -> list[str]:
     return [unshare, "-Urm"]
 
 
-async def test_disk_full_gives_507_and_leaves_nothing(spawn: Spawn, tmp_path: Path) -> None:
+@pytest.mark.parametrize("via", list(REQUESTS))
+async def test_disk_full_gives_507_and_leaves_nothing(
+    spawn: Spawn, tmp_path: Path, via: str
+) -> None:
     unshare = await asyncio.to_thread(_mount_namespace_wrapper)
     storage = tmp_path / "small"
     storage.mkdir()
@@ -148,7 +171,12 @@ async def test_disk_full_gives_507_and_leaves_nothing(spawn: Spawn, tmp_path: Pa
             form = aiohttp.FormData()
             form.add_field("conversationId", "1")
             form.add_field("file", data, filename="big.bin")
-            async with session.post(server.url + "/files", data=form) as response:
+            upload = (
+                session.post(server.url + "/files", data=form)
+                if via == "multipart"
+                else session.put(server.url + "/files?conversationId=1&fileName=big.bin", data=data)
+            )
+            async with upload as response:
                 results.append((response.status, await response.json()))
         assert results[0][0] == 200
         assert results[1][0] == 507

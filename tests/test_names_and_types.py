@@ -6,9 +6,14 @@ import re
 
 import pytest
 
-from streamproxy import naming
-from streamproxy.mediatypes import TypePolicy, is_active, normalize_media_type, parse_type_rule
-from streamproxy.sniff import choose_type, sniff_bytes
+from streamproxy.intake import naming
+from streamproxy.intake.mediatypes import (
+    TypePolicy,
+    is_active,
+    normalize_media_type,
+    parse_type_rule,
+)
+from streamproxy.intake.sniff import choose_type, sniff_bytes
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,8 @@ async def test_the_document_follows_keys_links_compat_status_and_public_url(
     assert document["servers"] == [{"url": "https://media.example.com"}]
     assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     paths = document["paths"]
-    keyed = [paths[path]["post"] for path in UPLOADS]
+    keyed = [paths[path]["post"] for path in (*UPLOADS, "/files/upload-links")]
+    keyed.append(paths["/files"]["put"])
     keyed += [paths[path]["get"] for path in ("/files/stat", "/api/getFileStat")]
     for operation in keyed:
         assert operation["security"] == [{"apiKey": []}]
@@ -97,8 +98,8 @@ async def test_the_document_follows_keys_links_compat_status_and_public_url(
             assert "403" in operation["responses"]  # ... but need a signed link
             required = {p["name"] for p in operation["parameters"] if p.get("required")}
             assert required == {"filename", "expires", "signature"}
-    for path in UPLOADS:
-        operation = paths[path]["post"]
+    for path, method in [*((path, "post") for path in UPLOADS), ("/files", "put")]:
+        operation = paths[path][method]
         fours = [status for status in operation["responses"] if status.startswith("4")]
         assert fours == ["404"], path  # every 4xx of an upload route is a 404
         assert {"unauthorized", "forbidden", "too_large", "bad_request"} <= error_codes(
@@ -197,6 +198,8 @@ async def test_schemathesis_finds_no_server_error_and_no_mismatch(
     har = await run_schemathesis(service.url, tmp_path, 25)
     seen = check_traffic(har, await get_document(service))
     assert seen[("get", "/files/download", 200)] and seen[("post", "/files", 200)]
+    assert seen[("put", "/files", 200)]
+    assert seen[("post", "/files/upload-links", 403)]  # no --signing-key here
 
 
 @pytest.mark.local_only  # what changes is the settings' answers, not the storage's
@@ -219,7 +222,9 @@ async def test_schemathesis_under_each_setting_that_changes_the_answers(
     elif run == "signing-key":
         assert 403 in statuses[("get", "/files/download")]
         assert 200 in statuses[("post", "/files")]
+        assert 200 in statuses[("put", "/files")]
+        assert 200 in statuses[("post", "/files/upload-links")]
     else:
-        for path in UPLOADS:
-            fours = {status for status in statuses[("post", path)] if 400 <= status < 500}
-            assert fours == {404}, (path, statuses[("post", path)])
+        for operation in [*(("post", path) for path in UPLOADS), ("put", "/files")]:
+            fours = {status for status in statuses[operation] if 400 <= status < 500}
+            assert fours == {404}, (operation, statuses[operation])

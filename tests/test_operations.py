@@ -249,7 +249,7 @@ async def test_signed_links(start_service: ServiceFactory) -> None:
 
 
 async def test_expired_link_and_key_rotation(start_service: ServiceFactory) -> None:
-    from streamproxy import signing
+    from streamproxy.http import signing
 
     service = await start_service(signing_key=("new-key-0123456789", KEY))
     body = await service.upload_json(b"x", filename="r.txt")
@@ -268,7 +268,7 @@ async def test_expired_link_and_key_rotation(start_service: ServiceFactory) -> N
 
 
 async def test_limits(start_service: ServiceFactory) -> None:
-    from streamproxy.mediatypes import parse_type_rule
+    from streamproxy.intake.mediatypes import parse_type_rule
 
     service = await start_service(
         max_size=1234,

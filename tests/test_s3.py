@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from streamproxy.settings import Settings
+from streamproxy.runtime.settings import Settings
 from streamproxy.storage import open_storage
 from streamproxy.storage import s3 as s3_module
 from streamproxy.storage.base import StorageError

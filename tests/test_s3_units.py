@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from streamproxy.errors import _to_api_error
-from streamproxy.settings import Settings, SettingsError, load_settings
+from streamproxy.errors import as_api_error
+from streamproxy.runtime.settings import Settings, SettingsError, load_settings
 from streamproxy.storage import open_storage
 from streamproxy.storage.base import FileInfo, StorageError, StorageFull, StorageUnavailable
 from streamproxy.storage.s3 import S3Location, S3Storage, effective_part_size
@@ -83,7 +83,7 @@ def test_foreign_object_uses_s3_system_metadata() -> None:
 def test_s3_errors_become_507_or_503(error: Exception, kind: type) -> None:
     mapped = storage_error(error, "saving the file")
     assert type(mapped) is kind
-    api = _to_api_error(make_mocked_request("POST", "/files"), mapped)
+    api = as_api_error(make_mocked_request("POST", "/files"), mapped)
     assert api.status == (507 if kind is StorageFull else 503)
     assert "s3.internal" not in api.detail  # the endpoint stays in the log
 

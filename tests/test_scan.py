@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from streamproxy.scan import ClamdAddress
+from streamproxy.intake.scan import ClamdAddress
 
 from .conftest import Service, ServiceFactory, eventually, random_bytes, require_program
 from .fetch.conftest import ALLOW_SOURCES, import_error, import_ok

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproxy.settings import OPTIONS
+from streamproxy.runtime.settings import OPTIONS
 
 from .conftest import ServerProcess, stop_server
 

@@ -13,7 +13,7 @@ import pytest
 
 from streamproxy.cli import build_parser
 from streamproxy.client.commands import KEY_ENV, SERVER_ENV
-from streamproxy.settings import (
+from streamproxy.runtime.settings import (
     OPTIONS,
     Settings,
     SettingsError,

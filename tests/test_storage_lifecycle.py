@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streamproxy.settings import Settings
+from streamproxy.runtime.settings import Settings
 from streamproxy.storage import open_storage
 from streamproxy.storage.local import LocalStorage
 from streamproxy.storage.localwrite import HELD_BACK

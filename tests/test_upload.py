@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from streamproxy.error_table import ApiError
-from streamproxy.mediatypes import TypePolicy
-from streamproxy.multipart_parser import (
+from streamproxy.intake.mediatypes import TypePolicy
+from streamproxy.intake.multipart_parser import (
     FormEnd,
     FormLimits,
     FormParser,
@@ -22,10 +22,11 @@ from streamproxy.multipart_parser import (
     PartEnd,
     PartStart,
 )
-from streamproxy.pump import Progress, Pump, Stage
+from streamproxy.intake.pump import Progress, Pump, Stage
 from streamproxy.storage.local import LocalStorage
 
 from .conftest import (
+    VIAS,
     Service,
     ServiceFactory,
     field_part,
@@ -37,14 +38,17 @@ from .conftest import (
     raw_request,
     require_program,
     run_program,
+    upload_body,
+    upload_head,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n" + random_bytes(3000, seed=1)
 
 
-async def test_contract_fields_and_etag_header(service: Service) -> None:
+@pytest.mark.parametrize("via", [*VIAS, "post"])
+async def test_contract_fields_and_etag_header(service: Service, via: str) -> None:
     data = random_bytes(48213)
-    response = await service.upload(data, filename="photo.png", content_type="image/png")
+    response = await service.upload(data, filename="photo.png", content_type="image/png", via=via)
     assert response.status == 200
     body = await response.json()
     assert set(body) == {"message", "name", "type", "size", "etag", "url"}
@@ -98,22 +102,29 @@ async def test_form_field_wins_over_query(service: Service) -> None:
         assert (await response.json())["name"] == "form_n.txt"
 
 
-async def test_type_is_sniffed_when_declared_generic_or_missing(service: Service) -> None:
-    body = await service.upload_json(PNG, filename="pic", content_type="application/octet-stream")
+@pytest.mark.parametrize("via", VIAS)
+async def test_type_is_sniffed_when_declared_generic_or_missing(service: Service, via: str) -> None:
+    body = await service.upload_json(
+        PNG, filename="pic", content_type="application/octet-stream", via=via
+    )
     assert body["type"] == "image/png"
-    body = await service.upload_json(b"%PDF-1.7\n...", filename="doc.pdf", content_type=None)
+    body = await service.upload_json(b"%PDF-1.7\n...", filename="doc.pdf", via=via)
     assert body["type"] == "application/pdf"
-    body = await service.upload_json(b"a,b\n1,2\n", filename="t.csv", content_type=None)
+    body = await service.upload_json(b"a,b\n1,2\n", filename="t.csv", via=via)
     assert body["type"] == "text/csv"
 
 
-async def test_declared_type_is_kept(service: Service) -> None:
-    body = await service.upload_json(b"plain words", filename="x.dat", content_type="audio/ogg")
+@pytest.mark.parametrize("via", VIAS)
+async def test_declared_type_is_kept(service: Service, via: str) -> None:
+    body = await service.upload_json(
+        b"plain words", filename="x.dat", content_type="audio/ogg", via=via
+    )
     assert body["type"] == "audio/ogg"
 
 
-async def test_garbage_declared_type_is_replaced_by_sniffing(service: Service) -> None:
-    body = await service.upload_json(PNG, filename="p.png", content_type="not a type")
+@pytest.mark.parametrize("via", VIAS)
+async def test_garbage_declared_type_is_replaced_by_sniffing(service: Service, via: str) -> None:
+    body = await service.upload_json(PNG, filename="p.png", content_type="not a type", via=via)
     assert body["type"] == "image/png"
 
 
@@ -153,8 +164,9 @@ async def test_missing_file_name_gets_one_from_the_type(service: Service) -> Non
         assert (await response.json())["name"] == "3_file.png"
 
 
-async def test_empty_file_is_stored(service: Service) -> None:
-    body = await service.upload_json(b"", filename="empty.txt", content_type="text/plain")
+@pytest.mark.parametrize("via", VIAS)
+async def test_empty_file_is_stored(service: Service, via: str) -> None:
+    body = await service.upload_json(b"", filename="empty.txt", content_type="text/plain", via=via)
     assert body["size"] == 0
     assert body["etag"] == md5(b"")
     assert await service.fetch(body["name"]) == b""
@@ -200,7 +212,10 @@ async def test_stat_document(service: Service) -> None:
 async def test_fifty_concurrent_uploads_of_one_name(service: Service) -> None:
     payloads = [random_bytes(20_000 + i, seed=i) for i in range(50)]
     results = await asyncio.gather(
-        *(service.upload_json(data, filename="race.bin") for data in payloads)
+        *(
+            service.upload_json(data, filename="race.bin", via=VIAS[i % 2])
+            for i, data in enumerate(payloads)
+        )
     )
     names = [result["name"] for result in results]
     assert len(set(names)) == 50
@@ -222,17 +237,17 @@ async def test_hand_made_request_with_preamble_and_padding(service: Service) -> 
     assert await service.fetch("42_p.txt") == b"payload"
 
 
-async def test_chunked_request_body(service: Service) -> None:
-    boundary = "chunky"
-    body = multipart_body(boundary, [field_part("conversationId", "9"), file_part(b"z" * 5000)])
+@pytest.mark.parametrize("via", VIAS)
+async def test_chunked_request_body(service: Service, via: str) -> None:
+    body = upload_body(via, b"z" * 5000)
     chunked = b"".join(
         f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
         for piece in (body[i : i + 777] for i in range(0, len(body), 777))
     )
-    head = http_post_head("/files", boundary, None, "Transfer-Encoding: chunked\r\n")
+    head = upload_head(via, None, "Transfer-Encoding: chunked\r\n")
     answer = await raw_request(service.port, head, [chunked, b"0\r\n\r\n"])
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
-    assert await service.fetch("9_a.bin") == b"z" * 5000
+    assert await service.fetch("1_a.bin") == b"z" * 5000
 
 
 def _http_chunks(data: bytes, size: int) -> list[bytes]:
@@ -393,3 +408,18 @@ async def test_pump_goes_on_from_saved_progress(tmp_path: Path) -> None:
         assert (meta.info.size, meta.info.etag) == (len(PNG), md5(PNG))
     finally:
         await storage.close()
+
+
+async def test_gzip_raw_body_is_decoded(service: Service) -> None:
+    import gzip
+
+    data = random_bytes(100_000)
+    async with service.session.put(
+        service.url + "/files?conversationId=5&fileName=g.bin",
+        data=gzip.compress(data),
+        headers={"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
+    ) as response:
+        assert response.status == 200, await response.text()
+        body = await response.json()
+    assert (body["etag"], body["size"]) == (md5(data), len(data))
+    assert await service.fetch("5_g.bin") == data

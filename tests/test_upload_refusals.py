@@ -9,21 +9,23 @@ import zlib
 import aiohttp
 import pytest
 
-from streamproxy.mediatypes import parse_type_rule
+from streamproxy.intake.mediatypes import parse_type_rule
 
 from .conftest import (
+    VIAS,
     Service,
     ServiceFactory,
     eventually,
     field_part,
     file_part,
-    http_post_head,
     md5,
     multipart_body,
     random_bytes,
     raw_request,
     require_program,
     run_program,
+    upload_body,
+    upload_head,
 )
 
 UPLOAD_MESSAGE = "An error occurred while uploading file."
@@ -60,23 +62,25 @@ async def post_raw(service: Service, body: bytes, boundary: str = "bnd") -> aioh
 # --- the size cap ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("via", [*VIAS, "post"])
 async def test_exactly_the_cap_is_accepted_and_one_more_byte_refused(
-    start_service: ServiceFactory,
+    start_service: ServiceFactory, via: str
 ) -> None:
     service = await start_service(max_size=100_000)
-    body = await service.upload_json(random_bytes(100_000), filename="exact.bin")
+    body = await service.upload_json(random_bytes(100_000), filename="exact.bin", via=via)
     assert body["size"] == 100_000
-    response = await service.upload(random_bytes(100_001), filename="over.bin")
+    response = await service.upload(random_bytes(100_001), filename="over.bin", via=via)
     detail = await expect_error(response, 413, "too_large")
     assert "100000" in detail
     service.assert_clean({"11111_exact.bin"})
 
 
+@pytest.mark.parametrize("via", VIAS)
 async def test_declared_length_over_the_cap_is_refused_before_the_body(
-    start_service: ServiceFactory,
+    start_service: ServiceFactory, via: str
 ) -> None:
     service = await start_service(max_size=1000)
-    head = http_post_head("/files", "b", 50_000_000)
+    head = upload_head(via, 50_000_000)
     # No body is sent at all: the answer must come from the headers alone.
     answer = await raw_request(service.port, head, [])
     status, _, body = parse_answer(answer)
@@ -85,11 +89,12 @@ async def test_declared_length_over_the_cap_is_refused_before_the_body(
     service.assert_nothing_stored()
 
 
+@pytest.mark.parametrize("via", VIAS)
 async def test_expect_100_continue_gets_413_instead_of_continue(
-    start_service: ServiceFactory,
+    start_service: ServiceFactory, via: str
 ) -> None:
     service = await start_service(max_size=1000)
-    head = http_post_head("/files", "b", 50_000_000, "Expect: 100-continue\r\n")
+    head = upload_head(via, 50_000_000, "Expect: 100-continue\r\n")
     answer = await raw_request(service.port, head, [])
     assert not answer.startswith(b"HTTP/1.1 100"), answer[:200]
     status, headers, body = parse_answer(answer)
@@ -98,9 +103,10 @@ async def test_expect_100_continue_gets_413_instead_of_continue(
     assert json.loads(body)["requestId"] == headers["x-request-id"]
 
 
-async def test_expect_100_continue_goes_ahead_when_acceptable(service: Service) -> None:
-    body = multipart_body("b", [field_part("conversationId", "1"), file_part(b"ok")])
-    head = http_post_head("/files", "b", len(body), "Expect: 100-continue\r\n")
+@pytest.mark.parametrize("via", VIAS)
+async def test_expect_100_continue_goes_ahead_when_acceptable(service: Service, via: str) -> None:
+    body = upload_body(via, b"ok")
+    head = upload_head(via, len(body), "Expect: 100-continue\r\n")
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(head)
     interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -112,7 +118,15 @@ async def test_expect_100_continue_goes_ahead_when_acceptable(service: Service) 
     service.assert_clean({"1_a.bin"})
 
 
-async def test_curl_with_expect_gets_413(start_service: ServiceFactory, tmp_path) -> None:
+CURL_UPLOADS = {
+    "multipart": lambda path, url: ["-F", f"file=@{path}", "-F", "conversationId=1", url],
+    "put": lambda path, url: ["-T", str(path), url + "?conversationId=1&fileName=big.bin"],
+    "post": lambda path, url: ["--data-binary", f"@{path}", url + "?conversationId=1"],
+}
+
+
+@pytest.mark.parametrize("via", list(CURL_UPLOADS))
+async def test_curl_with_expect_gets_413(start_service: ServiceFactory, tmp_path, via: str) -> None:
     curl = require_program("curl", "curl")
     service = await start_service(max_size=10_000)
     big = tmp_path / "big.bin"
@@ -124,11 +138,7 @@ async def test_curl_with_expect_gets_413(start_service: ServiceFactory, tmp_path
         "Expect: 100-continue",
         "-w",
         "\\n%{http_code}",
-        "-F",
-        f"file=@{big}",
-        "-F",
-        "conversationId=1",
-        service.url + "/files",
+        *CURL_UPLOADS[via](big, service.url + "/files"),
     )
     assert code == 0
     body, _, status = stdout.rpartition(b"\n")
@@ -137,45 +147,64 @@ async def test_curl_with_expect_gets_413(start_service: ServiceFactory, tmp_path
     service.assert_nothing_stored()
 
 
-async def test_chunked_body_over_the_cap(start_service: ServiceFactory) -> None:
+@pytest.mark.parametrize("via", VIAS)
+async def test_chunked_body_over_the_cap(start_service: ServiceFactory, via: str) -> None:
     service = await start_service(max_size=50_000)
-    body = multipart_body("b", [field_part("conversationId", "1"), file_part(b"x" * 80_000)])
+    body = upload_body(via, b"x" * 80_000)
     chunks = [f"{len(body):x}\r\n".encode() + body + b"\r\n", b"0\r\n\r\n"]
-    head = http_post_head("/files", "b", None, "Transfer-Encoding: chunked\r\n")
+    head = upload_head(via, None, "Transfer-Encoding: chunked\r\n")
     status, _, payload = parse_answer(await raw_request(service.port, head, chunks))
     assert status == 413
     assert json.loads(payload)["error"] == "too_large"
     service.assert_nothing_stored()
 
 
-async def test_compressed_body_cannot_get_past_the_cap(start_service: ServiceFactory) -> None:
+RAW_QUERY = "?conversationId=1&fileName=z.bin"
+
+
+@pytest.mark.parametrize("via", VIAS)
+async def test_compressed_body_cannot_get_past_the_cap(
+    start_service: ServiceFactory, via: str
+) -> None:
     """A gzip bomb: 64 KiB on the wire, 256 MiB decoded; the cap counts decoded bytes."""
     service = await start_service(max_size=1_000_000)
     prefix = multipart_body("b", [field_part("conversationId", "1")])[: -len(b"--b--\r\n")]
     prefix += b'--b\r\nContent-Disposition: form-data; name="file"; filename="z.bin"\r\n\r\n'
+    suffix = b"\r\n--b--\r\n"
+    content_type = "multipart/form-data; boundary=b"
+    method, url = "POST", service.url + "/files"
+    if via == "put":
+        prefix, suffix, content_type = b"", b"", "application/octet-stream"
+        method, url = "PUT", url + RAW_QUERY
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
     wire = compressor.compress(prefix)
     zeros = bytes(1 << 20)
     for _ in range(256):
         wire += compressor.compress(zeros)
-    wire += compressor.compress(b"\r\n--b--\r\n") + compressor.flush()
+    wire += compressor.compress(suffix) + compressor.flush()
     assert len(wire) < 1_000_000
-    async with service.session.post(
-        service.url + "/files",
+    async with service.session.request(
+        method,
+        url,
         data=wire,
-        headers={"Content-Type": "multipart/form-data; boundary=b", "Content-Encoding": "gzip"},
+        headers={"Content-Type": content_type, "Content-Encoding": "gzip"},
     ) as response:
         await expect_error(response, 413, "too_large")
     service.assert_nothing_stored()
 
 
-async def test_corrupt_gzip_body(service: Service) -> None:
-    async with service.session.post(
-        service.url + "/files",
+@pytest.mark.parametrize("via", VIAS)
+async def test_corrupt_gzip_body(service: Service, via: str) -> None:
+    content_type, method, url = "multipart/form-data; boundary=b", "POST", service.url + "/files"
+    if via == "put":
+        content_type, method, url = "application/octet-stream", "PUT", url + RAW_QUERY
+    async with service.session.request(
+        method,
+        url,
         data=b"\x1f\x8b\x08\x00garbage-not-deflate" * 10,
-        headers={"Content-Type": "multipart/form-data; boundary=b", "Content-Encoding": "gzip"},
+        headers={"Content-Type": content_type, "Content-Encoding": "gzip"},
     ) as response:
-        assert response.status == 400
+        await expect_error(response, 400, "bad_request")
     service.assert_nothing_stored()
 
 
@@ -233,8 +262,11 @@ async def test_missing_file_part(service: Service) -> None:
     assert "file" in await expect_error(response, 400, "bad_request")
 
 
-async def test_missing_conversation_id_discards_the_streamed_file(service: Service) -> None:
-    response = await service.upload(random_bytes(300_000), conversation_id=None)
+@pytest.mark.parametrize("via", [*VIAS, "post"])
+async def test_missing_conversation_id_discards_the_streamed_file(
+    service: Service, via: str
+) -> None:
+    response = await service.upload(random_bytes(300_000), conversation_id=None, via=via)
     assert "conversationId" in await expect_error(response, 400, "bad_request")
     service.assert_nothing_stored()
 
@@ -300,9 +332,10 @@ async def test_curl_empty_file_with_a_name_is_stored(service: Service, tmp_path)
     service.assert_clean({"1_empty.txt"})
 
 
+@pytest.mark.parametrize("via", VIAS)
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", "x" * 129, ".hidden", "a b", "ü"])
-async def test_bad_conversation_id(service: Service, bad: str) -> None:
-    response = await service.upload(b"data", conversation_id=bad)
+async def test_bad_conversation_id(service: Service, bad: str, via: str) -> None:
+    response = await service.upload(b"data", conversation_id=bad, via=via)
     await expect_error(response, 400, "bad_request")
     service.assert_nothing_stored()
 
@@ -339,26 +372,30 @@ PDF = b"%PDF-1.7\n" + random_bytes(1000)
 EXE = b"MZ\x90\x00" + random_bytes(1000)
 
 
-async def test_allow_list(start_service: ServiceFactory) -> None:
+@pytest.mark.parametrize("via", VIAS)
+async def test_allow_list(start_service: ServiceFactory, via: str) -> None:
     service = await start_service(allow_type=(parse_type_rule("image/*"), parse_type_rule(".pdf")))
-    await service.upload_json(b"\x89PNG\r\n\x1a\n" + bytes(100), filename="a.png")
-    await service.upload_json(PDF, filename="b.pdf")
-    response = await service.upload(b"hello", filename="c.txt", content_type="text/plain")
+    await service.upload_json(b"\x89PNG\r\n\x1a\n" + bytes(100), filename="a.png", via=via)
+    await service.upload_json(PDF, filename="b.pdf", via=via)
+    response = await service.upload(b"hello", filename="c.txt", content_type="text/plain", via=via)
     detail = await expect_error(response, 415, "type_not_allowed")
     assert "text/plain" in detail and "image/*" in detail
     service.assert_clean({"11111_a.png", "11111_b.pdf"})
 
 
-async def test_deny_list_checks_the_bytes_too(start_service: ServiceFactory) -> None:
+@pytest.mark.parametrize("via", VIAS)
+async def test_deny_list_checks_the_bytes_too(start_service: ServiceFactory, via: str) -> None:
     service = await start_service(
         deny_type=(
             parse_type_rule("application/vnd.microsoft.portable-executable"),
             parse_type_rule(".svg"),
         )
     )
-    response = await service.upload(EXE, filename="cat.png", content_type="image/png")
+    response = await service.upload(EXE, filename="cat.png", content_type="image/png", via=via)
     await expect_error(response, 415, "type_not_allowed")
-    response = await service.upload(b"<svg/>", filename="x.svg", content_type="image/svg+xml")
+    response = await service.upload(
+        b"<svg/>", filename="x.svg", content_type="image/svg+xml", via=via
+    )
     await expect_error(response, 415, "type_not_allowed")
     service.assert_nothing_stored()
 
@@ -366,14 +403,15 @@ async def test_deny_list_checks_the_bytes_too(start_service: ServiceFactory) -> 
 # --- keys, compat status, busy -------------------------------------------------------
 
 
-async def test_api_keys(start_service: ServiceFactory) -> None:
+@pytest.mark.parametrize("via", VIAS)
+async def test_api_keys(start_service: ServiceFactory, via: str) -> None:
     service = await start_service(api_key=("k1", "k2"))
-    response = await service.upload(b"x")
+    response = await service.upload(b"x", via=via)
     await expect_error(response, 401, "unauthorized")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    response = await service.upload(b"x", headers={"Authorization": "Bearer nope"})
+    response = await service.upload(b"x", headers={"Authorization": "Bearer nope"}, via=via)
     await expect_error(response, 403, "forbidden")
-    body = await service.upload_json(b"x", headers={"Authorization": "Bearer k2"})
+    body = await service.upload_json(b"x", headers={"Authorization": "Bearer k2"}, via=via)
     async with service.session.get(
         service.url + "/files/stat", params={"filename": body["name"]}
     ) as response:
@@ -387,32 +425,37 @@ async def test_api_keys(start_service: ServiceFactory) -> None:
     assert await service.fetch(body["name"]) == b"x"  # downloads stay open
 
 
-async def test_api_key_checked_before_the_body(start_service: ServiceFactory) -> None:
+@pytest.mark.parametrize("via", VIAS)
+async def test_api_key_checked_before_the_body(start_service: ServiceFactory, via: str) -> None:
     service = await start_service(api_key=("k1",))
-    head = http_post_head("/files", "b", 1000, "Expect: 100-continue\r\n")
+    head = upload_head(via, 1000, "Expect: 100-continue\r\n")
     status, _, _ = parse_answer(await raw_request(service.port, head, []))
     assert status == 401
 
 
-async def test_compat_status_turns_upload_4xx_into_404(start_service: ServiceFactory) -> None:
+@pytest.mark.parametrize("via", VIAS)
+async def test_compat_status_turns_upload_4xx_into_404(
+    start_service: ServiceFactory, via: str
+) -> None:
     service = await start_service(compat_status=True, max_size=10)
-    response = await service.upload(b"x" * 11)
+    response = await service.upload(b"x" * 11, via=via)
     await expect_error(response, 404, "too_large")
-    response = await service.upload(b"x", conversation_id=None)
+    response = await service.upload(b"x", conversation_id=None, via=via)
     await expect_error(response, 404, "bad_request")
     async with service.session.get(service.url + "/files/download") as response:
         assert response.status == 400  # only the upload routes are affected
 
 
-async def test_busy_when_transfers_are_in_flight(start_service: ServiceFactory) -> None:
+@pytest.mark.parametrize("via", VIAS)
+async def test_busy_when_transfers_are_in_flight(start_service: ServiceFactory, via: str) -> None:
     service = await start_service(max_transfers=1)
-    body = multipart_body("b", [field_part("conversationId", "1"), file_part(b"s" * 4000)])
-    head = http_post_head("/files", "b", len(body))
+    body = upload_body(via, b"s" * 4000)
+    head = upload_head(via, len(body))
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(head + body[:100])  # holds the only slot
     await writer.drain()
     await eventually(lambda: service.in_flight() == 1)
-    response = await service.upload(b"second")
+    response = await service.upload(b"second", via=via)
     await expect_error(response, 503, "busy")
     assert int(response.headers["Retry-After"]) >= 1
     writer.write(body[100:])
@@ -422,10 +465,11 @@ async def test_busy_when_transfers_are_in_flight(start_service: ServiceFactory) 
     service.assert_clean({"1_a.bin"})
 
 
-async def test_stalled_client_is_dropped(start_service: ServiceFactory) -> None:
+@pytest.mark.parametrize("via", VIAS)
+async def test_stalled_client_is_dropped(start_service: ServiceFactory, via: str) -> None:
     service = await start_service(client_timeout=0.5)
-    body = multipart_body("b", [field_part("conversationId", "1"), file_part(b"s" * 40_000)])
-    head = http_post_head("/files", "b", len(body))
+    body = upload_body(via, b"s" * 40_000)
+    head = upload_head(via, len(body))
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(head + body[:20_000])
     answer = await asyncio.wait_for(reader.read(), 10)

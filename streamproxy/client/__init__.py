@@ -10,7 +10,7 @@ from __future__ import annotations
 from .errors import MediaError
 from .media_client import MediaClient
 from .message import build_media_message, message_type
-from .results import DownloadResult, FileStat, ListedFile, UploadResult
+from .results import DownloadResult, FileStat, ListedFile, UploadLink, UploadResult
 from .sources import Progress
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "MediaClient",
     "MediaError",
     "Progress",
+    "UploadLink",
     "UploadResult",
     "build_media_message",
     "message_type",

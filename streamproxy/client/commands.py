@@ -1,4 +1,5 @@
-"""The client commands: `streamproxy upload | fetch | download | stat | message | list | delete`.
+"""The client commands: `streamproxy upload | fetch | download | stat | message | list |
+delete | upload-link`.
 
 Each talks to a running service (`--server`, or STREAMPROXY_SERVER) through
 `MediaClient`. Results go to stdout, as text or, with `--json`, one JSON object
@@ -21,6 +22,7 @@ from typing import Any
 from .downloads import range_header, safe_local_name
 from .errors import MediaError
 from .filecommands import Delete, List, add_file_commands
+from .linkcommands import IssueUploadLink, add_link_command
 from .media_client import MediaClient, parse_server
 from .output import FAILED, INTERRUPTED, OK, USAGE, Command, Output, UsageError, human_size
 from .progress import TransferBar, wanted
@@ -31,7 +33,7 @@ SERVER_ENV = "STREAMPROXY_SERVER"
 KEY_ENV = "STREAMPROXY_CLIENT_API_KEY"
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
-COMMANDS = ("upload", "fetch", "download", "stat", "message", "list", "delete")
+COMMANDS = ("upload", "fetch", "download", "stat", "message", "list", "delete", "upload-link")
 
 
 def add_client_commands(commands: Any) -> None:
@@ -122,6 +124,7 @@ def add_client_commands(commands: Any) -> None:
     message.add_argument("name", metavar="NAME")
     message.add_argument("--caption")
     add_file_commands(commands, common)
+    add_link_command(commands, common)
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -353,4 +356,5 @@ _HANDLERS: dict[str, Command] = {
     "message": Message(),
     "list": List(),
     "delete": Delete(),
+    "upload-link": IssueUploadLink(),
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +29,7 @@ from .errors import (
     MediaError,
 )
 from .message import build_media_message, label_for
-from .results import DownloadResult, FileStat, ListedFile, UploadResult
+from .results import DownloadResult, FileStat, ListedFile, UploadLink, UploadResult
 from .sources import DEFAULT_CHUNK, ChunkPayload, Counted, Progress, UploadSource, open_body
 
 # Connecting should be quick; a transfer may pause (a slow disk, a busy server) but not stall.
@@ -259,6 +259,24 @@ class MediaClient:
         if file_name is None:
             result = await self._with_recorded_name(result)
         return result
+
+    async def upload_link(
+        self,
+        *,
+        conversation_id: str | int,
+        file_name: str | None = None,
+        max_size: int | None = None,
+        allow_type: Sequence[str] = (),
+        expires_in: int | None = None,
+    ) -> UploadLink:
+        """A one-time link for someone without the API key to upload one file
+        (`POST /files/upload-links`; the service needs `--signing-key`)."""
+        given = {"fileName": file_name, "maxSize": max_size, "expiresIn": expires_in,
+                 "allowType": list(allow_type) or None}  # fmt: skip
+        terms: dict[str, Any] = {"conversationId": str(conversation_id)}
+        terms |= {key: value for key, value in given.items() if value is not None}
+        async with self._request("POST", self.endpoint("files/upload-links"), json=terms) as answer:
+            return UploadLink.from_json(await self._json(answer))
 
     async def _with_recorded_name(self, result: UploadResult) -> UploadResult:
         """The original name the service derived (Content-Disposition, URL path) and keeps.

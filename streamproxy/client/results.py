@@ -185,3 +185,21 @@ class DownloadResult:
             "verified": self.verified,
             "contentRange": self.content_range,
         }
+
+
+@dataclass(frozen=True)
+class UploadLink:
+    """A one-time upload link, as `POST /files/upload-links` answers: hand `url` to
+    whoever uploads (a form POST, a PUT of the file, or a resumable creation)."""
+
+    url: str
+    expires: datetime
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> UploadLink:
+        return cls(
+            url=_text(body, "url"), expires=datetime.fromtimestamp(_int(body, "expires"), UTC)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "expires": int(self.expires.timestamp())}

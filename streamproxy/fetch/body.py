@@ -20,8 +20,8 @@ from aiohttp import web
 from yarl import URL
 
 from ..error_table import BAD_REQUEST, client_stalled
-from ..mediatypes import normalize_media_type
-from ..naming import BadName, check_conversation_id, clean_client_name
+from ..intake.mediatypes import normalize_media_type
+from ..intake.naming import BadName, check_conversation_id, clean_client_name
 
 MAX_BODY: Final = 64 * 1024
 MAX_URL: Final = 8 * 1024

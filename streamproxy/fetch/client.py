@@ -20,7 +20,7 @@ from yarl import URL
 
 from .. import __version__
 from ..error_table import SOURCE_FAILED, SOURCE_NOT_ALLOWED, SOURCE_TIMEOUT, over_the_cap
-from ..settings import Settings
+from ..runtime.settings import Settings
 from .resolver import CheckingResolver
 from .safety import FetchPolicy, Refused
 

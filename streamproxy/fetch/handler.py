@@ -17,10 +17,10 @@ from aiohttp import ClientResponse, web
 from yarl import URL
 
 from ..error_table import SOURCE_FAILED, SOURCE_TIMEOUT
-from ..intake import open_pump, preflight, transfer, upload_response
-from ..mediatypes import normalize_media_type
-from ..naming import BadName, clean_client_name
-from ..settings import SETTINGS
+from ..intake.entry import open_pump, preflight, transfer, upload_response
+from ..intake.mediatypes import normalize_media_type
+from ..intake.naming import BadName, clean_client_name
+from ..runtime.settings import SETTINGS
 from .body import MAX_BODY, read_import_request
 from .client import FETCH_CLIENT, SourceBody, check_response
 

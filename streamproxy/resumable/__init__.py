@@ -1,6 +1,17 @@
 """Resumable uploads (issue 12): tus 1.0.0 and the IETF draft on one state machine.
 
-What is here (the foundation, no HTTP yet):
+Wired (local and S3 storage): `routes` (protocol detection, API key, refusals as JSON
+and problem documents, 501 on storage without an `UploadStore`), `tus` and `draft` (one
+thin translation per protocol), `flow` (create, append-then-complete, the final
+answer), `appending` (a request's body through the one pump, intake.open_pump, into the
+held upload), `complete` (the commit, as POST /files), `store` (the capability as an
+async protocol), `localupload` (it, over localstore), `s3adapter` (it, over s3store and
+s3append; imported only for S3 storage) and `concat` (tus concatenation of finished
+parts). Not done yet: concatenation-unfinished, checksum-trailer, the draft's "stop
+the older request" (on S3: `S3UploadStore.hold(take_over=True)` exists, no route asks
+for it). The notes below are the plan these follow (and what is left of it).
+
+The foundation:
 
 - `hashstate`: the whole file's MD5 saved after any byte (rehashes; figures inside).
 - `state`: the upload record and its transitions, sans-IO; the protocol decisions.
@@ -57,7 +68,9 @@ to create, `If-Match: <etag>` to update; a 412 is someone else's write: re-read,
 `until` = now + a TTL renewed while bytes flow) with `generation` as the fencing token:
 `check_holder` before every info write. The bytes are one multipart upload per upload
 (`record.backend`: upload id, part ETags); parts of at least 5 MiB, a shorter tail
-kept as its own object `<id>/tail` and prepended to the next part, as tusd's `.part`.
+kept as its own object `<id>/tail.<generation>.<offset>` and prepended to the next
+part, as tusd's `.part`. The routes build records from what they read; the S3 store's
+`save` keeps its own fields (`backend`, `generation`, the lease) as they stand.
 Completion completes the multipart upload into a staging key, then the normal commit.
 moto 5.2.5's server honours `If-Match` and `If-None-Match: *` on PutObject, but checks
 and then writes without a lock: racing writers can both win, rarely (s3store.py has the

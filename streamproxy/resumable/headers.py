@@ -234,7 +234,9 @@ def format_expires(when: float) -> str:
     return email.utils.formatdate(when, usegmt=True)
 
 
-def format_extensions(*, checksum_trailer: bool) -> str:
+def format_extensions(
+    *, checksum_trailer: bool, concatenation: bool = True, unfinished: bool = True
+) -> str:
     """`Tus-Extension`: exactly what the routes implement."""
     extensions = [
         "creation",
@@ -244,8 +246,8 @@ def format_extensions(*, checksum_trailer: bool) -> str:
         "checksum",
         *(["checksum-trailer"] if checksum_trailer else []),
         "termination",
-        "concatenation",
-        "concatenation-unfinished",
+        *(["concatenation"] if concatenation else []),
+        *(["concatenation-unfinished"] if concatenation and unfinished else []),
     ]
     return ",".join(extensions)
 

@@ -139,7 +139,7 @@ class UploadArea:
         """A new upload, whole or not at all: staged, then renamed into place."""
         target = self.path(record.id)
         staging = self.dir / f"{_STAGING}{record.id}"
-        staging.mkdir()
+        staging.mkdir(parents=True)  # the area too, if start-up could not make it
         try:
             (staging / "data").touch()
             (staging / "lock").touch()

@@ -5,12 +5,25 @@ objects: they raise these, and the routes translate each into the JSON error of 
 upload routes (`status`, `code` from API.md's table, `detail`), adding for the draft the
 RFC 9457 problem `type` and members and the `Upload-Offset` the protocols ask for.
 
-The integrator maps `code` onto errors.py's table; every code here is one of API.md's.
+Each refusal names its row of the one error table (error_table.py): status and code
+come from there, never spelled here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, ClassVar, Final
+
+from ..error_table import (
+    BAD_REQUEST,
+    CHECKSUM_MISMATCH,
+    EXPIRED,
+    FORBIDDEN,
+    NOT_FOUND,
+    OFFSET_MISMATCH,
+    TOO_LARGE,
+    UNSUPPORTED_VERSION,
+    ErrorKind,
+)
 
 MISMATCHING_OFFSET: Final = (
     "https://iana.org/assignments/http-problem-types#mismatching-upload-offset"
@@ -29,8 +42,7 @@ COMPLETED_UPLOAD: Final = "https://iana.org/assignments/http-problem-types#compl
 class ResumableError(Exception):
     """A refusal: `status` and `code` as API.md's error table, `detail` for people."""
 
-    status: int = 400
-    code: str = "bad_request"
+    kind: ClassVar[ErrorKind] = BAD_REQUEST
     problem: str | None = None
 
     def __init__(self, detail: str, **members: Any) -> None:
@@ -38,6 +50,8 @@ class ResumableError(Exception):
         self.detail = detail
         self.members: dict[str, Any] = members
         """Problem extension members (RFC 9457), e.g. expected-offset."""
+        self.status = self.kind.status
+        self.code = self.kind.code
 
 
 class BadHeader(ResumableError):
@@ -47,29 +61,25 @@ class BadHeader(ResumableError):
 class UnsupportedVersion(ResumableError):
     """No `Tus-Resumable` 1.0.0 and no draft interop version we speak (tus: 412)."""
 
-    status = 412
-    code = "unsupported_version"
+    kind = UNSUPPORTED_VERSION
 
 
 class NotFound(ResumableError):
     """No such upload, or one that was cancelled (tus termination: 404 from then on)."""
 
-    status = 404
-    code = "not_found"
+    kind = NOT_FOUND
 
 
 class Expired(ResumableError):
     """tus `expiration`: 410 Gone while the server still knows the upload expired."""
 
-    status = 410
-    code = "expired"
+    kind = EXPIRED
 
 
 class OffsetMismatch(ResumableError):
     """tus core and the draft: 409 Conflict, with the resource's offset in `Upload-Offset`."""
 
-    status = 409
-    code = "offset_mismatch"
+    kind = OFFSET_MISMATCH
     problem = MISMATCHING_OFFSET
 
     def __init__(self, expected: int, provided: int) -> None:
@@ -88,8 +98,7 @@ class Busy(ResumableError):
     offset again, which is what they should do here).
     """
 
-    status = 409
-    code = "offset_mismatch"
+    kind = OFFSET_MISMATCH
 
 
 class LengthMismatch(ResumableError):
@@ -101,8 +110,7 @@ class LengthMismatch(ResumableError):
 class TooLarge(ResumableError):
     """Over the size cap, or bytes past the upload's length: 413 in both protocols."""
 
-    status = 413
-    code = "too_large"
+    kind = TOO_LARGE
 
 
 class AlreadyComplete(ResumableError):
@@ -114,15 +122,13 @@ class AlreadyComplete(ResumableError):
 class Forbidden(ResumableError):
     """tus concatenation: a PATCH on a final upload is 403 and changes nothing."""
 
-    status = 403
-    code = "forbidden"
+    kind = FORBIDDEN
 
 
 class ChecksumMismatch(ResumableError):
     """tus checksum: 460, the chunk discarded, offset and running MD5 unchanged."""
 
-    status = 460
-    code = "checksum_mismatch"
+    kind = CHECKSUM_MISMATCH
 
 
 class Refused(ResumableError):
@@ -130,5 +136,4 @@ class Refused(ResumableError):
 
     def __init__(self, status: int, code: str, detail: str) -> None:
         super().__init__(detail)
-        self.status = status
-        self.code = code
+        self.status, self.code = status, code  # as recorded from the table's ApiError

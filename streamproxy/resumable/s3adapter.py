@@ -13,6 +13,7 @@ deleted once the file is published.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 
@@ -23,6 +24,9 @@ from ..storage.s3upload import publish_staged
 from .s3append import Appender
 from .s3store import LEASE_TTL, UploadArea, UploadLease
 from .state import Status, UploadRecord
+
+_ENDING = frozenset({Status.COMMITTED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
+"""Statuses whose record lets go of the lease (state.UploadRecord.committed and others)."""
 
 
 class S3AppendWriter:
@@ -118,7 +122,20 @@ class S3HeldUpload:
             await asyncio.shield(appender.close())
 
     async def save(self, record: UploadRecord) -> None:
-        await self._area.write_info(self._lease, record)
+        """Store the routes' `record` with this store's own fields as they stand now.
+
+        The routes build records from what they last saw (`appended`, `finish`, ...); the
+        S3 bookkeeping (`backend`: parts, tail, staged key), the fencing `generation` and
+        the lease are the store's and move under the routes' feet (each acknowledge puts
+        a new tail, completion stages the data). The routes end the lease only with a
+        final status (committed, failed, cancelled, expired).
+        """
+        current = self._lease.record
+        lease = None if record.status in _ENDING else current.lease
+        merged = dataclasses.replace(
+            record, backend=current.backend, generation=current.generation, lease=lease
+        )
+        await self._area.write_info(self._lease, merged)
 
     async def stage(self) -> str:
         """The completed upload as one object (completed once, then found in the record)."""

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -33,7 +34,60 @@ from .problems import Busy
 from .state import CorruptRecord, Status, UploadRecord
 
 if TYPE_CHECKING:
-    from .s3store import UploadArea, UploadLease
+    from types_aiobotocore_s3.client import S3Client
+
+    from ..storage.s3cleanup import Janitor
+
+log = logging.getLogger("streamproxy.storage")
+
+
+class AreaBucket(Protocol):
+    """What appending needs of the storage behind the uploads area."""
+
+    part_size: int
+    janitor: Janitor
+
+    async def create_upload(self, key: str, **arguments: Any) -> str: ...
+
+
+class UploadArea(Protocol):
+    """What appending needs of the uploads area (`s3store.UploadArea` is one); a
+    protocol here, so this module does not import the store that imports it."""
+
+    bucket: str
+    ttl: float
+
+    @property
+    def storage(self) -> AreaBucket: ...
+
+    @property
+    def client(self) -> S3Client: ...
+
+    def clock(self) -> float: ...
+
+    def key(self, upload_id: str, leaf: str) -> str: ...
+
+
+class UploadLease(Protocol):
+    """What appending needs of the lease (`s3store.UploadLease` is one)."""
+
+    upload_id: str
+    generation: int
+    took_over: bool
+    record: UploadRecord
+
+    @property
+    def held(self) -> bool: ...
+
+    @property
+    def remaining(self) -> float: ...
+
+    async def write(self, record: UploadRecord) -> UploadRecord: ...
+
+    async def keep(self) -> None: ...
+
+    async def confirm(self) -> None: ...
+
 
 MAX_PART_NUMBER = 10_000
 Part = list[Any]
@@ -197,6 +251,11 @@ class Appender:
         self._pending, self._failed, self._next_number = [], None, None
         self._buffer = None  # read the acknowledged tail again if more comes
         self.written = 0
+        made, self._upload_id = self._upload_id, self._acked["upload"]
+        if made is not None and made != self._acked["upload"]:
+            # Made by this request and recorded nowhere: nobody else will ever use it.
+            janitor = self._area.storage.janitor
+            await asyncio.shield(janitor.discard(Leftover(self._key, made)))
 
     async def acknowledge(self, record: UploadRecord) -> UploadRecord:
         """Make `record` (offset + written) the truth: parts and tail stored first, then the
@@ -305,7 +364,24 @@ async def complete(area: UploadArea, lease: UploadLease, record: UploadRecord) -
     await lease.write(record_with(record, backend, lease.record, area.clock(), area.ttl))
     if acked["tail"]:
         await area.storage.janitor.discard(Leftover(acked["tail"]))
+    await _abort_unrecorded(area, key)
     return key
+
+
+async def _abort_unrecorded(area: UploadArea, key: str) -> None:
+    """After completion no multipart upload of `<id>/data` is anyone's: abort what a
+    request that died mid-part (SIGKILL, a lost lease) made and never recorded, rather
+    than leave its parts billed until the upload expires."""
+    janitor = area.storage.janitor
+    try:
+        async for page in area.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=area.bucket, Prefix=key
+        ):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    await janitor.discard(Leftover(key, upload["UploadId"]))
+    except S3_ERRORS as error:  # the upload's removal (expiry) takes them all anyway
+        log.warning("could not list the multipart uploads left under %s: %r", key, error)
 
 
 async def _complete_multipart(

@@ -43,6 +43,7 @@ wrote, the write was ours.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -60,6 +61,8 @@ from .state import CorruptRecord, Status, UploadRecord, is_valid_id
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
+
+log = logging.getLogger("streamproxy.storage")
 
 LEASE_TTL: Final = 60.0
 """Seconds a writer holds an upload without renewing; a dead holder's upload waits this
@@ -211,6 +214,8 @@ class UploadArea:
         self.ttl = ttl
         self.instance = instance or instance_name()
         self.clock = clock
+        self._bare_if_match = False
+        """Send If-Match's ETag without its quotes (learnt from the server, see _put)."""
 
     @property
     def client(self) -> S3Client:
@@ -271,7 +276,7 @@ class UploadArea:
         data = record.to_json()
         condition: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
         if if_match is not None:
-            condition["IfMatch"] = if_match
+            condition["IfMatch"] = if_match.strip('"') if self._bare_if_match else if_match
         key = self.key(record.id, "info")
         try:
             response = await self.client.put_object(
@@ -290,6 +295,12 @@ class UploadArea:
                 stored, etag = await self._get_info(record.id)
                 if stored == data:
                     return etag  # our own write, whose answer was lost and retried
+                if if_match is not None and etag == if_match and not self._bare_if_match:
+                    # Refused although the ETag is the one we matched: the server compares
+                    # If-Match with the bare ETag (Ceph RGW 16). From now on, send it bare.
+                    log.info("the S3 server wants If-Match unquoted; sending it so")
+                    self._bare_if_match = True
+                    return await self._put(record, if_match=if_match)
             raise _Conflict() from error
         return str(response["ETag"])
 

@@ -131,6 +131,10 @@ class UploadRecord:
     """After FAILED: {status, code, detail}, replayed on later requests."""
     backend: dict[str, Any] = field(default_factory=dict)
     """The storage's own bookkeeping (S3: multipart upload id, parts, tail key)."""
+    upload_link: str | None = None
+    """The token of the upload link the upload was created through (uploadlinks): later
+    requests need no API key, the link's terms apply, and completion uses the link up.
+    Absent from records written before links (read as None: created with an API key)."""
 
     @classmethod
     def create(
@@ -146,6 +150,7 @@ class UploadRecord:
         partial: bool = False,
         parts: tuple[str, ...] = (),
         upload_id: str | None = None,
+        upload_link: str | None = None,
     ) -> UploadRecord:
         if length is not None:
             _check_length(length, max_size)
@@ -162,6 +167,7 @@ class UploadRecord:
             expires=now + lifetime,
             partial=partial,
             parts=parts,
+            upload_link=upload_link,
         )
 
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..settings import Settings, SettingsError
+from ..runtime.settings import Settings, SettingsError
 from .base import Storage
 from .local import LocalStorage
 

@@ -10,11 +10,12 @@ is a small protocol of its own that the download checks for.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -136,6 +137,49 @@ class InMemoryContent:
     metadata: the download answers it in one response and one write."""
 
     content: bytes
+
+
+class OneTimeClaims:
+    """Mixed into a storage that can record a claim at most once, across worker
+    processes and across instances sharing it: one upload link, one upload. The
+    claim is a conditional write in the storage itself (local: an `O_EXCL` create;
+    S3: `PutObject` with `If-None-Match: *`), never process memory."""
+
+    async def claim(self, key: str, record: bytes) -> bool:
+        """Record `key` with `record` unless it is recorded already; True for the one
+        call that recorded it. `key` is `CLAIM_KEY_RE`-shaped (callers make it)."""
+        raise NotImplementedError
+
+    async def is_claimed(self, key: str) -> bool:
+        """Whether `key` is recorded (a hint for refusing early; `claim` decides)."""
+        raise NotImplementedError
+
+    async def release(self, key: str) -> None:
+        """Forget a claim this process made and could not use (its commit failed)."""
+        raise NotImplementedError
+
+    async def forget_claims_before(self, cutoff: datetime) -> int:
+        """Remove claims made before `cutoff` (retention: once what they guard has
+        expired they only take room); how many went."""
+        raise NotImplementedError
+
+
+# Claim keys are safe as a file name and as an S3 key part: no dot first, no slash.
+CLAIM_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+CLAIMS_DIR = ".claims"  # where claims live: a hidden directory, or a hidden key prefix
+
+
+_C = TypeVar("_C")
+
+
+def capability(storage: object, kind: type[_C]) -> _C | None:
+    """`storage` as `kind` when it offers that capability, looking through wrappers
+    (a wrapper names what it wraps `inner`, as TimedStorage does); else None."""
+    while not isinstance(storage, kind):
+        storage = getattr(storage, "inner", None)
+        if storage is None:
+            return None
+    return storage
 
 
 class Storage(Protocol):

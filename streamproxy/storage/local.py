@@ -4,6 +4,7 @@ Layout under the root:
     NAME                 the file's bytes, exactly as uploaded (servable by anything)
     .meta/NAME.json      its metadata
     .tmp/                files being written; emptied at start-up
+    .claims/KEY          one-time claims (upload links used), `localclaims`
     .keys/PURPOSE        secrets shared by every process on the directory
 
 A file is staged in `.tmp`, flushed with fsync, and published with `link(2)`,
@@ -29,9 +30,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..settings import DEFAULT_CHUNK_SIZE
-from . import localerase
-from .base import Observer, StorageError, StoredMeta
+from ..runtime.settings import DEFAULT_CHUNK_SIZE
+from . import localclaims, localerase
+from .base import Observer, OneTimeClaims, StorageError, StoredMeta
+from .localfs import storage_error
 from .localread import LocalReader, OpenedFile
 from .localstaging import StagingArea
 from .localsweep import delete_older_than, remove_stale, remove_temporaries, sweeping
@@ -42,7 +44,7 @@ log = logging.getLogger("streamproxy.storage")
 _T = TypeVar("_T")
 
 
-class LocalStorage:
+class LocalStorage(OneTimeClaims):
     """Files in a directory; see the module docstring for the layout and the commit."""
 
     def __init__(
@@ -121,6 +123,29 @@ class LocalStorage:
     async def remove_stale_temporaries(self, cutoff: datetime) -> int:
         return await self.run_blocking(
             sweeping, "removing stale temporaries", remove_stale, self.root, cutoff.timestamp()
+        )
+
+    async def claim(self, key: str, record: bytes) -> bool:
+        try:
+            return await self.run_blocking(
+                localclaims.claim, self.root, key, record, self.staging.fsync
+            )
+        except OSError as error:
+            raise storage_error(error, "recording a one-time claim") from error
+
+    async def is_claimed(self, key: str) -> bool:
+        return await self.run_blocking(localclaims.is_claimed, self.root, key)
+
+    async def release(self, key: str) -> None:
+        await self.run_blocking(localclaims.release, self.root, key)
+
+    async def forget_claims_before(self, cutoff: datetime) -> int:
+        return await self.run_blocking(
+            sweeping,
+            "removing spent claims",
+            localclaims.forget_before,
+            self.root,
+            cutoff.timestamp(),
         )
 
     async def _erasing(self, doing: str, function: Callable[..., _T], *args: Any) -> _T:

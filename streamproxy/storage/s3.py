@@ -3,6 +3,7 @@
 Layout under `s3://BUCKET/PREFIX`:
     PREFIX/NAME            the file, with its FileInfo as user metadata (`s3meta`)
     PREFIX/.tmp/TIME-UUID  staging objects of large uploads, never a stored name
+    PREFIX/.claims/KEY     one-time claims (upload links used), `s3claims`
     PREFIX/.keys/PURPOSE   secrets shared by every instance on the bucket (`s3erase`)
 
 Stored names never contain `/` nor start with a dot, so no name reaches the
@@ -30,8 +31,9 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from ..settings import DEFAULT_CHUNK_SIZE, Settings, SettingsError
-from .base import FileMissing, Observer, StorageError, StoredMeta
+from ..runtime.settings import DEFAULT_CHUNK_SIZE, Settings, SettingsError
+from . import s3claims
+from .base import FileMissing, Observer, OneTimeClaims, StorageError, StoredMeta
 from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, Leftover, remove_stale, staging_key
 from .s3erase import S3Erasure
 from .s3meta import (
@@ -129,7 +131,7 @@ class S3File:
                 yield data
 
 
-class S3Storage:
+class S3Storage(OneTimeClaims):
     """Files in a bucket under a prefix; see the module docstring."""
 
     def __init__(
@@ -420,6 +422,18 @@ class S3Storage:
             return await remove_stale(self.client, self.bucket, self.prefix, cutoff)
         except S3_ERRORS as error:
             raise storage_error(error, "removing stale uploads") from error
+
+    async def claim(self, key: str, record: bytes) -> bool:
+        return await s3claims.claim(self.client, self.bucket, self.prefix, key, record)
+
+    async def is_claimed(self, key: str) -> bool:
+        return await s3claims.is_claimed(self.client, self.bucket, self.prefix, key)
+
+    async def release(self, key: str) -> None:
+        await s3claims.release(self.client, self.bucket, self.prefix, key)
+
+    async def forget_claims_before(self, cutoff: datetime) -> int:
+        return await s3claims.forget_before(self.client, self.bucket, self.prefix, cutoff)
 
     async def check_ready(self) -> None:
         try:

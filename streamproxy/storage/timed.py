@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
 
-from ..metrics import Metrics
+from ..runtime.metrics import Metrics
 from .base import FileInfo, Observer, Piece, Storage, StorageWriter, StoredFile, StoredMeta
 
 

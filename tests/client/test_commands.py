@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..conftest import ServiceFactory, md5, random_bytes, run_program
+from ..conftest import ServiceFactory, md5, random_bytes, require_program, run_program
 from ..fetch.conftest import ALLOW_SOURCES
 from ..fetch.sources import Source
 from .conftest import Recorded, run_cli
@@ -389,3 +389,47 @@ async def test_the_progress_bar_shows_while_the_server_stalls_before_the_first_c
     assert process.returncode == 0
     assert stdout.decode().startswith("saved ")
     assert target.read_bytes() == data
+
+
+async def test_upload_link_issues_a_link_that_takes_one_upload(
+    start_recorded: Any, tmp_path: Path
+) -> None:
+    served: Recorded = await start_recorded(api_key=("k",), signing_key=("s",))
+    before = int(time.time())
+    run = await run_cli(
+        "upload-link", "--conversation-id", "77", "--file-name", "id.png", "--max-size", "9000",
+        "--allow-type", "image/*", "--expires-in", "600", "--json",
+        "--server", served.url, "--api-key", "k",
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    (link,) = run.json_lines()
+    assert set(link) == {"url", "expires"}
+    assert before + 600 <= link["expires"] <= int(time.time()) + 600
+    (issued,) = served.seen.to("/files/upload-links", "POST")
+    assert (issued.headers["Authorization"], issued.status) == ("Bearer k", 200)
+    curl = require_program("curl", "curl")
+    photo = write(tmp_path / "scan.png", PNG)
+    _, stdout, _ = await run_program(curl, "-sS", "-T", str(photo), link["url"])
+    assert json.loads(stdout)["name"] == "77_id.png"  # the link's name
+    _, stdout, _ = await run_program(curl, "-sS", "-T", str(photo), link["url"])
+    assert json.loads(stdout)["error"] == "forbidden"
+    text = await run_cli(
+        "upload-link", "--conversation-id", "77", "--server", served.url, "--api-key", "k"
+    )
+    url, until = text.stdout.splitlines()
+    assert url.startswith(served.url + "/files?conversationId=77&uploadToken=")
+    assert until.startswith("  one upload, until 20")
+
+
+async def test_upload_link_refusals_exit_1(start_recorded: Any) -> None:
+    served: Recorded = await start_recorded(api_key=("k",))  # no --signing-key
+    run = await run_cli(
+        "upload-link", "--conversation-id", "1", "--json", "--server", served.url, "--api-key", "k"
+    )
+    assert run.code == 1
+    (refused,) = run.json_lines()
+    assert (refused["status"], refused["error"], refused["conversationId"]) == (
+        403, "forbidden", "1",
+    )  # fmt: skip
+    assert "--signing-key" in refused["detail"]
+    assert "streamproxy upload-link: upload link: 403 forbidden" in run.stderr

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from streamproxy.client import FileStat, MediaClient, MediaError, UploadResult, message_type
-from streamproxy.mediatypes import parse_type_rule
+from streamproxy.intake.mediatypes import parse_type_rule
 
 from ..conftest import md5, random_bytes
 from ..fetch.conftest import ALLOW_SOURCES

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from streamproxy.mediatypes import parse_type_rule
+from streamproxy.intake.mediatypes import parse_type_rule
 
 from ..conftest import ServiceFactory, md5, random_bytes
 from .conftest import (

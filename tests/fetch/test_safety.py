@@ -17,7 +17,7 @@ from yarl import URL
 
 from streamproxy.fetch.resolver import CheckingResolver
 from streamproxy.fetch.safety import FetchPolicy, Refused, parse_allow_rule
-from streamproxy.settings import SettingsError, load_settings
+from streamproxy.runtime.settings import SettingsError, load_settings
 
 from ..conftest import ServerProcess, Service, ServiceFactory
 from .conftest import (

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -77,10 +78,14 @@ def test_a_state_this_module_did_not_write_is_refused(stored: bytes) -> None:
         ResumableMD5.from_bytes(stored)
 
 
-def _continue_in_child(state: bytes, rest: bytes) -> str:
-    md5 = ResumableMD5.from_bytes(state)
-    md5.update(rest)
-    return md5.hexdigest()
+_CHILD = """
+import sys
+from streamproxy.resumable.hashstate import ResumableMD5
+state, rest = sys.stdin.buffer.read().split(b"\\n", 1)
+md5 = ResumableMD5.from_bytes(bytes.fromhex(state.decode()))
+md5.update(rest)
+print(md5.hexdigest())
+"""
 
 
 def test_state_continues_in_a_fresh_process() -> None:
@@ -88,6 +93,12 @@ def test_state_continues_in_a_fresh_process() -> None:
     data = os.urandom(300_001)
     md5 = ResumableMD5()
     md5.update(data[:123_457])
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        digest = pool.apply(_continue_in_child, (md5.to_bytes(), data[123_457:]))
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        input=md5.to_bytes().hex().encode() + b"\n" + data[123_457:],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    digest = child.stdout.decode().strip()
     assert digest == hashlib.md5(data).hexdigest()

@@ -332,7 +332,9 @@ async def test_a_multipart_upload_whose_parts_were_all_discarded_is_not_left_ope
         done = lease.record.appended(len(data), data[:HEAD_SIZE], b"", now=T0, lifetime=DAY)
         kept = await appender.acknowledge(done)
         await appender.close()
-    assert kept.backend["parts"] == [] and bucket.uploads()
+    # Discarded with its parts: the multipart upload this request made is aborted then.
+    assert kept.backend["parts"] == [] and kept.backend["upload"] is None
+    assert bucket.uploads() == []
     _, staged = await complete(area, record.id)
     assert staged == data and bucket.uploads() == []
 

@@ -1,0 +1,2 @@
+"""The HTTP layer: routes, their responses, and the checks on a request before
+it reaches the pump."""

@@ -1,0 +1,58 @@
+"""Transfers in flight: the `--max-transfers` limit, counted per process.
+
+A transfer over the limit is refused at once with 503 `busy` and `Retry-After`,
+rather than queued: a queued upload would hold its connection and buffers while
+it waits, which is the load the limit exists to shed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import Gauge
+
+from ..error_table import BUSY
+
+
+class TransferSlots:
+    def __init__(self, limit: int | None, gauge: Gauge | None = None) -> None:
+        self.limit = limit
+        self._gauge = gauge
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def check(self) -> None:
+        """Refuse now if no slot is free (used before a request body is read)."""
+        if self.limit is not None and self.in_flight >= self.limit:
+            raise BUSY("too many transfers in flight; retry shortly")
+
+    @contextlib.contextmanager
+    def slot(self, kind: str) -> Iterator[None]:
+        """Hold one slot for a transfer of this kind (upload, import, download)."""
+        self.check()
+        self.in_flight += 1
+        self._idle.clear()
+        if self._gauge is not None:
+            self._gauge.labels(kind).inc()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self._gauge is not None:
+                self._gauge.labels(kind).dec()
+            if not self.in_flight:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no transfer is in flight; False if some still are after `timeout`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        return not self.in_flight
+
+
+TRANSFERS: web.AppKey[TransferSlots] = web.AppKey("transfers", TransferSlots)

@@ -1,0 +1,214 @@
+"""Local storage's `UploadStore`: localstore.UploadArea with its blocking calls off the loop.
+
+Every call runs on the local storage's own threads (`LocalStorage.run_blocking`), so a
+slow fsync never stalls the event loop. A completed upload is published by the staging
+area's `claim`, the same code that publishes a `POST /files` upload: the data file is
+linked under the first free name (metadata first, never replacing a file), so the
+stored file and the upload's data are one inode and nothing is copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from ..storage.base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
+from ..storage.local import LocalStorage
+from ..storage.localfs import storage_error
+from .localstore import Appender, UploadArea, UploadLock
+from .problems import Busy, NotFound
+from .state import CorruptRecord, UploadRecord
+
+
+class LocalAppendWriter:
+    """The pump's writer for one PATCH: ordered writes into the upload's Appender."""
+
+    def __init__(self, storage: LocalStorage, appender: Appender, observer: Observer) -> None:
+        self._storage = storage
+        self._appender = appender
+        self._observer = observer
+        self._order = asyncio.Lock()  # FIFO: writes land in the order they were queued
+        self._pending: set[asyncio.Future[None]] = set()
+
+    @property
+    def written(self) -> int:
+        return self._appender.written
+
+    def _write_sync(self, pieces: Sequence[Piece]) -> None:
+        try:
+            for piece in pieces:
+                self._observer(piece)
+                self._appender.write(piece)
+        except OSError as error:
+            raise storage_error(error, "writing the upload") from error
+
+    async def _write(self, pieces: Sequence[Piece]) -> None:
+        async with self._order:
+            await self._storage.run_blocking(self._write_sync, pieces)
+
+    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
+        done = asyncio.ensure_future(self._write(pieces))
+        self._pending.add(done)
+        done.add_done_callback(self._pending.discard)
+        return done
+
+    async def settle(self) -> None:
+        """Wait for the writes in flight (their errors are the pump's to report)."""
+        if self._pending:
+            await asyncio.wait(set(self._pending))
+
+    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        raise StorageError("an append is published through HeldUpload.staged(), not here")
+
+    async def abort(self) -> None:
+        await asyncio.shield(self.settle())
+
+    async def discard(self) -> None:
+        await self.settle()
+        await self._storage.run_blocking(self._appender.discard)
+
+    async def acknowledge(self, record: UploadRecord) -> None:
+        await self.settle()
+        try:
+            await self._storage.run_blocking(self._appender.acknowledge, record)
+        except OSError as error:
+            raise storage_error(error, "saving the upload's offset") from error
+
+
+class LocalStagedUpload:
+    """A completed upload's data file as a staged file: `commit` links it under a name."""
+
+    def __init__(self, storage: LocalStorage, data: Path) -> None:
+        self._storage = storage
+        self._data = data
+
+    def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
+        raise StorageError("a completed upload takes no more bytes")
+
+    def _commit_sync(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        staging = self._storage.staging
+        fd = os.open(self._data, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            metadata = info.to_json()
+            for name in names:
+                if staging.claim(name, metadata, fd, self._data):
+                    return StoredMeta(name, info)
+        except OSError as error:
+            raise storage_error(error, "saving the file") from error
+        finally:
+            os.close(fd)
+        raise NoFreeName("every candidate name is taken")
+
+    async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+        return await self._storage.run_blocking(self._commit_sync, iter(names), info)
+
+    async def abort(self) -> None:
+        """Nothing to do: the data stays the upload's until it is removed."""
+
+
+class LocalHeldUpload:
+    def __init__(self, store: LocalUploadStore, lock: UploadLock, record: UploadRecord) -> None:
+        self._store = store
+        self._lock = lock
+        self._record = record
+
+    @property
+    def record(self) -> UploadRecord:
+        return self._record
+
+    @asynccontextmanager
+    async def appender(self, observer: Observer) -> AsyncIterator[LocalAppendWriter]:
+        storage, area = self._store.storage, self._store.area
+        appender = await storage.run_blocking(area.appender, self._lock, self._record)
+        writer = LocalAppendWriter(storage, appender, observer)
+        try:
+            yield writer
+        finally:
+            await asyncio.shield(writer.settle())
+            self._record = appender.record
+            appender.close()
+
+    async def save(self, record: UploadRecord) -> None:
+        await self._store.storage.run_blocking(self._store.area.write_info, record)
+        self._record = record
+
+    def staged(self) -> LocalStagedUpload:
+        data = self._store.area.path(self._record.id) / "data"
+        return LocalStagedUpload(self._store.storage, data)
+
+    async def stored_bytes(self) -> AsyncIterator[bytes]:
+        storage = self._store.storage
+        path = self._store.area.path(self._record.id) / "data"
+        file = await storage.run_blocking(_open_for_reading, path)
+        try:
+            remaining = self._record.offset
+            while remaining > 0:
+                chunk = await storage.run_blocking(file.read, min(remaining, 512 * 1024))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            file.close()
+
+    async def remove(self) -> None:
+        await self._store.storage.run_blocking(self._store.area.remove, self._lock)
+
+
+class LocalUploadStore:
+    """`.uploads/` under a local storage's root (see localstore.py for the layout)."""
+
+    def __init__(self, storage: LocalStorage) -> None:
+        self.storage = storage
+        self.area = UploadArea(storage.root, fsync=storage.staging.fsync)
+
+    async def prepare(self, now: float) -> None:
+        await self.storage.run_blocking(self.area.prepare, now)
+
+    async def create(self, record: UploadRecord) -> None:
+        try:
+            await self.storage.run_blocking(self.area.create, record)
+        except OSError as error:
+            raise storage_error(error, "creating the upload") from error
+
+    async def read(self, upload_id: str) -> UploadRecord:
+        return await self.storage.run_blocking(self.area.read, upload_id)
+
+    @asynccontextmanager
+    async def hold(self, upload_id: str) -> AsyncIterator[LocalHeldUpload]:
+        lock = await self.storage.run_blocking(self.area.lock, upload_id)
+        try:
+            record = await self.storage.run_blocking(self.area.read, upload_id)
+            yield LocalHeldUpload(self, lock, record)
+        finally:
+            lock.close()
+
+    async def expired(self, now: float) -> list[str]:
+        return await self.storage.run_blocking(self.area.expired, now)
+
+    async def remove_unreadable(self, upload_id: str) -> bool:
+        def remove() -> bool:
+            try:
+                lock = self.area.lock(upload_id)
+            except (Busy, NotFound):
+                return False
+            try:
+                self.area.read(upload_id)
+            except CorruptRecord:
+                self.area.remove(lock)
+                return True
+            except NotFound:
+                return False
+            finally:
+                lock.close()
+            return False
+
+        return await self.storage.run_blocking(remove)
+
+
+def _open_for_reading(path: Path) -> BinaryIO:
+    return path.open("rb")

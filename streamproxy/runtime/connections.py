@@ -1,0 +1,246 @@
+"""Guards on each connection before a request reaches the application: head deadline and size.
+
+aiohttp bounds a request line and each header line (8190 bytes) and their count
+(128), but not the head's total, and until a head is complete only its keep-alive
+timer (an hour by default) ends a client that stalls. Here each connection gets a
+small `RequestHandler` subclass that, while a head is under way:
+
+- counts the head's bytes as they arrive and answers 431 `headers_too_large` as
+  soon as they pass `--max-head-size`, before aiohttp has parsed the rest;
+- gives the whole head `--header-timeout` seconds, from accept for the first
+  request and from its first byte for each later one (an idle keep-alive
+  connection is `--keepalive-timeout`'s, as in nginx), then answers 408 `timeout`.
+
+Both answers are written straight to the transport (no request exists yet) with
+the JSON body errors.py formats, and the connection is closed. Between a head and
+the end of its body the guard stands aside: body bytes are the pump's business.
+
+A subclass plugged in by a site of our own, rather than a patch of aiohttp's
+class, so a host program that mounts the app keeps aiohttp as it is; it only
+uses the transport and timer calls that uvloop's loop has as well. It reads three
+attributes aiohttp keeps without a public name (`_loop`, `_request_count`,
+`_messages`); an aiohttp that renames them fails tests/test_hostile_clients.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+
+from aiohttp import web
+from aiohttp.streams import StreamReader
+
+from ..error_table import HEADERS_TOO_LARGE, TIMEOUT, ErrorKind
+from ..errors import json_error
+from ..http.requestlog import new_request_id
+from .metrics import Metrics
+
+log = logging.getLogger("streamproxy")
+
+_HEAD_END = b"\r\n\r\n"  # aiohttp's parser refuses bare-LF heads, so this is the end
+_LINGER = 2.0  # seconds a refused client may go on sending before the connection closes
+
+
+@dataclass(frozen=True)
+class HeadLimits:
+    """How long a request head may take and how large it may be."""
+
+    timeout: float
+    max_size: int
+
+
+def error_bytes(kind: ErrorKind, detail: str) -> bytes:
+    """A whole `Connection: close` HTTP/1.1 error response, for when no request exists yet."""
+    request_id = new_request_id()
+    response = json_error(kind.status, kind.code, detail, request_id=request_id)
+    body = response.body
+    assert isinstance(body, bytes)
+    head = (
+        f"HTTP/1.1 {kind.status} {response.reason}\r\n"
+        f"Content-Type: {response.content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Date: {formatdate(usegmt=True)}\r\n"
+        f"X-Request-Id: {request_id}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class GuardedRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler with a deadline and a size limit on each request head.
+
+    The parser stays aiohttp's: it says when a head is complete (a new message
+    is queued) and when its body has ended (the payload reaches EOF). Only the
+    byte count looks for the blank line itself, to know how much of a read
+    belongs to the head when the body follows in the same read.
+    """
+
+    def __init__(
+        self, manager: web.Server, *, limits: HeadLimits, metrics: Metrics, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._metrics = metrics
+        self._head_bytes = 0  # of the head under way
+        self._head_tail = b""  # its last 3 bytes: a blank line split across reads
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._body: StreamReader | None = None  # the body of the last head, until its EOF
+        self._messages_seen = 0
+        self._responses_done = 0
+        self._lingering = False  # answered and half-closed: what arrives is discarded
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_head_clock()  # the first head is timed from accept
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_clock()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
+        if self._body is not None and self._body.is_eof():
+            self._body = None  # that request's body is complete: a new head may begin
+        if self._body is not None or self.transport is None or not data:
+            super().data_received(data)
+            return
+        window = self._head_tail + data
+        end = window.find(_HEAD_END)
+        arriving = len(data) if end < 0 else max(0, end + len(_HEAD_END) - len(self._head_tail))
+        if self._head_bytes + arriving > self._limits.max_size:
+            self._refuse_head()
+            return
+        if self._head_deadline is None:
+            self._start_head_clock()  # a later request: timed from its first byte
+        seen = self._request_count
+        super().data_received(data)
+        if self._request_count == seen:
+            self._head_bytes += len(data)
+            self._head_tail = window[-3:]
+            return
+        # aiohttp queued one or more messages: the head is complete.
+        self._messages_seen += self._request_count - seen
+        self._stop_head_clock()
+        self._head_bytes = 0
+        self._head_tail = b""
+        if self._messages:
+            body = self._messages[-1][1]
+            self._body = None if body.is_eof() else body
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._responses_done += 1
+
+    def _start_head_clock(self) -> None:
+        """The head's deadline starts; aiohttp's idle timer stops (the connection is not idle)."""
+        self._stop_head_clock()
+        self.keep_alive(True)  # cancels the idle timer; aiohttp arms it again after the response
+        self._head_deadline = self._loop.call_later(self._limits.timeout, self._head_timed_out)
+
+    def _stop_head_clock(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if self.transport is None or self._body is not None:
+            return
+        self._metrics.timed_out.labels("head").inc()
+        log.debug(
+            "closing %s: no complete request head in %gs", self.peername, self._limits.timeout
+        )
+        started = bool(self._head_bytes or self._head_tail)
+        self._answer_and_close(
+            error_bytes(
+                TIMEOUT,
+                f"the request head did not arrive within {self._limits.timeout:g} seconds",
+            )
+            if started
+            else b""
+        )
+
+    def _refuse_head(self) -> None:
+        self._stop_head_clock()
+        self._metrics.refusals.labels(HEADERS_TOO_LARGE.code).inc()
+        log.debug("closing %s: request head over %d bytes", self.peername, self._limits.max_size)
+        self._answer_and_close(
+            error_bytes(
+                HEADERS_TOO_LARGE,
+                f"the request line and headers are larger than {self._limits.max_size} bytes",
+            )
+        )
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        """Write `answer` (unless a response is under way: it would cut into it), then close
+        gently: a client still sending its head would otherwise get a reset that can
+        destroy the answer before it reads it, so the connection is half-closed and
+        what arrives is discarded for a moment first (nginx's lingering close)."""
+        transport = self.transport
+        if transport is None or self._lingering:
+            return
+        if answer and self._responses_done == self._messages_seen:
+            transport.write(answer)
+        if not answer or not transport.can_write_eof():
+            self.force_close()
+            return
+        self._lingering = True
+        transport.write_eof()
+        self._loop.call_later(_LINGER, self.force_close)
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP site whose connections are `GuardedRequestHandler`s on the runner's server."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        limits: HeadLimits,
+        metrics: Metrics,
+        handler_options: dict[str, Any],
+        reuse_port: bool | None = None,
+    ) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._limits = limits
+        self._metrics = metrics
+        self._handler_options = handler_options
+        self._reuse_port = reuse_port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    def _make_handler(self) -> GuardedRequestHandler:
+        server = self._runner.server
+        assert server is not None
+        return GuardedRequestHandler(
+            server,
+            loop=asyncio.get_running_loop(),
+            limits=self._limits,
+            metrics=self._metrics,
+            **self._handler_options,
+        )
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._make_handler,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port,
+        )
