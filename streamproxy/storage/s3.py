@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 from ..runtime.settings import DEFAULT_CHUNK_SIZE, Settings, SettingsError
 from . import s3claims
 from .base import FileMissing, Observer, OneTimeClaims, StorageError, StoredMeta
-from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, Leftover, remove_stale, staging_key
+from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, remove_stale
 from .s3erase import S3Erasure
 from .s3meta import (
     S3_ERRORS,
@@ -46,6 +46,7 @@ from .s3meta import (
     storage_error,
 )
 from .s3nameclaim import is_claim
+from .s3probe import needs_claims
 from .s3upload import S3Writer
 
 if TYPE_CHECKING:
@@ -261,7 +262,7 @@ class S3Storage(OneTimeClaims):
         names first where only CompleteMultipartUpload ignores the condition."""
         bucket = self.bucket
         if (self.endpoint, bucket) not in _VERIFIED:
-            _VERIFIED[(self.endpoint, bucket)] = await self._probe()
+            _VERIFIED[(self.endpoint, bucket)] = await needs_claims(self, self._where)
         if _VERIFIED[(self.endpoint, bucket)]:
             self.claims = True
             log.info(
@@ -271,54 +272,6 @@ class S3Storage(OneTimeClaims):
             )
         else:
             self.claims = self._force_claims
-
-    async def _probe(self) -> bool:
-        """Whether large files need claims; raises StorageError if even PutObject
-        ignores the condition."""
-        client, bucket = self.client, self.bucket
-        key = staging_key(self.staging_prefix)
-        try:
-            await client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
-            try:
-                await client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
-                ignored = "PutObject"
-            except ClientError as error:
-                if http_status(error) != 412:
-                    raise
-                ignored = await self._probe_multipart(key)
-        except S3_ERRORS as error:
-            raise StorageError(f"cannot write to bucket {bucket!r}: {error}") from None
-        finally:
-            with suppress(*S3_ERRORS):
-                await client.delete_object(Bucket=bucket, Key=key)
-        if ignored == "PutObject":
-            raise StorageError(
-                f"the server at {self._where} ignores If-None-Match on PutObject; "
-                "streamproxy needs conditional writes to never replace a file"
-            )
-        return bool(ignored)
-
-    async def _probe_multipart(self, key: str) -> str:
-        client, bucket = self.client, self.bucket
-        upload_id = await self.create_upload(key)
-        try:
-            part = await client.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x"
-            )
-            await client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
-                IfNoneMatch="*",
-            )
-        except ClientError as error:
-            if http_status(error) != 412:
-                raise
-            return ""
-        finally:
-            await self.janitor.discard(Leftover(key, upload_id))
-        return "CompleteMultipartUpload"
 
     def track(self, discard: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a writer's clean-up as a task that `close` waits for before closing the client."""
