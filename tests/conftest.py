@@ -37,12 +37,12 @@ from streamproxy.runtime.settings import Settings
 from .capabilities import pytest_make_collect_report as pytest_make_collect_report
 from .capabilities import pytest_runtest_makereport as pytest_runtest_makereport
 from .capabilities import require_program as require_program
-from .s3servers import expected_refusal, s3_kinds
 
 # The S3 servers, as fixtures for every test (s3servers.py).
 from .s3servers import fake_aws_credentials as fake_aws_credentials
 from .s3servers import moto_server as moto_server
 from .s3servers import rgw_server as rgw_server
+from .s3servers import s3_kinds
 from .s3servers import s3_server as s3_server
 from .s3support import BUCKET, S3Server, S3Store
 
@@ -252,8 +252,7 @@ async def start_service(
         if prepare is not None:
             prepare(app)
         server = TestServer(app, host="127.0.0.1", port=0, read_bufsize=READ_BUFFER)
-        with expected_refusal(storage_kind):
-            await server.start_server()
+        await server.start_server()
         session = aiohttp.ClientSession()
         started.append((server, session))
         url = f"http://127.0.0.1:{server.port}"

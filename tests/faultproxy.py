@@ -1,16 +1,17 @@
-"""A TCP proxy in front of moto that can fail the way object storage fails.
+"""A TCP proxy in front of an S3 server that can fail the way object storage fails.
 
 `cut()` is an outage: live connections are reset and new ones dropped at once.
 `reject(status, code)` makes every request get that S3 error, as a bucket over
 quota would answer. `fail(match, fault, ...)` fails only chosen requests (the
-Nth CompleteMultipartUpload, every UploadPartCopy, ...), so a test can break
-one step of a commit and let the rest through. `restore()` passes traffic
+Nth CompleteMultipartUpload, every UploadPartCopy, ...) or delays them, so a
+test can break or slow one step of a commit and let the rest through. `restore()` passes traffic
 through again and forgets every rule.
 
-The proxy reads the head of each request to match it, then pipes. moto's
-server answers every request with `Connection: close`, so one client
-connection carries one request: matching the first head of a connection sees
-every request.
+The proxy reads the head of each request to match it, then pipes. It asks
+the server to close the connection after its answer (`Connection: close`, as
+moto's server does anyway; RGW would keep it open), so one client connection
+carries one request: matching the first head of a connection sees every
+request.
 """
 
 from __future__ import annotations
@@ -95,7 +96,14 @@ class Cut:
     after: bool = False
 
 
-Fault = Answer | Cut
+@dataclass(frozen=True)
+class Delay:
+    """Hold the request this many seconds before it goes on to S3: a slow server."""
+
+    seconds: float
+
+
+Fault = Answer | Cut | Delay
 
 
 @dataclass
@@ -122,7 +130,7 @@ class Rule:
 
 @dataclass
 class FaultProxy:
-    """Between streamproxy and moto's server on `target_port`; see the module docstring."""
+    """Between streamproxy and an S3 server on `target_port`; see the module docstring."""
 
     target_port: int
     rules: list[Rule] = field(default_factory=list)
@@ -182,12 +190,14 @@ class FaultProxy:
         if isinstance(fault, Cut) and not fault.after:
             writer.transport.abort()
             return
+        if isinstance(fault, Delay):
+            await asyncio.sleep(fault.seconds)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.transport.abort()
             return
-        up_writer.write(head)
+        up_writer.write(_closing(head))
         self._live |= {writer, up_writer}
         # After S3 has answered, the answer goes nowhere: S3 did the work, the client never knows.
         answer_to = _Sink(writer) if isinstance(fault, Cut) else writer
@@ -197,6 +207,14 @@ class FaultProxy:
             for side in (writer, up_writer):
                 self._live.discard(side)
                 side.transport.abort()
+
+
+def _closing(head: bytes) -> bytes:
+    """The request head with `Connection: close` (not signed by SigV4: free to change)."""
+    lines = [
+        line for line in head[:-4].split(b"\r\n") if not line.lower().startswith(b"connection:")
+    ]
+    return b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n"
 
 
 def _match_all(rules: Iterable[Rule], request: Request) -> Fault | None:

@@ -1,31 +1,29 @@
-"""Which S3 servers the suite runs on, their fixtures, and what a server is known to refuse.
+"""Which S3 servers the suite runs on, and their fixtures.
 
 STREAMPROXY_TEST_S3 picks them: unset or `all` runs moto's server and Ceph's
 RGW, `moto` or `rgw` only that one. Naming `rgw` is a demand: a test on RGW
-that would skip fails instead (capabilities.py), and so does a known refusal.
+that would skip fails instead (capabilities.py).
+
+moto honours `If-None-Match: *` on CompleteMultipartUpload, so the service
+publishes large files with it there; RGW 16 ignores it there, so the service
+claims the name first (storage/s3nameclaim.py). `CLAIMS` says which way each takes
+(test_s3_servers.py pins the servers' behaviour behind it).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 
 import pytest
 
-from streamproxy.storage.base import StorageError
-
-from .capabilities import require_program, rgw_demanded
+from .capabilities import require_program
 from .rgw import RgwServer
 from .s3support import FAKE_AWS, MotoServer, S3Server
 
 S3_SERVERS = ("moto", "rgw")
-
-# RGW 16 (Pacific) honours If-None-Match on PutObject but ignores it on
-# CompleteMultipartUpload, so the service refuses to start on it (its start-up
-# check). Until the service has another way to never replace a file there, a
-# test on RGW ends here as an expected failure (issue 15).
-RGW_REFUSAL = "ignores If-None-Match on CompleteMultipartUpload"
+# Does the service publish large files by claiming their name first on this server?
+CLAIMS = {"moto": False, "rgw": True}
 
 
 def s3_kinds() -> tuple[str, ...]:
@@ -35,26 +33,6 @@ def s3_kinds() -> tuple[str, ...]:
     if chosen not in ("", "all"):
         raise pytest.UsageError(f"STREAMPROXY_TEST_S3={chosen}: expected moto, rgw or all")
     return S3_SERVERS
-
-
-# The refusal once seen in this session: later starts on RGW end at once rather
-# than repeat the start-up check (0.5 s each, 2.5 minutes over the suite).
-_seen_refusal: list[str] = []
-
-
-@contextlib.contextmanager
-def expected_refusal(storage_kind: str) -> Iterator[None]:
-    """A service start on RGW refused for the known reason: an expected failure, unless demanded."""
-    expected = storage_kind == "rgw" and not rgw_demanded()
-    if expected and _seen_refusal:
-        pytest.xfail(_seen_refusal[0])
-    try:
-        yield
-    except StorageError as error:
-        if expected and RGW_REFUSAL in str(error):
-            _seen_refusal.append(f"the service refuses RGW today: {error}")
-            pytest.xfail(_seen_refusal[0])
-        raise
 
 
 @pytest.fixture(scope="session")

@@ -308,7 +308,7 @@ async def test_start_refuses_a_server_that_ignores_if_none_match(
     moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A server that would let an upload replace a file is refused, not trusted."""
-    monkeypatch.setattr(s3_module, "_VERIFIED", set())
+    monkeypatch.setattr(s3_module, "_VERIFIED", {})
     storage = open_storage(Settings(storage=f"s3://{BUCKET}/x", s3_endpoint=moto_server.endpoint))
     assert isinstance(storage, S3Storage)
     check_bucket = storage._check_bucket

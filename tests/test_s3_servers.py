@@ -1,10 +1,12 @@
 """What each S3 server of the suite does with the conditional writes streamproxy relies on.
 
-These pin the servers, not the service: the service's promise (never replace a
-file) holds only where the server honours `If-None-Match: *`, and its start-up
-check refuses a server that does not. RGW 16 (Pacific, Debian 12) honours it on
-PutObject and ignores it on CompleteMultipartUpload, replacing the object; when
-a package update changes that, this test says so.
+These pin the servers, not the service. The service's promise (never replace a
+file) needs `If-None-Match: *` honoured on PutObject: its start-up probe refuses
+a server that ignores it there. Where CompleteMultipartUpload honours it too
+(moto) large files are published with it; where it does not (RGW 16, Pacific,
+Debian 12, replaces the object) the service claims the name first with a
+conditional PutObject (storage/s3nameclaim.py; s3servers.CLAIMS). When a package
+update changes what a server does, these tests say so.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
+from streamproxy.storage import s3 as s3_module
+from streamproxy.storage.s3 import S3Location, S3Storage
+
+from .s3servers import CLAIMS
 from .s3support import BUCKET, S3Server
 
 pytestmark = pytest.mark.s3_only
 
-# Does CompleteMultipartUpload with If-None-Match: * refuse an existing key?
-COMPLETE_HONOURS_IF_NONE_MATCH = {"moto": True, "rgw": False}
+# Does CompleteMultipartUpload with If-None-Match: * refuse an existing key? Where it
+# does not, the service claims names first.
+COMPLETE_HONOURS_IF_NONE_MATCH = {kind: not claims for kind, claims in CLAIMS.items()}
 
 
 def _existing_key(s3_server: S3Server) -> str:
@@ -62,3 +69,16 @@ def test_complete_multipart_upload_if_none_match(s3_server: S3Server, storage_ki
         assert (status, _body(s3_server, key)) == (412, b"first")
     else:  # the condition is ignored: the upload replaced the object
         assert (status, _body(s3_server, key)) == (200, b"x")
+
+
+async def test_the_service_probes_which_way_to_publish(
+    s3_server: S3Server, storage_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start-up's probe picks claims exactly where the completion ignores the condition."""
+    monkeypatch.setattr(s3_module, "_VERIFIED", {})  # probe, not the answer this process has
+    storage = S3Storage(S3Location(BUCKET, "probe/"), endpoint=s3_server.endpoint)
+    await storage.start()
+    try:
+        assert storage.claims == CLAIMS[storage_kind]
+    finally:
+        await storage.close()

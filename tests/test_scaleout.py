@@ -25,11 +25,12 @@ import pytest
 from .cluster import Cluster, nginx_program
 from .conftest import field_part, file_part, http_post_head, md5, multipart_body, random_bytes
 from .s3log import S3Log
+from .s3servers import s3_kinds
 from .s3support import BUCKET, S3Store, until
 
-# The S3 servers the cluster runs on, each by its session fixture `<name>_server`
-# (RGW: add "rgw").
-S3_SERVERS = ("moto",)
+# The S3 servers the cluster runs on (STREAMPROXY_TEST_S3 picks), each by its session
+# fixture `<name>_server`. On RGW large files claim their name first (storage.s3nameclaim).
+S3_SERVERS = s3_kinds()
 # Servers whose `If-None-Match: *` is a check followed by an unlocked write (moto 5:
 # s3/responses.py put_object and complete_multipart_upload), so two racing creates of
 # one key may both succeed. Any other server is held to an atomic create.

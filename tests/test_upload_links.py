@@ -36,7 +36,7 @@ from .conftest import (
     run_program,
 )
 from .faultproxy import ALWAYS, Answer, FaultProxy, Match
-from .s3support import MotoServer
+from .s3support import S3Server
 from .test_upload_refusals import expect_error, parse_answer
 from .test_workers import started
 
@@ -382,9 +382,9 @@ async def test_twenty_racing_uses_across_two_workers_one_wins(spawn: Spawn, tmp_
 
 @pytest.mark.s3_only  # a storage failure on the publishing write, staged by the fault proxy
 async def test_a_commit_that_fails_after_the_claim_gives_the_link_back(
-    start_service: ServiceFactory, moto_server: MotoServer
+    start_service: ServiceFactory, s3_server: S3Server
 ) -> None:
-    proxy = await FaultProxy(moto_server.port).start()
+    proxy = await FaultProxy(s3_server.port).start()
     try:
         service = await links_service(start_service, s3_endpoint=proxy.endpoint)
         link = (await issue(service, fileName="back.png"))["url"]

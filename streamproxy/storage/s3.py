@@ -7,8 +7,10 @@ Layout under `s3://BUCKET/PREFIX`:
     PREFIX/.keys/PURPOSE   secrets shared by every instance on the bucket (`s3erase`)
 
 Stored names never contain `/` nor start with a dot, so no name reaches the
-staging area. Many instances may share one bucket and prefix: names are claimed
-with conditional writes (`s3upload`), and nothing is kept on the instance.
+staging area. Many instances may share one bucket and prefix: names are taken
+with conditional writes (`s3upload`; on servers that ignore the condition on
+CompleteMultipartUpload, by a claim first, `s3nameclaim`), and nothing is kept on
+the instance. An object that is a claim is no file: every reader here skips it.
 Uploads are in `s3upload`; this module opens the client, checks the bucket, and
 reads files back with ranged GETs at constant memory.
 """
@@ -20,7 +22,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +34,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 from ..runtime.settings import DEFAULT_CHUNK_SIZE, Settings, SettingsError
 from . import s3claims
 from .base import FileMissing, Observer, OneTimeClaims, StorageError, StoredMeta
-from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, Leftover, remove_stale, staging_key
+from .s3cleanup import LAST_TRY, STAGING_DIR, Janitor, remove_stale
 from .s3erase import S3Erasure
 from .s3meta import (
     S3_ERRORS,
@@ -43,6 +45,8 @@ from .s3meta import (
     is_missing,
     storage_error,
 )
+from .s3nameclaim import is_claim
+from .s3probe import needs_claims
 from .s3upload import S3Writer
 
 if TYPE_CHECKING:
@@ -57,8 +61,9 @@ _T = TypeVar("_T")
 
 # One botocore session per process: it parses the S3 service model once (~0.2 s).
 _SESSION: AioSession | None = None
-# (endpoint, bucket) pairs whose conditional writes were seen to hold, in this process.
-_VERIFIED: set[tuple[str | None, str]] = set()
+# (endpoint, bucket) pairs whose conditional writes were seen to hold, in this process:
+# whether large files need claims there (CompleteMultipartUpload ignores the condition).
+_VERIFIED: dict[tuple[str | None, str], bool] = {}
 
 
 def _session() -> AioSession:
@@ -138,7 +143,11 @@ class S3Storage(OneTimeClaims):
         region: str | None = None,
         part_size: int = 8 * MiB,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        stale_after: float = 86400.0,
+        claims: bool = False,
     ) -> None:
+        """`claims`: claim names first even where the server would not need it (tests);
+        otherwise start-up's probe decides."""
         self.bucket = location.bucket
         self.prefix = location.prefix
         self.staging_prefix = self.prefix + STAGING_DIR
@@ -146,6 +155,8 @@ class S3Storage(OneTimeClaims):
         self.region = region
         self.part_size = part_size
         self.chunk_size = chunk_size
+        self.stale_after = stale_after
+        self.claims = self._force_claims = claims
         where = endpoint or "AWS"
         self.description = f"S3 bucket {self.bucket!r} prefix {self.prefix!r} at {where}"
         self._client: S3Client | None = None
@@ -163,6 +174,8 @@ class S3Storage(OneTimeClaims):
             region=settings.s3_region,
             part_size=effective_part_size(settings.s3_part_size, settings.max_size),
             chunk_size=settings.chunk_size,
+            stale_after=settings.stale_after,
+            claims=settings.s3_claims,
         )
 
     @property
@@ -245,54 +258,20 @@ class S3Storage(OneTimeClaims):
         return self.endpoint or f"AWS ({self.client.meta.region_name})"
 
     async def _check_conditional_writes(self) -> None:
-        """Refuse to start on a server that would let an upload replace a file."""
-        client, bucket = self.client, self.bucket
-        if (self.endpoint, bucket) in _VERIFIED:
-            return
-        key = staging_key(self.staging_prefix)
-        try:
-            await client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
-            try:
-                await client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
-                ignored = "PutObject"
-            except ClientError as error:
-                if http_status(error) != 412:
-                    raise
-                ignored = await self._probe_multipart(key)
-        except S3_ERRORS as error:
-            raise StorageError(f"cannot write to bucket {bucket!r}: {error}") from None
-        finally:
-            with suppress(*S3_ERRORS):
-                await client.delete_object(Bucket=bucket, Key=key)
-        if not ignored:
-            _VERIFIED.add((self.endpoint, bucket))
-            return
-        raise StorageError(
-            f"the server at {self._where} ignores If-None-Match on {ignored}; "
-            "streamproxy needs conditional writes to never replace a file"
-        )
-
-    async def _probe_multipart(self, key: str) -> str:
-        client, bucket = self.client, self.bucket
-        upload_id = await self.create_upload(key)
-        try:
-            part = await client.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x"
+        """Refuse to start on a server that would let an upload replace a file; claim
+        names first where only CompleteMultipartUpload ignores the condition."""
+        bucket = self.bucket
+        if (self.endpoint, bucket) not in _VERIFIED:
+            _VERIFIED[(self.endpoint, bucket)] = await needs_claims(self, self._where)
+        if _VERIFIED[(self.endpoint, bucket)]:
+            self.claims = True
+            log.info(
+                "%s ignores If-None-Match on CompleteMultipartUpload: large files claim "
+                "their name first",
+                self._where,
             )
-            await client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
-                IfNoneMatch="*",
-            )
-        except ClientError as error:
-            if http_status(error) != 412:
-                raise
-            return ""
-        finally:
-            await self.janitor.discard(Leftover(key, upload_id))
-        return "CompleteMultipartUpload"
+        else:
+            self.claims = self._force_claims
 
     def track(self, discard: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a writer's clean-up as a task that `close` waits for before closing the client."""
@@ -349,7 +328,7 @@ class S3Storage(OneTimeClaims):
 
     async def _head(self, name: str) -> tuple[StoredMeta, str]:
         head = await self.head_object(self.key(name), "looking the file up")
-        if head is None:
+        if head is None or is_claim(head):  # a claim: a large file on its way, not yet one
             raise FileMissing(name)
         return StoredMeta(name, decode(head)), str(head.get("ETag", ""))
 
@@ -377,11 +356,19 @@ class S3Storage(OneTimeClaims):
                     if item["LastModified"] < cutoff and "/" not in name and name[:1] != ".":
                         expired.append(item["Key"])
             for key in expired:
+                if await self._claimed(key):
+                    continue  # a large file on its way: its claim is the stale sweep's
                 await client.delete_object(Bucket=self.bucket, Key=key)
                 log.info("retention: deleted %s", key.removeprefix(self.prefix))
         except S3_ERRORS as error:
             raise storage_error(error, "deleting expired files") from error
         return len(expired)
+
+    async def _claimed(self, key: str) -> bool:
+        if not self.claims:
+            return False
+        head = await self.head_object(key, "deleting expired files")
+        return head is not None and is_claim(head)
 
     async def remove_stale_temporaries(self, cutoff: datetime) -> int:
         try:

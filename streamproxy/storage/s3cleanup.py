@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from .s3meta import S3_ERRORS, error_code
+from .s3nameclaim import Claim, is_record, recorded, release
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -41,10 +42,21 @@ LAST_TRY = 5.0  # seconds spent on the queue at shutdown
 
 @dataclass(frozen=True)
 class Leftover:
-    """A staging object (upload_id None) or a multipart upload to be removed."""
+    """A staging object (upload_id None), a multipart upload, or a claim on a name
+    (`s3nameclaim`) to be removed. Past `until` (a wall-clock time) a queued claim is
+    left to the stale sweep, whose check-then-delete it must not race."""
 
     key: str
     upload_id: str | None = None
+    claim: Claim | None = None
+    until: float | None = None
+
+    @classmethod
+    def of_claim(cls, claim: Claim, stale_after: float) -> Leftover:
+        return cls(claim.key, claim=claim, until=claim.release_by(stale_after))
+
+    def expired(self) -> bool:
+        return self.until is not None and time.time() > self.until
 
 
 class Janitor:
@@ -59,6 +71,10 @@ class Janitor:
 
     async def remove(self, leftover: Leftover) -> None:
         client = self._client()
+        if leftover.claim is not None:
+            if not leftover.expired():
+                await release(client, self._bucket, leftover.claim)
+            return
         try:
             if leftover.upload_id is None:
                 await client.delete_object(Bucket=self._bucket, Key=leftover.key)
@@ -95,6 +111,10 @@ class Janitor:
     async def _remove_queued(self) -> None:
         """One try at each queued leftover; what goes is taken off the queue."""
         for leftover in list(self._queue):
+            if leftover.expired():
+                log.warning("left %s to the stale sweep", leftover)
+                self._queue.discard(leftover)
+                continue
             with suppress(*S3_ERRORS):
                 await self.remove(leftover)
                 self._queue.discard(leftover)
@@ -142,7 +162,8 @@ def _created(key: str, staging_prefix: str, reported: datetime) -> datetime:
 
 
 async def remove_stale(client: S3Client, bucket: str, prefix: str, cutoff: datetime) -> int:
-    """Abort multipart uploads and delete staging objects from before `cutoff`; the count."""
+    """Abort multipart uploads and delete staging objects from before `cutoff`; the count.
+    A stale claim record's name is deleted only if it still carries that claim."""
     staging = prefix + STAGING_DIR
     stale: list[Leftover] = []
     async for uploads in client.get_paginator("list_multipart_uploads").paginate(
@@ -166,6 +187,9 @@ async def remove_stale(client: S3Client, bucket: str, prefix: str, cutoff: datet
     removed = 0
     for leftover in stale:
         with suppress(*S3_ERRORS):
+            if is_record(leftover.key):
+                claim = await recorded(client, bucket, leftover.key)
+                leftover = Leftover(claim.key, claim=claim) if claim else leftover
             await janitor.remove(leftover)
             removed += 1
             log.info("removed stale %s", leftover)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from .base import FileMissing, StorageError, StoredMeta
 from .s3meta import S3_ERRORS, decode, is_missing, is_taken, storage_error
+from .s3nameclaim import is_claim
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -69,11 +70,13 @@ class S3Erasure:
         """HEAD (S3 deletes a missing key without complaint), then DELETE."""
         client, key = self._client(), self.prefix + name
         try:
-            await client.head_object(Bucket=self.bucket, Key=key)
+            head = await client.head_object(Bucket=self.bucket, Key=key)
         except S3_ERRORS as error:
             if is_missing(error):
                 raise FileMissing(name) from None
             raise storage_error(error, "looking the file up") from error
+        if is_claim(head):  # a large file on its way, not yet a file
+            raise FileMissing(name)
         try:
             await client.delete_object(Bucket=self.bucket, Key=key)
         except S3_ERRORS as error:
@@ -103,6 +106,8 @@ class S3Erasure:
             if is_missing(error):
                 return None  # deleted since the listing
             raise storage_error(error, "reading a file's metadata") from error
+        if is_claim(head):
+            return None  # a large file on its way, not yet a file
         try:
             return StoredMeta(name, decode(head))
         except StorageError as error:

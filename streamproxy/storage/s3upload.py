@@ -17,7 +17,9 @@ Commit, without ever replacing a name and with nothing visible before it:
   on 412 that upload is aborted and the next name tried. CopyObject would be
   one call, but not every S3-compatible server honours its If-None-Match
   (moto silently replaces), whereas the conditional CompleteMultipartUpload is
-  the primitive AWS, MinIO and moto all implement; start-up checks it.
+  the primitive AWS, MinIO and moto all implement; start-up checks it. Where
+  the server ignores it there (RGW 16), the name is claimed first with a
+  conditional PutObject and the completion goes without a condition (`s3nameclaim`).
 
 A conditional write whose answer was lost may have happened: aiohttp or
 botocore retries it unseen, and the retry finds the name taken (412), or no
@@ -25,6 +27,7 @@ answer comes at all. Every object carries its writer's random token
 (`x-amz-meta-writer`), so after a failure that may hide a write the writer
 looks at the name: if the object there is its own, the file is stored, and
 saying 412 (next name) or 503 would leave a file under a name nobody is told.
+A claim whose answer was lost is recognised the same way, by its UUID.
 
 Every multipart upload and staging object is discarded on every way out; see
 `s3cleanup` for when S3 itself is away.
@@ -44,6 +47,7 @@ from .interruptions import Interruptions
 from .s3body import PartReader
 from .s3cleanup import Janitor, Leftover, staging_key
 from .s3meta import S3_ERRORS, encode, http_status, is_taken, storage_error
+from .s3nameclaim import Claim, take
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -65,6 +69,8 @@ class Bucket(Protocol):
     staging_prefix: str
     chunk_size: int
     janitor: Janitor
+    claims: bool  # publish large files by claiming the name first (`s3nameclaim`)
+    stale_after: float
 
     @property
     def client(self) -> S3Client: ...
@@ -202,9 +208,12 @@ class S3Writer:
             return StoredMeta(name, info)
         raise NoFreeName("every candidate name is taken")
 
-    async def _written_by_us(self, name: str, error: BaseException) -> bool:
-        """After a failed write of `name`: did a try whose answer was lost store it?"""
-        if isinstance(error, ClientError) and not is_taken(error) and http_status(error) < 500:
+    async def _written_by_us(self, name: str, error: BaseException, unsure: bool = False) -> bool:
+        """After a failed write of `name`: did a try whose answer was lost store it?
+        `unsure`: even a refusal may follow a lost answer (an unconditional completion's
+        retry finds its upload gone)."""
+        refused = isinstance(error, ClientError) and http_status(error) < 500
+        if refused and not (unsure or is_taken(error)):
             return False  # S3 refused the write outright
         try:
             head = await self._storage.head_object(self._storage.key(name), "looking a name up")
@@ -235,27 +244,69 @@ class S3Writer:
             key = storage.key(name)
             if await storage.exists(key):
                 continue  # known taken: spare the copy (the condition below still decides)
-            upload_id = await storage.create_upload(key, **arguments)
+            claim = Claim.new(storage.staging_prefix, key) if storage.claims else None
+            if claim is not None and not await self._claim(claim):
+                continue
+            # Where the server ignores the condition, our claim holds the name.
+            condition: dict[str, Any] = {} if claim is not None else {"IfNoneMatch": "*"}
+            upload_id: str | None = None
             try:
+                upload_id = await storage.create_upload(key, **arguments)
                 parts = await self._copy_parts(key, upload_id, info.size)
+                if claim is not None and claim.too_old(storage.stale_after):
+                    raise StorageError("the copy outlasted half of --stale-after; not published")
                 await storage.client.complete_multipart_upload(
                     Bucket=storage.bucket,
                     Key=key,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
-                    IfNoneMatch="*",
+                    **condition,
                 )
             except BaseException as error:
-                await asyncio.shield(storage.janitor.discard(Leftover(key, upload_id)))
+                await asyncio.shield(storage.track(self._unpublish(key, upload_id, claim)))
                 if not isinstance(error, S3_ERRORS):
                     raise
-                if await self._written_by_us(name, error):
+                if await self._written_by_us(name, error, unsure=claim is not None):
                     return StoredMeta(name, info)
-                if is_taken(error):
+                if is_taken(error) and claim is None:
                     continue
                 raise storage_error(error, "publishing the file") from error
+            if claim is not None:  # the name is the file's now: only the record is left
+                await storage.janitor.discard(Leftover(claim.record))
             return StoredMeta(name, info)
         raise NoFreeName("every candidate name is taken")
+
+    async def _claim(self, claim: Claim) -> bool:
+        """Claim a name (`s3nameclaim`): True if ours; on False or an error, released."""
+        storage = self._storage
+        try:
+            if await take(storage.client, storage.bucket, claim):
+                return True
+        except BaseException:
+            await asyncio.shield(storage.track(self._release(claim)))
+            raise
+        await asyncio.shield(storage.track(self._release(claim)))
+        return False
+
+    async def _release(self, claim: Claim) -> None:
+        await self._storage.janitor.discard(Leftover.of_claim(claim, self._storage.stale_after))
+
+    async def _unpublish(self, key: str, upload_id: str | None, claim: Claim | None) -> None:
+        """Abort the upload on the name, then release our claim on it: only once the abort
+        is done can no completion of ours land after the claim is gone."""
+        janitor = self._storage.janitor
+        if upload_id is not None:
+            upload = Leftover(key, upload_id)
+            if claim is None:
+                await janitor.discard(upload)
+                return
+            try:
+                await janitor.remove(upload)
+            except S3_ERRORS:
+                janitor.later(upload)  # the claim stays for the stale sweep
+                return
+        if claim is not None:
+            await self._release(claim)
 
     async def _copy_parts(self, key: str, upload_id: str, size: int) -> list[CompletedPartTypeDef]:
         storage = self._storage

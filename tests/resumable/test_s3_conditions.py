@@ -4,9 +4,6 @@ Ceph RGW 16 refuses `If-Match: "<etag>"` (the quoted form every other server and
 RFC 9110 use) with 412 even when the ETag matches, and accepts the bare one; the
 uploads area learns that from the first refusal it can prove wrong (the record it
 read back has exactly the ETag it matched) and sends If-Match bare from then on.
-The service refuses RGW at start-up today (it ignores If-None-Match on
-CompleteMultipartUpload, s3servers.py): that check is skipped here only, as it is
-about file commits, not the uploads area.
 """
 
 from __future__ import annotations
@@ -29,15 +26,7 @@ pytestmark = pytest.mark.s3_only
 
 
 @pytest.fixture
-async def storage(
-    s3_server: S3Server, storage_kind: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[S3Storage]:
-    if storage_kind == "rgw":
-
-        async def skipped(self: S3Storage) -> None:
-            """RGW's refusal concerns CompleteMultipartUpload, not the uploads area."""
-
-        monkeypatch.setattr(S3Storage, "_check_conditional_writes", skipped)
+async def storage(s3_server: S3Server) -> AsyncIterator[S3Storage]:
     storage = S3Storage(
         S3Location(BUCKET, f"cond-{uuid.uuid4().hex[:12]}/"), endpoint=s3_server.endpoint
     )

@@ -342,6 +342,9 @@ class Settings:
     # (crash leftovers removed) before the workers started; workers share the port.
     storage_prepared: bool = False
     reuse_port: bool = False
+    # Set by tests: on S3, claim names first (storage.s3nameclaim) even where the server
+    # honours If-None-Match on CompleteMultipartUpload, as moto's does.
+    s3_claims: bool = False
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
