@@ -20,7 +20,7 @@ from streamproxy.resumable.state import Protocol, UploadRecord
 
 from ..conftest import Service, ServiceFactory, md5, random_bytes
 
-pytestmark = pytest.mark.local_only  # resumable uploads are on local storage so far
+pytestmark = pytest.mark.local_only  # the links logic is the same on every storage
 
 KEY = "api-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
