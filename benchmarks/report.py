@@ -470,13 +470,19 @@ def headline(cells: dict[tuple[str, str], Cell]) -> str:
     return "; ".join(parts)
 
 
+# Sections other tools write into RESULTS.md (benchmarks/s3_scaleout.py), kept with the
+# history when a full run rewrites the file.
+KEPT_HEADINGS = ("## Scale-out on S3", HISTORY_HEADING)
+
+
 def existing_history(path: Path) -> str:
+    """What a full run carries over: the kept sections and the history, as they were."""
     try:
         text = path.read_text()
     except OSError:
         return ""
-    index = text.find(HISTORY_HEADING)
-    return text[index:].rstrip() + "\n" if index >= 0 else ""
+    found = [index for index in map(text.find, KEPT_HEADINGS) if index >= 0]
+    return text[min(found) :].rstrip() + "\n" if found else ""
 
 
 def render(
