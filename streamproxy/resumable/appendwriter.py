@@ -11,17 +11,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from typing import Generic, Protocol, TypeVar
 
-from ..storage.base import FileInfo, Piece, StorageError, StoredMeta
+from ..storage.base import FileInfo, Observer, Piece, StorageError, StoredMeta
 from .state import UploadRecord
 
 
-class OrderedAppendWriter:
+class Counting(Protocol):
+    """A storage's appender for one request: how many bytes it has taken."""
+
+    @property
+    def written(self) -> int: ...
+
+
+AppenderT = TypeVar("AppenderT", bound=Counting)
+
+
+class OrderedAppendWriter(Generic[AppenderT]):
     """Ordered writes into an upload; `commit` is not how an upload is published."""
 
-    def __init__(self) -> None:
+    def __init__(self, appender: AppenderT, observer: Observer) -> None:
+        self._appender = appender
+        self._observer = observer  # the pump's: MD5, sniffing, counting
         self._order = asyncio.Lock()  # FIFO: writes land in the order they were queued
         self._pending: set[asyncio.Future[None]] = set()
+
+    @property
+    def written(self) -> int:
+        return self._appender.written
 
     async def _apply(self, pieces: Sequence[Piece]) -> None:
         raise NotImplementedError

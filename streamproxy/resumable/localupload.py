@@ -25,18 +25,12 @@ from .problems import Busy, NotFound
 from .state import CorruptRecord, UploadRecord
 
 
-class LocalAppendWriter(OrderedAppendWriter):
+class LocalAppendWriter(OrderedAppendWriter[Appender]):
     """The pump's writer for one PATCH: ordered writes into the upload's Appender."""
 
     def __init__(self, storage: LocalStorage, appender: Appender, observer: Observer) -> None:
-        super().__init__()
+        super().__init__(appender, observer)
         self._storage = storage
-        self._appender = appender
-        self._observer = observer
-
-    @property
-    def written(self) -> int:
-        return self._appender.written
 
     def _write_sync(self, pieces: Sequence[Piece]) -> None:
         try:

@@ -30,18 +30,12 @@ _ENDING = frozenset({Status.COMMITTED, Status.FAILED, Status.CANCELLED, Status.E
 """Statuses whose record lets go of the lease (state.UploadRecord.committed and others)."""
 
 
-class S3AppendWriter(OrderedAppendWriter):
+class S3AppendWriter(OrderedAppendWriter[Appender]):
     """The pump's writer for one PATCH: hash off the loop, then into the Appender, in order."""
 
     def __init__(self, storage: S3Storage, appender: Appender, observer: Observer) -> None:
-        super().__init__()
+        super().__init__(appender, observer)
         self._storage = storage
-        self._appender = appender
-        self._observer = observer
-
-    @property
-    def written(self) -> int:
-        return self._appender.written
 
     def _observe(self, pieces: Sequence[Piece]) -> None:
         for piece in pieces:
