@@ -26,8 +26,8 @@ from tqdm import tqdm
 from streamproxy.client import MediaClient, MediaError, ResumableOptions
 
 from ..conftest import ServiceFactory, md5, random_bytes
+from ..cutproxy import CuttingProxy
 from .conftest import Recorder, run_cli
-from .cutproxy import CuttingProxy
 
 pytestmark = pytest.mark.local_only  # the server's resumable uploads are on local storage
 

@@ -9,7 +9,6 @@ tus-js-client is installed by npm into tests/resumable/node/node_modules the fir
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -20,6 +19,7 @@ import pytest
 from tusclient.client import TusClient
 
 from ..conftest import Service, ServiceFactory, md5, random_bytes, require_program
+from ..cutproxy import CuttingProxy
 
 NODE_DIR = Path(__file__).parent / "node"
 
@@ -61,51 +61,6 @@ async def node_upload(
     return result
 
 
-class CuttingProxy:
-    """A TCP proxy that resets each of the first `cuts` connections after a random
-    number of request bytes (the client's connection dropping mid-PATCH)."""
-
-    def __init__(self, port: int, cuts: int, seed: int) -> None:
-        self.port = port
-        self.cuts_left = cuts
-        self.random = random.Random(seed)
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
-        budget = None
-        if self.cuts_left > 0:
-            self.cuts_left -= 1
-            budget = self.random.randrange(20_000, 700_000)
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, cut: bool) -> None:
-            nonlocal budget
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await source.read(65536):
-                    if cut and budget is not None:
-                        if len(data) >= budget:
-                            sink.write(data[:budget])
-                            await sink.drain()
-                            await asyncio.sleep(0.05)
-                            writer.transport.abort()
-                            up_writer.transport.abort()
-                            return
-                        budget -= len(data)
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
-
-
 @pytest.mark.parametrize("protocol", ["tus-v1", "ietf-draft-05"])
 async def test_tus_js_client_uploads(
     service: Service, node_client: Path, tmp_path: Path, protocol: str
@@ -135,7 +90,9 @@ async def test_tus_js_client_resumes_after_connections_cut_at_random_offsets(
     data = random_bytes(4_000_000, seed=12)
     file = tmp_path / "long.bin"
     file.write_bytes(data)
-    proxy = CuttingProxy(service.port, cuts=6, seed=len(protocol))
+    cuts = random.Random(len(protocol))
+    budgets = [cuts.randrange(20_000, 700_000) for _ in range(6)]
+    proxy = CuttingProxy(service.port, budgets, from_patch=False)
     endpoint = await proxy.start()
     try:
         result = await node_upload(
@@ -143,7 +100,7 @@ async def test_tus_js_client_resumes_after_connections_cut_at_random_offsets(
         )
     finally:
         await proxy.close()
-    assert proxy.cuts_left == 0  # every planned cut happened
+    assert proxy.cuts == []  # every planned budget went to a connection
     assert await service.fetch("c42_long.bin") == data
     stat = await service.session.get(service.url + "/files/stat?filename=c42_long.bin")
     assert (await stat.json())["etag"] == md5(data)

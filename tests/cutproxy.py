@@ -2,9 +2,10 @@
 
 The network a resumable upload is for: the connection drops mid-PATCH, the
 server keeps what arrived, the client asks for the offset and goes on. A
-connection takes the next budget from `cuts` (bytes from client to server,
-counted from the start of its first PATCH, so a HEAD's connection, which
-aiohttp closes after it, wastes none); once they are used up, traffic passes.
+connection takes the next budget from `cuts` (bytes from client to server); with
+`from_patch` (the default) the count starts at the connection's first PATCH, so a
+HEAD's connection, which aiohttp closes after it, wastes none; without it, from
+the connection's first byte. Once the budgets are used up, traffic passes.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import contextlib
 
 
 class CuttingProxy:
-    def __init__(self, port: int, cuts: list[int]) -> None:
+    def __init__(self, port: int, cuts: list[int], *, from_patch: bool = True) -> None:
         self.port = port
         self.cuts = list(cuts)
+        self.from_patch = from_patch
         self.made = 0  # cuts that happened
         self.server: asyncio.Server | None = None
 
@@ -30,7 +32,7 @@ class CuttingProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
-        budget: int | None = None
+        budget: int | None = None if self.from_patch or not self.cuts else self.cuts.pop(0)
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, cut: bool) -> None:
             nonlocal budget
