@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .s3support import BUCKET, FAKE_AWS, free_port
+from .s3support import BUCKET, FAKE_AWS, free_port, loopback_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -128,17 +128,7 @@ class RgwServer:
     @property
     def client(self) -> S3Client:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint,
-                region_name="us-east-1",
-                aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
-                config=Config(s3={"addressing_style": "path"}),
-            )
+            self._client = loopback_client(self.endpoint)
         return self._client  # type: ignore[no-any-return]
 
     @classmethod

@@ -44,6 +44,21 @@ async def until(check: Callable[[], bool], within: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
+def loopback_client(endpoint: str) -> S3Client:
+    """A boto3 client for an S3 server the tests run on loopback, with the fake keys."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -77,15 +92,7 @@ class MotoServer:
     @property
     def client(self) -> S3Client:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint,
-                region_name="us-east-1",
-                config=Config(s3={"addressing_style": "path"}),
-            )
+            self._client = loopback_client(self.endpoint)
         return self._client  # type: ignore[no-any-return]
 
     @classmethod

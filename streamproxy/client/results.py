@@ -108,7 +108,7 @@ class FileStat:
             "type": self.type,
             "size": self.size,
             "etag": self.etag,
-            "created": self.created.strftime("%Y-%m-%dT%H:%M:%SZ") if self.created else None,
+            "created": _format_time(self.created),
             "conversationId": self.conversation_id,
             "channel": self.channel,
             "originalName": self.original_name,
@@ -139,9 +139,14 @@ class ListedFile:
         )
 
     def to_json(self) -> dict[str, Any]:
-        created = self.created.strftime("%Y-%m-%dT%H:%M:%SZ") if self.created else None
+        created = _format_time(self.created)
         return {"name": self.name, "type": self.type, "size": self.size,
                 "etag": self.etag, "created": created, "url": self.url}  # fmt: skip
+
+
+def _format_time(moment: datetime | None) -> str | None:
+    """The service's own form of a time (UTC, to the second), as `_parse_time` reads it."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 def _parse_time(text: str) -> datetime | None:
