@@ -11,10 +11,14 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from streamproxy.intake.mediatypes import parse_type_rule
 
 from ..conftest import Service, ServiceFactory, eventually, md5, random_bytes
 from .uploads import uploads_left
+
+pytestmark = pytest.mark.every_s3_server  # the upload record and parts live in the bucket
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
