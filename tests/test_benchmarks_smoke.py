@@ -1,8 +1,10 @@
-"""The benchmark harness still runs: one small upload and download, one round, no timing.
+"""The benchmarks still run: one small upload and download, one round, no timing.
 
 Keeps `benchmarks/` from rotting between `make bench` runs: servers start, the
 client's streamed multipart and PUT bodies are accepted, /proc measurement and the
-report work. It asserts nothing about speed.
+report work; the scale-out benchmark runs on each S3 server of the suite (moto's
+and Ceph's RGW, where a large file claims its name first). It asserts nothing
+about speed.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import s3_scaleout, s3_scaleout_report
 from benchmarks.harness import Harness, Options
 from benchmarks.report import write_report
+from benchmarks.s3stores import TITLES, store_of
 from benchmarks.scenarios import QUICK, MiB
 from benchmarks.system import find_program
+
+from .s3support import S3Server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,3 +64,35 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
     assert "not the committed results" in text
     # streamproxy's rows carry figures and a ratio to nginx, not just the scenario's title
     assert re.search(r"\| streamproxy \| \*\*[\d.,]+\*\* MB/s \| [\d.,-]+ \| \d+\.\d\dx \|", text)
+
+
+@pytest.mark.s3_only
+@pytest.mark.timeout(180)
+async def test_s3_scaleout_runs_one_small_round_on_each_s3_server(
+    s3_server: S3Server, storage_kind: str, tmp_path: Path
+) -> None:
+    """benchmarks.s3_scaleout on moto and on RGW (where a large file claims its name first)."""
+    if find_program("nginx") is None:
+        pytest.skip("needs nginx from Debian's package nginx-light (make bench installs it)")
+    arguments = ["--server", storage_kind, "--instances", "2", "--uploads", "4"]
+    arguments += ["--concurrency", "2", "--size", "300000", "--big", "9000000", "--rounds", "1"]
+    args = s3_scaleout.parser().parse_args(arguments)
+    suite = s3_scaleout.new_suite(args)
+    await s3_scaleout.measure_store(args, store_of(s3_server), tmp_path, suite)
+    s3_scaleout.finish(suite)
+
+    [measured] = suite.rounds
+    assert (measured.store, measured.instances, measured.uploads) == (storage_kind, 2, 4)
+    assert measured.errors == 0
+    assert all(cpu > 0 for cpu in measured.instance_cpu)  # nginx spread them
+    assert measured.cpu["store"] > 0
+    assert measured.s3 == {"PutObject": 4}  # a file below the part size: one PutObject
+    large = suite.probes[storage_kind]["upload 9 MB (8 MiB parts)"]
+    assert large["UploadPart"] == 2 and large["CompleteMultipartUpload"] >= 1
+    # On RGW the name is claimed first: the claim record and the empty claim are PutObjects.
+    assert large.get("PutObject", 0) == (2 if storage_kind == "rgw" else 0)
+    section = s3_scaleout_report.render(suite)
+    title = TITLES[storage_kind]
+    assert re.search(
+        rf"\| {title} \| 2 \| \*\*\d+\*\* .* \| 1.00 \(PutObject 1.00\) \| 0 \|", section
+    )
