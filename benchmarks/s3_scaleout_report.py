@@ -120,7 +120,9 @@ def render(suite: Suite) -> str:
         "here: the figures to read are the costs per upload and whether they stay flat. "
         "RSS: the instances' summed resident memory, the worst round's peak above idle, "
         "divided by the uploads in flight (a file smaller than the 8 MiB part is held whole "
-        "until its one PutObject). Access log on (log level info).",
+        "until its one PutObject). Access log on (log level info). ListObjects among the "
+        "S3 requests is the resumable uploads' expiry sweep each instance runs every 30 s "
+        "(runtime/retention.py), not the uploads'; it can fall into a probe below too.",
         "",
         "| S3 server | instances | median MB/s (min-max) | uploads/s | instances CPU s/GiB "
         "| instances CPU ms per upload | per instance CPU s (spread) | nginx CPU s/GiB "
