@@ -67,7 +67,7 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
 
 
 @pytest.mark.s3_only
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)  # two instances start, on a loaded machine: 30-100 s
 async def test_s3_scaleout_runs_one_small_round_on_each_s3_server(
     s3_server: S3Server, storage_kind: str, tmp_path: Path
 ) -> None:
