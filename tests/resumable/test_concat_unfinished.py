@@ -10,11 +10,16 @@ and leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from streamproxy.intake.scan import ClamdAddress
+
 from ..conftest import LocalStore, Service, ServiceFactory, md5, random_bytes
+from ..test_scan import Clamd
+from ..test_scan import clamd as clamd  # the fixture: a real clamd
 from .test_tus_routes import TUS, head, metadata, patch
 from .uploads import upload_objects, uploads_left
 
@@ -135,6 +140,8 @@ async def test_a_part_terminated_while_its_final_waits_fails_the_final(service: 
     status, headers, _ = await final(service, *urls)
     assert status == 201
     final_url = headers["Location"]
+    status, headers = await head(service, final_url)  # the parts' lengths are known
+    assert "Upload-Offset" not in headers and headers["Upload-Length"] == "600000"
     async with service.session.delete(urls[1], headers=TUS) as answer:
         assert answer.status == 204  # not refused: the final upload fails instead
     # The other part still takes PATCHes; finishing it fails the final, which says why.
@@ -186,3 +193,28 @@ async def test_the_last_part_finished_on_a_second_instance_assembles_the_final(
     assert await first.fetch("c9_joined.bin") == data
     status, headers = await head(first, headers["Location"])
     assert headers["Upload-Offset"] == headers["Upload-Length"] == str(len(data))
+
+
+async def test_an_assembly_whose_commit_failed_is_retried_by_a_look_at_the_final(
+    start_service: ServiceFactory, clamd: Clamd, tmp_path: Path
+) -> None:
+    """The instance that finishes the last part cannot reach its scanner (fail closed):
+    the part's PATCH still answers 204 and nothing is stored; a GET on the final upload
+    at another instance, whose scanner answers, commits it."""
+    away = ClamdAddress(path=str(tmp_path / "no-clamd.sock"))
+    blind = await start_service(clamd=away)
+    seeing = await start_service(
+        storage=blind.settings.storage, clamd=ClamdAddress(path=str(clamd.socket))
+    )
+    data = random_bytes(400_000, seed=15)
+    part = await partial(blind, len(data))
+    status, headers, _ = await final(blind, part)
+    assert status == 201
+    final_url = headers["Location"]
+    assert (await patch(blind, part, 0, data))[0] == 204
+    assert blind.stored_names() == set()
+    status, body = await get(blind, final_url)
+    assert status == 503 and body["error"] == "scanner_unavailable"
+    status, body = await get(seeing, final_url.replace(blind.url, seeing.url))
+    assert status == 200 and body["etag"] == md5(data)
+    assert await blind.fetch("c9_joined.bin") == data
