@@ -164,6 +164,15 @@ class LocalUploadStore:
     async def expired(self, now: float) -> list[str]:
         return await self.storage.run_blocking(self.area.expired, now)
 
+    async def link(self, part_id: str, final_id: str) -> None:
+        try:
+            await self.storage.run_blocking(self.area.link, part_id, final_id)
+        except OSError as error:
+            raise storage_error(error, "linking a final upload to its part") from error
+
+    async def linked(self, part_id: str) -> list[str]:
+        return await self.storage.run_blocking(self.area.linked, part_id)
+
     async def remove_unreadable(self, upload_id: str) -> bool:
         def remove() -> bool:
             try:
