@@ -14,12 +14,16 @@ implementations read and set it:
   gets at most `SLICE` bytes and is followed by `time.sleep(0)`, which hands the GIL
   to a waiting event loop at once rather than after the 5 ms switch interval.
 
-Measured on this machine (`python -m benchmarks.hash_state`, 1 GiB in 512 KiB pieces,
-CPU time of the hashing thread, 2 CPUs shared with other jobs): hashlib 800 MiB/s,
-rehashes 676 MiB/s, the sliced rehashes 640 MiB/s; the OpenSSL figures and the
-two-thread runs are in benchmarks/RESULTS.md. A state saved by either continues in the
-other (tests/resumable/test_hashstate.py), and so do states saved before OpenSSL's MD5
-was used (the layout is rehashes' own serialization).
+Measured on this machine (`python -m benchmarks.hash_state --gib 0.5`, 512 KiB pieces,
+CPU time of the hashing thread, 2 CPUs shared with other jobs, 2026-12-01): hashlib
+720 MiB/s, OpenSSL through ctypes 708 (0.98x), rehashes 595 (0.83x), the sliced
+rehashes 550 (0.76x). While a worker thread is inside one 256 MiB update the main
+thread counts to 12.3 million beside OpenSSL, 8.5 million beside hashlib, 59 thousand
+beside rehashes; a 1 ms timer on the event loop is late by 0.36 ms on average beside
+OpenSSL, 0.63 beside hashlib, 7.3 beside plain rehashes, 1.3 beside the sliced one.
+More in benchmarks/RESULTS.md. A state saved by either engine continues in the other
+(tests/resumable/test_hashstate.py), and so do states saved before OpenSSL's MD5 was
+used (the layout is rehashes' own serialization).
 """
 
 from __future__ import annotations
