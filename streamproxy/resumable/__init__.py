@@ -15,7 +15,8 @@ route asks for it). The notes below are the plan these follow (and what is left 
 
 The foundation:
 
-- `hashstate`: the whole file's MD5 saved after any byte (rehashes; figures inside).
+- `hashstate`: the whole file's MD5 saved after any byte (OpenSSL's MD5 through ctypes,
+  `opensslmd5`, else rehashes; the stored layout in `md5state`; figures inside).
 - `state`: the upload record and its transitions, sans-IO; the protocol decisions.
 - `problems`: the refusals, with API.md's status and code and the draft's problem types.
 - `headers`: the tus and draft headers, parsed and written.

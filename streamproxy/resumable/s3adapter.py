@@ -2,7 +2,7 @@
 routes drive (hold / appender / save / staged / stored_bytes / remove), as localupload.py
 is for local storage (the `tus` branch's resumable/store.py protocol; matched by shape).
 
-The running MD5 (rehashes holds the GIL, see hashstate) is the observer: it runs on the
+The running MD5 (OpenSSL's, GIL released; see hashstate) is the observer: it runs on the
 storage's threads, in order, and the bytes then go into the Appender on the loop. A
 completed upload is completed into its staging object `<id>/data` when first needed (the
 virus scan reads it, or the commit), then published by `s3upload.publish_staged`, the
