@@ -22,6 +22,7 @@ SERVER_ORDER = (
     "streamproxy-nofsync",
     "fastapi",
 )
+UPLOAD_GROUPS = ("upload", "upload-concurrency", "upload-size", "slow-clients")
 # What each row's server does to an upload, so no ratio hides a difference in work.
 SERVER_DOES = {
     "nginx": "PUT; no hash, no fsync, no sniffing",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .cells import (
     SERVER_DOES,
+    UPLOAD_GROUPS,
     Cell,
     fmt_mib,
     fmt_rate,
@@ -55,10 +56,11 @@ PROFILES_NOTE = (
 def results_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> list[str]:
     rows = []
     for scenario in result.scenarios:
+        upload = scenario["group"] in UPLOAD_GROUPS
         for server in ordered_servers(s for (k, s) in cells if k == scenario["key"]):
             cell = cells[(scenario["key"], server)]
+            does = SERVER_DOES.get(server, "") if upload else ""
             if not cell.ok:
-                does = SERVER_DOES.get(server, "")
                 rows.append([scenario["title"], server, does, cell.status(), *[""] * 7])
                 continue
             errors = f" ({cell.errors} errors)" if cell.errors else ""
@@ -66,7 +68,7 @@ def results_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
                 [
                     scenario["title"],
                     server,
-                    SERVER_DOES.get(server, ""),
+                    does,
                     f"**{fmt_rate(cell.median, cell.unit)}** {cell.unit}{errors}",
                     f"{fmt_rate(cell.low, cell.unit)}-{fmt_rate(cell.high, cell.unit)}",
                     fmt_ratio(cell.ratio),

@@ -6,11 +6,9 @@ Issue 13 grades on the one-process figure with streamproxy hashing and fsyncing;
 
 from __future__ import annotations
 
-from .cells import Cell, fmt_ratio, measured, table
+from .cells import UPLOAD_GROUPS, Cell, fmt_ratio, measured, table
 from .harness import SuiteResult
 from .scenarios import MiB
-
-UPLOAD_GROUPS = ("upload", "upload-concurrency", "upload-size", "slow-clients")
 
 
 def targets_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> list[str]:
