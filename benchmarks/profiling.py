@@ -22,6 +22,7 @@ from pathlib import Path
 
 RATE = 100  # samples per second per thread
 TOP = 12
+_IDLE_WORKER = re.compile(r"^_worker \(.*thread\.py:\d+\)$")
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]+)(?::(?P<line>\d+))?\)$")
 
 
@@ -34,7 +35,7 @@ class SpyProfile:
     rate: str  # the profiled run's own rate, e.g. "412 MB/s"
     seconds: float = 0.0
     cpu_samples: int = 0  # samples of threads on a CPU (py-spy without --idle)
-    wall_samples: int = 0  # samples of every thread, waiting or not (--idle)
+    wall_samples: int = 0  # samples of every thread but idle executor ones (--idle)
     cpu_threads: list[tuple[str, float]] = field(default_factory=list)
     cpu_lines: list[tuple[str, float]] = field(default_factory=list)  # self time, by line
     wall_lines: list[tuple[str, float]] = field(default_factory=list)
@@ -49,7 +50,7 @@ class SpyProfile:
             "  on-CPU, self, by line (share of on-CPU samples):",
         ]
         lines += [f"  {share:6.1%}  {where}" for where, share in self.cpu_lines]
-        lines += ["  wall, self, by line (share of all threads' samples, waits included):"]
+        lines += ["  wall, self, by line (waits included; executor threads without work left out):"]
         lines += [f"  {share:6.1%}  {where}" for where, share in self.wall_lines]
         return lines
 
@@ -70,9 +71,11 @@ def thread_group(label: str) -> str:
     return re.sub(r"\d+$", "*", name) or "unnamed"
 
 
-def collapse(raw: str) -> tuple[int, Counter[str], Counter[str]]:
+def collapse(raw: str, *, skip_idle: bool = False) -> tuple[int, Counter[str], Counter[str]]:
     """Collapsed stacks (`thread;frame;...;frame count` per line): the sample count and
-    the samples by thread group and by innermost line."""
+    the samples by thread group and by innermost line. `skip_idle` leaves out executor
+    threads with no work (innermost frame the pool's `_worker`): a pool of 32 threads
+    mostly idle would otherwise fill the wall view."""
     by_thread: Counter[str] = Counter()
     by_line: Counter[str] = Counter()
     total = 0
@@ -82,8 +85,12 @@ def collapse(raw: str) -> tuple[int, Counter[str], Counter[str]]:
             continue
         count = int(count_text)
         frames = stack.split(";")
+        if skip_idle and _IDLE_WORKER.match(frames[-1]):
+            continue
         total += count
-        if frames[0].startswith(("thread ", "process ")):
+        while len(frames) > 1 and frames[0].startswith("process "):
+            frames = frames[1:]  # --subprocesses: the process, then its thread
+        if frames[0].startswith("thread "):
             by_thread[thread_group(frames[0])] += count
         by_line[short_frame(frames[-1])] += count
     return total, by_thread, by_line
@@ -93,7 +100,7 @@ def summarize(
     cpu_raw: str, wall_raw: str, scenario: str, server: str, rate: str, seconds: float
 ) -> SpyProfile:
     cpu_total, cpu_threads, cpu_lines = collapse(cpu_raw)
-    wall_total, _, wall_lines = collapse(wall_raw)
+    wall_total, _, wall_lines = collapse(wall_raw, skip_idle=True)
     profile = SpyProfile(scenario, server, rate, seconds, cpu_total, wall_total)
     if cpu_total:
         profile.cpu_threads = [(name, n / cpu_total) for name, n in cpu_threads.most_common(5)]
