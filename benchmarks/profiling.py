@@ -2,7 +2,8 @@
 
 The profiled run is not a round: py-spy's sampling takes CPU from the same two cores,
 so its rate is shown beside the profile and never enters a median. Two records run at
-once: one without `--idle` (samples of threads on a CPU: where the CPU goes) and one
+once: one without `--idle` (samples of active threads: running, runnable, or in a disk
+wait such as `fsync`, which py-spy does not count as idle) and one
 with it (every thread, so a thread waiting in `fsync` counts as time spent there: what
 a disk-bound upload waits for). Shares are of each record's samples of all threads.
 """
@@ -34,7 +35,7 @@ class SpyProfile:
     server: str
     rate: str  # the profiled run's own rate, e.g. "412 MB/s"
     seconds: float = 0.0
-    cpu_samples: int = 0  # samples of threads on a CPU (py-spy without --idle)
+    cpu_samples: int = 0  # samples of active threads: running, runnable, in a disk wait
     wall_samples: int = 0  # samples of every thread but idle executor ones (--idle)
     cpu_threads: list[tuple[str, float]] = field(default_factory=list)
     cpu_lines: list[tuple[str, float]] = field(default_factory=list)  # self time, by line
@@ -45,7 +46,7 @@ class SpyProfile:
         threads = ", ".join(f"{name} {share:.0%}" for name, share in self.cpu_threads)
         lines = [
             f"py-spy, {self.scenario} on {self.server}: {self.rate} while profiled, "
-            f"{self.seconds:.1f} s, ~{cores:.2f} cores busy in Python threads",
+            f"{self.seconds:.1f} s, ~{cores:.2f} threads active on average",
             f"  on-CPU samples by thread: {threads}",
             "  on-CPU, self, by line (share of on-CPU samples):",
         ]

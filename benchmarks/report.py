@@ -44,9 +44,10 @@ ISSUE13_NOTE = (
 PROFILES_NOTE = (
     "One extra run per streamproxy row after the measured rounds, under two py-spy "
     "records at once (not a round: the sampling takes CPU from the same cores, so the rate "
-    "is lower than the medians'). 'On-CPU' samples are of threads the kernel had running "
-    "or runnable (py-spy without `--idle`; on a loaded machine runnable includes waiting "
-    "for a core); 'wall' samples every thread, so a wait in `fsync` counts. A C call "
+    "is lower than the medians'). 'On-CPU' samples are of threads py-spy finds active "
+    "(without `--idle`): running, runnable (on a loaded machine, waiting for a core) or in "
+    "a disk wait (an `fsync` in state D counts); 'wall' samples every thread (`--idle`), "
+    "leaving out executor threads with no work. A C call "
     "(MD5's `update`, `os.write`, uvloop's loop) shows as the Python line that made it: "
     "`Runner.run` is the event loop in C (uvloop, aiohttp's parser, socket reads), "
     "`_worker (thread.py:81)` an executor thread waiting for work."

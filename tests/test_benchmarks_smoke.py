@@ -89,5 +89,5 @@ def test_py_spy_records_summarize_by_thread_and_line() -> None:
     assert profile.cpu_lines[0] == ("Pump._observe (pump.py:152)", 0.5)
     assert profile.wall_lines[0] == ("Pump._observe (pump.py:152)", 0.5)
     text = "\n".join(profile.to_text())
-    assert "~1.00 cores busy" in text
+    assert "~1.00 threads active on average" in text
     assert "50.0%  Pump._observe (pump.py:152)" in text
