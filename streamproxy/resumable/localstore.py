@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from ..storage.localfs import fsync_directory
+from ..storage.localfs import WRITEBACK_EVERY, fsync_directory, start_writeback
 from .problems import Busy, NotFound
 from .state import CorruptRecord, Status, UploadRecord, is_valid_id
 
@@ -72,6 +72,7 @@ class Appender:
         self._lock = lock
         self.record = record
         self.written = 0
+        self._written_back = 0  # of `written`: handed to the disk already
         self._fd = os.open(area.path(record.id) / "data", os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.ftruncate(self._fd, record.offset)  # drop what was never acknowledged
@@ -86,12 +87,21 @@ class Appender:
             done = os.write(self._fd, view)
             view = view[done:]
             self.written += done
+        self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Hand each 8 MiB to the disk as it is written, as `POST /files` does, so the
+        acknowledgement's fdatasync finds little left instead of the whole PATCH."""
+        pending = self.written - self._written_back
+        if self._area.fsync and start_writeback is not None and pending >= WRITEBACK_EVERY:
+            start_writeback(self._fd, self.record.offset + self._written_back, pending)
+            self._written_back = self.written
 
     def discard(self) -> None:
         """Forget this request's bytes (tus checksum mismatch): back to the record's offset."""
         os.ftruncate(self._fd, self.record.offset)
         os.lseek(self._fd, self.record.offset, os.SEEK_SET)
-        self.written = 0
+        self.written = self._written_back = 0
 
     def acknowledge(self, record: UploadRecord) -> None:
         """Make `record` (offset + written) the truth: data durable first, then the info."""
@@ -106,7 +116,7 @@ class Appender:
             os.fdatasync(self._fd)
         self._area.write_info(record)
         self.record = record
-        self.written = 0
+        self.written = self._written_back = 0
 
     def close(self) -> None:
         os.close(self._fd)

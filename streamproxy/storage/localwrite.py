@@ -10,8 +10,6 @@ cancellation.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import enum
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +20,7 @@ from pathlib import Path
 from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
 from .interruptions import Interruptions
 from .lanes import Lane, Settler, Submit
-from .localfs import storage_error
+from .localfs import WRITEBACK_EVERY, start_writeback, storage_error
 from .localstaging import StagingArea
 
 HELD_BACK = 64 * 1024  # a first chunk up to this size waits for the next trip
@@ -41,32 +39,10 @@ def observe_holding_gil(observer: Observer, pieces: Sequence[Piece]) -> None:
             observer(view[start : start + _GIL_HELD])
 
 
-def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
-    """Linux's sync_file_range(2), which Python's os module does not offer."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    write_only = 2  # SYNC_FILE_RANGE_WRITE: start writing back, do not wait
-
-    def start_writeback(fd: int, offset: int, length: int) -> None:
-        function(fd, offset, length, write_only)  # advisory: a failure changes nothing
-
-    return start_writeback
-
-
-# With fsync on, a big upload's bytes are sent to disk as they arrive, so the final
-# fsync finds little left to write instead of the whole file.
-_start_writeback = _load_sync_file_range()
-WRITEBACK_EVERY = 8 * 1024 * 1024
-
-
 def _writeback(fd: int, offset: int, length: int) -> None:
     try:
-        assert _start_writeback is not None
-        _start_writeback(fd, offset, length)
+        assert start_writeback is not None
+        start_writeback(fd, offset, length)
     finally:
         os.close(fd)
 
@@ -129,7 +105,7 @@ class LocalWriter:
         self._written += sum(len(piece) for piece in pieces)
         if (
             self._staging.fsync
-            and _start_writeback is not None
+            and start_writeback is not None
             and self._written - self._written_back >= WRITEBACK_EVERY
         ):
             assert self._fd is not None
