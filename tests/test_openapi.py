@@ -217,7 +217,8 @@ def template_of(path: str, document: dict[str, Any]) -> str:
     """The document's path for a request's path (`/files/uploads/ID` is `.../{upload_id}`)."""
     if path in document["paths"]:
         return path
-    for template in document["paths"]:
+    templates: list[str] = list(document["paths"])
+    for template in templates:
         pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, path):
             return template
