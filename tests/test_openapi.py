@@ -333,7 +333,9 @@ async def test_schemathesis_under_each_setting_that_changes_the_answers(
             assert fours == {404}, (operation, statuses[operation])
 
 
-RESUMABLE_PHASES = "examples,fuzzing,stateful"  # coverage's many header variants take minutes
+# Coverage's many header variants, and stateful chains of creations, take minutes here:
+# the creation's links to the resource are in the document, but not followed in the suite.
+RESUMABLE_PHASES = "examples,fuzzing"
 
 
 @pytest.mark.local_only  # the protocol is the same on every storage (test_resumable_* cover S3)
@@ -362,6 +364,8 @@ async def test_schemathesis_on_the_resumable_routes(
     )  # fmt: skip
     seen = check_traffic(har, await get_document(service))
     resource = "/files/uploads/{upload_id}"
-    assert seen[("options", "/files/uploads", 204)] and seen[("post", "/files/uploads", 201)]
-    assert seen[("head", resource, 200)] and seen[("patch", resource, 409)]  # reached it
-    assert seen[("delete", resource, 204)]
+    assert seen[("options", "/files/uploads", 204)] and seen[("options", resource, 204)]
+    assert seen[("head", resource, 200)] + seen[("head", resource, 204)]  # the upload's offset
+    reached = {(method, status) for method, path, status in seen if path == resource}
+    assert {("patch", 412), ("patch", 415)} < reached  # past the protocol check, and before
+    assert 400 in {status for method, path, status in seen if method == "post"}  # its checks
