@@ -43,6 +43,7 @@ CHECKS = [
     "response_schema_conformance",
 ]
 KEY = "schema-key"
+DEFAULT_PHASES = "examples,coverage,fuzzing"
 UPLOADS = ("/files", "/api/uploadFileStream", "/files/from-url")
 
 
@@ -115,6 +116,13 @@ async def test_the_document_follows_keys_links_compat_status_and_public_url(
         assert "--compat-status" in operation["description"]
     stat = paths["/files/stat"]["get"]  # not an upload route: its statuses stay
     assert {"400", "401", "403", "404"} <= set(stat["responses"])
+    # The resumable routes keep their protocols' statuses, and need the key but for OPTIONS.
+    for path in ("/files/uploads", "/files/uploads/{upload_id}"):
+        for method, operation in paths[path].items():
+            assert ("security" in operation) == (method != "options"), (path, method)
+    patch = paths["/files/uploads/{upload_id}"]["patch"]["responses"]
+    assert {"401", "403", "409", "412", "460"} <= set(patch)
+    assert "uploadToken" in {p["name"] for p in paths["/files/uploads"]["post"]["parameters"]}
 
 
 async def test_servers_names_the_mount_of_a_sub_application(tmp_path: Path) -> None:
@@ -273,7 +281,8 @@ async def run_schemathesis(
     args = ["--checks", ",".join([*CHECKS, *(checks or [])])]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
-    args += paths if paths is not None else ["--exclude-path-regex", "/files/uploads"]
+    # Without the resumable routes no operation has links: no stateful phase.
+    args += paths or ["--exclude-path-regex", "/files/uploads", "--phases", DEFAULT_PHASES]
     code, stdout, stderr = await run_program(
         st, "--no-color", "run", url + "/openapi.json",
         *args,
@@ -295,7 +304,9 @@ async def run_schemathesis(
 async def test_schemathesis_finds_no_server_error_and_no_mismatch(
     start_service: ServiceFactory, tmp_path: Path
 ) -> None:
-    service = await start_service(fetch_connect_timeout=1.0, fetch_timeout=2.0, max_size=100_000)
+    service = await start_service(
+        fetch_connect_timeout=1.0, fetch_timeout=2.0, max_size=100_000, ui=False
+    )  # (the page is in the document, but it is no API: time for the API's operations)
     # The document's examples name this file, so generated downloads also find one.
     await service.upload_json(b"\x89PNG\r\n\x1a\n" + bytes(500), filename="photo.png")
     har = await run_schemathesis(service.url, tmp_path, 25)
@@ -311,7 +322,9 @@ async def test_schemathesis_under_each_setting_that_changes_the_answers(
     start_service: ServiceFactory, tmp_path: Path, run: str
 ) -> None:
     overrides, headers, checks = RUNS[run]
-    service = await start_service(fetch_connect_timeout=1.0, fetch_timeout=2.0, **overrides)
+    service = await start_service(
+        fetch_connect_timeout=1.0, fetch_timeout=2.0, ui=False, **overrides
+    )
     await service.upload_json(b"\x89PNG\r\n\x1a\n" + bytes(500), filename="photo.png",
                               headers=headers)  # fmt: skip
     har = await run_schemathesis(service.url, tmp_path, 10, headers, checks)
