@@ -19,6 +19,14 @@ from .harness import Harness, Options, SuiteResult
 from .report import write_report
 from .scenarios import FULL, QUICK, build_scenarios
 
+SERVER_NAMES = (
+    "nginx",
+    "streamproxy",
+    "fastapi",
+    "streamproxy-2w",
+    "streamproxy-nofsync",
+    "streamproxy-raw",
+)
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
 
@@ -36,10 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--servers",
         nargs="+",
-        default=["nginx", "streamproxy", "fastapi", "streamproxy-2w"],
-        choices=["nginx", "streamproxy", "fastapi", "streamproxy-nofsync", "streamproxy-2w"],
-        help="default: nginx streamproxy fastapi streamproxy-2w (--workers 2, in the "
-        "scenarios of many concurrent requests); streamproxy-nofsync runs it with --fsync false",
+        default=list(SERVER_NAMES),
+        choices=SERVER_NAMES,
+        help="default: all of them. streamproxy-2w is `--workers 2`, in the scenarios of "
+        "many concurrent requests; streamproxy-nofsync (`--fsync false`) and streamproxy-raw "
+        "(the streamproxy process sent the raw-body PUT) in the uploads issue 13 grades",
+    )
+    parser.add_argument(
+        "--py-spy",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="after the rounds of these scenarios (patterns), one more run of each "
+        "streamproxy row under py-spy, not measured; its top lines go into the report",
     )
     parser.add_argument("--rounds", type=int, help="measured rounds (default 3; quick 1)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the discarded warm-up")
@@ -72,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             streamproxy_args=shlex.split(arguments.streamproxy_args),
             tmpdir=arguments.tmpdir,
             note=arguments.note,
+            py_spy=arguments.py_spy,
         )
         result = run(options)
     official = result.complete and result.profile == "full" and result.rounds >= 3

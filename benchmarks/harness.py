@@ -28,6 +28,8 @@ import aiohttp
 
 from . import load
 from .procstat import RssSampler, cpu_seconds, idle_rss
+from .profiling import SpyProfile, find_py_spy, recording
+from .profiling import summarize as summarize_profile
 from .scenarios import GiB, NotAvailable, Profile, Scenario, build_scenarios
 from .servers import (
     REPO_ROOT,
@@ -37,6 +39,7 @@ from .servers import (
     ServerFailed,
     Streamproxy,
     StreamproxyNoFsync,
+    StreamproxyRawPut,
     StreamproxyTwoWorkers,
 )
 from .system import describe_machine, ensure_programs, git_revision, load_average
@@ -92,6 +95,7 @@ class Options:
     note: str = ""
     quiet: bool = False
     install: bool = True  # apt-get install nginx-light and wrk when root and missing
+    py_spy: list[str] = field(default_factory=list)  # scenarios to profile after their rounds
 
 
 @dataclass
@@ -114,6 +118,7 @@ class SuiteResult:
     unavailable_servers: dict[str, str]
     records: list[RunRecord]
     complete: bool  # every scenario against every server: fit for RESULTS.md
+    profiles: list[dict[str, Any]] = field(default_factory=list)  # profiling.SpyProfile's fields
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +172,9 @@ class Bench:
 
     async def make_fixtures(self, server: Server) -> None:
         """The files downloads read, uploaded through the server itself, then checked."""
+        if isinstance(server, StreamproxyRawPut):
+            self.fixtures[server.name] = self.fixtures[server.of.name]  # the same process
+            return
         names = {}
         for which, size in (("big", self.profile.big), ("small", self.profile.small)):
             names[which] = await load.upload(self.session, server, f"fixture-{which}.bin", size)
@@ -202,7 +210,8 @@ def make_servers(
 ) -> tuple[list[Server], dict[str, str]]:
     servers: list[Server] = []
     unavailable: dict[str, str] = {}
-    for name in names:
+    # streamproxy-raw rides on the streamproxy process: made (and started) after it.
+    for name in sorted(names, key=lambda name: name == "streamproxy-raw"):
         if name == "nginx":
             program = programs.get("nginx")
             if program:
@@ -213,6 +222,12 @@ def make_servers(
             servers.append(Streamproxy(workdir, options.streamproxy_args))
         elif name == "streamproxy-nofsync":
             servers.append(StreamproxyNoFsync(workdir, options.streamproxy_args))
+        elif name == "streamproxy-raw":
+            main = next((s for s in servers if s.name == "streamproxy"), None)
+            if not isinstance(main, Streamproxy):
+                unavailable[name] = "rides on the streamproxy server, which is not listed"
+            else:
+                servers.append(StreamproxyRawPut(main))
         elif name == "streamproxy-2w":
             servers.append(StreamproxyTwoWorkers(workdir, options.streamproxy_args))
         elif name == "fastapi":
@@ -246,6 +261,8 @@ class Harness:
         self.profile = options.profile
         self.rounds = options.rounds or self.profile.rounds
         self.records: list[RunRecord] = []
+        self.profiles: list[SpyProfile] = []
+        self.workdir = Path()
 
     def say(self, text: str) -> None:
         if not self.options.quiet:
@@ -305,6 +322,35 @@ class Harness:
                 record = await self.measure(bench, scenario, server, round_)
                 if record.status.startswith("not available"):
                     targets.remove(server)
+        if any(fnmatch.fnmatch(scenario.key, p) for p in self.options.py_spy):
+            for server in targets:
+                if server.name.startswith("streamproxy"):
+                    await self.profile_run(bench, scenario, server)
+
+    async def profile_run(self, bench: Bench, scenario: Scenario, server: Server) -> None:
+        """One more run of `scenario` under py-spy, outside the rounds."""
+        program = find_py_spy()
+        if program is None:
+            self.say("py-spy is not installed (pip install -e '.[bench]')")
+            return
+        output = self.workdir / f"py-spy-{scenario.key}-{server.name}"
+        subprocesses = len(server.pids()) > 1
+        try:
+            await bench.clean(server)
+            async with recording(program, server.pid, output, subprocesses=subprocesses) as paths:
+                outcome = await asyncio.wait_for(scenario.run(bench, server), RUN_TIMEOUT)
+            cpu_raw, wall_raw = [await asyncio.to_thread(path.read_text) for path in paths]
+        except (Exception, TimeoutError) as error:
+            self.say(f"{scenario.key:<16} {server.name:<11} py-spy failed: {error}"[:300])
+            return
+        seconds = max(outcome.seconds, 1e-9)
+        if scenario.unit == "req/s":
+            rate = f"{outcome.requests / seconds:,.0f} req/s"
+        else:
+            rate = f"{outcome.payload_bytes / seconds / 1e6:,.0f} MB/s"
+        profile = summarize_profile(cpu_raw, wall_raw, scenario.key, server.name, rate, seconds)
+        self.profiles.append(profile)
+        self.say("\n".join(profile.to_text()))
 
     async def run(self) -> SuiteResult:
         options = self.options
@@ -316,6 +362,7 @@ class Harness:
         scenarios = select(build_scenarios(self.profile), options.scenarios)
         raise_file_limit()
         workdir = Path(tempfile.mkdtemp(prefix="streamproxy-bench-", dir=options.tmpdir))
+        self.workdir = workdir
         servers, unavailable = make_servers(options.servers, workdir, programs, options)
         running: dict[str, Server] = {}
         try:
@@ -375,6 +422,7 @@ class Harness:
             unavailable_servers=unavailable,
             records=self.records,
             complete=complete,
+            profiles=[asdict(profile) for profile in self.profiles],
         )
 
 

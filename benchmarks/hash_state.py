@@ -1,10 +1,12 @@
-"""rehashes' resumable MD5 against hashlib: the figures behind streamproxy/resumable/hashstate.py.
+"""The resumable MD5s against hashlib: the figures behind streamproxy/resumable/hashstate.py.
 
-Run as `python -m benchmarks.hash_state [--gib 1] [--piece-kib 512]`. It measures, on the
-same data: single-thread speed (best of three), the size of the saved state, and whether
-the hash holds the GIL (two threads hashing at once, and how long the event loop stalls
-while a worker thread hashes). Correctness of a restored state is a unit test
-(tests/resumable/test_hashstate.py), not a figure.
+Run as `python -m benchmarks.hash_state [--gib 1] [--piece-kib 512]`. It compares hashlib,
+plain rehashes, and streamproxy's two engines (OpenSSL's MD5 through ctypes, and the
+sliced rehashes fallback) on the same data: single-thread speed (best of three), the
+size of the saved state, and whether the hash holds the GIL (two threads hashing at
+once, how far the main thread gets during one large update, and how long the event
+loop stalls while a worker thread hashes). Correctness of a restored state is a unit
+test (tests/resumable/test_hashstate.py), not a figure.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from collections.abc import Callable
 
 import rehashes  # type: ignore[import-untyped]
 
-from streamproxy.resumable.hashstate import ResumableMD5
+from streamproxy.resumable import opensslmd5
+from streamproxy.resumable.hashstate import ResumableMD5, new_engine
 
 Hasher = Callable[[list[bytes]], object]
 
@@ -38,19 +41,25 @@ def with_rehashes(pieces: list[bytes]) -> object:
     return h.finalize()
 
 
-def with_resumable(pieces: list[bytes]) -> object:
-    """streamproxy's wrapper: 128 KiB slices, the GIL let go between them."""
-    h = ResumableMD5()
-    for piece in pieces:
-        h.update(piece)
-    return h.hexdigest()
+def with_engine(name: str) -> Hasher:
+    """streamproxy's ResumableMD5 over one engine."""
+
+    def hasher(pieces: list[bytes]) -> object:
+        h = ResumableMD5(new_engine(name=name))
+        for piece in pieces:
+            h.update(piece)
+        return h.hexdigest()
+
+    return hasher
 
 
 HASHERS: tuple[tuple[str, Hasher], ...] = (
     ("hashlib", with_hashlib),
     ("rehashes", with_rehashes),
-    ("Resumable", with_resumable),
+    ("sliced rehashes", with_engine("rehashes")),
+    *((("OpenSSL ctypes", with_engine("openssl")),) if opensslmd5.load() is not None else ()),
 )
+WIDTH = max(len(name) for name, _ in HASHERS)
 
 
 def best_of(runs: int, hasher: Hasher, pieces: list[bytes]) -> float:
@@ -131,29 +140,33 @@ def main() -> None:
     for name, hasher in HASHERS:
         seconds = best_of(3, hasher, pieces)
         one[name] = seconds
-        print(f"{name:9} one thread: {seconds:.2f} CPU s, {total / seconds / 2**20:.0f} MiB/s")
-    for name in ("rehashes", "Resumable"):
+        rate = total / seconds / 2**20
+        print(f"{name:{WIDTH}} one thread: {seconds:.2f} CPU s, {rate:.0f} MiB/s")
+    for name, _ in HASHERS[1:]:
         print(f"{name} / hashlib speed: {one['hashlib'] / one[name]:.2f}x")
 
     for name, hasher in HASHERS:
         seconds, cpus = two_threads(hasher, pieces)
         print(
-            f"{name:9} two threads at once: {seconds:.2f} s wall, {cpus:.2f} CPUs busy, "
+            f"{name:{WIDTH}} two threads at once: {seconds:.2f} s wall, {cpus:.2f} CPUs busy, "
             f"{seconds / one[name]:.2f}x one thread's CPU time"
         )
 
     block = os.urandom(256 * 2**20)
-    for name, update in (
+    updates: list[tuple[str, Callable[[bytes], object]]] = [
         ("hashlib", hashlib.md5(usedforsecurity=False).update),
         ("rehashes", rehashes.PyMd5().update),
-    ):
+    ]
+    if opensslmd5.load() is not None:
+        updates.append(("OpenSSL ctypes", new_engine(name="openssl").update))
+    for name, update in updates:
         count = main_thread_progress(update, block)
-        print(f"{name:9} main thread counted to {count} during one 256 MiB update")
+        print(f"{name:{WIDTH}} main thread counted to {count} during one 256 MiB update")
 
     for name, hasher in HASHERS:
         worst, mean = asyncio.run(loop_stall(hasher, pieces))
         print(
-            f"{name:9} 1 ms timer lateness while a thread hashes: "
+            f"{name:{WIDTH}} 1 ms timer lateness while a thread hashes: "
             f"worst {worst * 1000:.1f} ms, mean {mean * 1000:.2f} ms"
         )
 

@@ -24,11 +24,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .servers import Server
+from .servers import CONVERSATION_ID, Server
 
 BLOCK_SIZE = 256 * 1024
 BLOCK = os.urandom(BLOCK_SIZE)
-CONVERSATION_ID = "bench"
 READ_BUFFER = 4 * 1024 * 1024
 
 
@@ -111,10 +110,13 @@ async def upload(session: aiohttp.ClientSession, server: Server, name: str, size
         text = await response.text()
         if response.status not in (200, 201, 204):
             raise UploadFailed(f"{method} {url}: {response.status} {text[:200]}")
-        if server.multipart:
-            stored: str = json.loads(text)["name"]
-            return stored
-        return name
+        if not server.answers_with_name:
+            return name
+        answer = json.loads(text)
+        if answer.get("size", size) != size:
+            raise UploadFailed(f"{method} {url}: stored {answer['size']} bytes of {size}")
+        stored: str = answer["name"]
+        return stored
 
 
 class UploadFailed(RuntimeError):

@@ -7,7 +7,10 @@
 - FastAPI + uvicorn: `benchmarks.peer_fastapi`, the server a Python user would pick.
 
 Every server takes uploads (PUT for nginx, multipart POST for the others) and serves
-downloads with ranges; the harness only needs the URLs from here.
+downloads with ranges; the harness only needs the URLs from here. Two more rows of
+streamproxy isolate costs in the same run: `streamproxy-nofsync` (its own process, with
+`--fsync false`) and `streamproxy-raw` (the `streamproxy` process itself, sent the
+raw-body `PUT /files?conversationId=..&fileName=..` instead of the multipart POST).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import aiohttp
 from .procstat import process_tree
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CONVERSATION_ID = "bench"
 START_TIMEOUT = 30.0
 
 
@@ -48,6 +52,7 @@ class Server:
 
     name = "server"
     multipart = True  # uploads as multipart/form-data POST; nginx takes a plain PUT
+    answers_with_name = True  # the upload's answer is JSON with the stored name and size
     ready_path = "/"
 
     def __init__(self, workdir: Path) -> None:
@@ -156,6 +161,7 @@ class Nginx(Server):
 
     name = "nginx"
     multipart = False
+    answers_with_name = False
 
     def __init__(self, workdir: Path, program: str) -> None:
         super().__init__(workdir)
@@ -336,3 +342,42 @@ class FastAPIPeer(Server):
             "--timeout-keep-alive",
             "75",
         ]
+
+
+class StreamproxyRawPut(Server):
+    """The `streamproxy` process itself, sent the raw-body upload `PUT
+    /files?conversationId=ID&fileName=NAME` (no multipart envelope), as nginx is sent a
+    PUT: the same process, so the difference from the multipart row is the route alone."""
+
+    name = "streamproxy-raw"
+    multipart = False
+
+    def __init__(self, of: Streamproxy) -> None:
+        self.of = of
+        self.workdir = of.workdir
+        self.storage = of.storage
+        self.port = of.port
+        self.base_url = of.base_url
+        self.log_path = of.log_path
+        self._process = None
+        self._log_file = None
+
+    def upload_url(self, name: str) -> str:
+        query = f"conversationId={quote(CONVERSATION_ID)}&fileName={quote(name, safe='')}"
+        return f"{self.base_url}/files?{query}"
+
+    def uploaded_files(self) -> list[Path]:
+        return self.of.uploaded_files()
+
+    @property
+    def pid(self) -> int:
+        return self.of.pid
+
+    def check_alive(self) -> None:
+        self.of.check_alive()
+
+    async def start(self) -> None:
+        self.of.check_alive()  # nothing to start: the row rides on streamproxy's process
+
+    async def stop(self) -> None:
+        return None

@@ -1,11 +1,17 @@
 """Shared fixtures: a real streamproxy on loopback, over each storage kind, and clients for it.
 
 Skips for a missing package or capability fail when CI=true (capabilities.py).
-Every test that starts a service runs on a local directory (`local`) and on S3:
-through moto's server (`moto`) and Ceph's RADOS Gateway (`rgw`, a one-node
-cluster started once per session, rgw.py), unless marked `local_only` or
-`s3_only`. STREAMPROXY_TEST_S3=moto or =rgw runs the S3 tests on that server
-only; with =rgw a skipped RGW test fails (capabilities.py), as in CI.
+Every test that starts a service runs on a local directory (`local`) and on S3
+through moto's server (`moto`), unless marked `local_only` or `s3_only`. Tests
+that exercise S3 behaviour, where servers differ (publication without replacing,
+multipart, conditional writes, listing, erasure, resumable records, claims), also
+run on Ceph's RADOS Gateway (`rgw`, a one-node cluster started once per session,
+rgw.py): every `s3_only` test, and those marked `every_s3_server`. The rest
+(refusals before storage, URL fetching, the client, downloads' HTTP rules) runs
+the same storage code on both servers, so RGW would only double their time.
+STREAMPROXY_TEST_S3=moto or =rgw runs the S3 tests on that server only (=rgw
+runs every S3-capable test on RGW); with =rgw a skipped RGW test fails
+(capabilities.py), as in CI.
 """
 
 from __future__ import annotations
@@ -199,18 +205,25 @@ ServiceFactory = Callable[..., Awaitable[Service]]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "local_only: runs on local storage only (say why)")
-    config.addinivalue_line("markers", "s3_only: runs on S3 storage only")
+    config.addinivalue_line("markers", "s3_only: runs on S3 storage only, on every S3 server")
+    config.addinivalue_line(
+        "markers", "every_s3_server: exercises S3 behaviour, so runs on RGW as well as moto"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that starts a service runs once per storage kind (ids `local`, `moto`, `rgw`)."""
     if "storage_kind" not in metafunc.fixturenames:
         return
-    kinds: tuple[str, ...] = ("local", *s3_kinds())
-    if metafunc.definition.get_closest_marker("local_only"):
+    marked = metafunc.definition.get_closest_marker
+    servers = s3_kinds()
+    if not (marked("s3_only") or marked("every_s3_server")) and len(servers) > 1:
+        servers = ("moto",)  # storage-neutral: one S3 server is enough
+    kinds: tuple[str, ...] = ("local", *servers)
+    if marked("local_only"):
         kinds = ("local",)
-    elif metafunc.definition.get_closest_marker("s3_only"):
-        kinds = s3_kinds()
+    elif marked("s3_only"):
+        kinds = servers
     metafunc.parametrize("storage_kind", kinds)
 
 

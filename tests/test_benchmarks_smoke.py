@@ -1,8 +1,10 @@
-"""The benchmark harness still runs: one small upload and download, one round, no timing.
+"""The benchmarks still run: one small upload and download, one round, no timing.
 
 Keeps `benchmarks/` from rotting between `make bench` runs: servers start, the
 client's streamed multipart and PUT bodies are accepted, /proc measurement and the
-report work. It asserts nothing about speed.
+report work; the scale-out benchmark runs on each S3 server of the suite (moto's
+and Ceph's RGW, where a large file claims its name first). It asserts nothing
+about speed.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import s3_scaleout, s3_scaleout_report
 from benchmarks.harness import Harness, Options
+from benchmarks.profiling import summarize as summarize_profile
 from benchmarks.report import write_report
+from benchmarks.s3stores import TITLES, store_of
 from benchmarks.scenarios import QUICK, MiB
 from benchmarks.system import find_program
+
+from .s3support import S3Server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,7 +35,7 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
     options = Options(
         profile=profile,
         scenarios=["upload-big", "download-big"],
-        servers=["nginx", "streamproxy"],
+        servers=["nginx", "streamproxy", "streamproxy-raw"],
         rounds=1,
         warmup=False,
         tmpdir=str(tmp_path),
@@ -39,11 +46,12 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
 
     assert result.unavailable_servers == {}
     runs = {(record.scenario, record.server): record for record in result.records}
+    # the raw-body PUT row rides on streamproxy's process, in the upload scenarios only
     assert set(runs) == {
         (scenario, server)
         for scenario in ("upload-big", "download-big")
         for server in ("nginx", "streamproxy")
-    }
+    } | {("upload-big", "streamproxy-raw")}
     for record in runs.values():
         assert record.status == "ok", record
         assert record.errors == 0
@@ -56,5 +64,68 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
     text = report.read_text()
     assert "one 4 MiB upload" in text
     assert "not the committed results" in text
-    # streamproxy's rows carry figures and a ratio to nginx, not just the scenario's title
-    assert re.search(r"\| streamproxy \| \*\*[\d.,]+\*\* MB/s \| [\d.,-]+ \| \d+\.\d\dx \|", text)
+    # streamproxy's rows say what they do and carry figures and a ratio to nginx
+    for server in ("streamproxy", "streamproxy-raw"):
+        does = r"[^|]*MD5, fsync[^|]*"
+        row = rf"\| {server} \| {does} \| \*\*[\d.,]+\*\* MB/s \| [\d.,-]+ \| \d+\.\d\dx \|"
+        assert re.search(row, text), server
+    # issue 13's raw-PUT target is graded from the same run
+    assert re.search(r"\| one 1 GiB upload \(raw PUT\) vs nginx PUT \| ≥ 0.85x \| \d+\.\d\dx", text)
+
+
+@pytest.mark.s3_only
+@pytest.mark.timeout(300)  # two instances start, on a loaded machine: 30-100 s
+async def test_s3_scaleout_runs_one_small_round_on_each_s3_server(
+    s3_server: S3Server, storage_kind: str, tmp_path: Path
+) -> None:
+    """benchmarks.s3_scaleout on moto and on RGW (where a large file claims its name first)."""
+    if find_program("nginx") is None:
+        pytest.skip("needs nginx from Debian's package nginx-light (make bench installs it)")
+    arguments = ["--server", storage_kind, "--instances", "2", "--uploads", "4"]
+    arguments += ["--concurrency", "2", "--size", "300000", "--big", "9000000", "--rounds", "1"]
+    args = s3_scaleout.parser().parse_args(arguments)
+    suite = s3_scaleout.new_suite(args)
+    await s3_scaleout.measure_store(args, store_of(s3_server), tmp_path, suite)
+    s3_scaleout.finish(suite)
+
+    [measured] = suite.rounds
+    assert (measured.store, measured.instances, measured.uploads) == (storage_kind, 2, 4)
+    assert measured.errors == 0
+    assert all(cpu > 0 for cpu in measured.instance_cpu)  # nginx spread them
+    assert measured.cpu["store"] > 0
+    assert measured.s3 == {"PutObject": 4}  # a file below the part size: one PutObject
+    large = suite.probes[storage_kind]["upload 9 MB (8 MiB parts)"]
+    assert large["UploadPart"] == 2 and large["CompleteMultipartUpload"] >= 1
+    # On RGW the name is claimed first: the claim record and the empty claim are PutObjects.
+    assert large.get("PutObject", 0) == (2 if storage_kind == "rgw" else 0)
+    section = s3_scaleout_report.render(suite)
+    title = TITLES[storage_kind]
+    assert re.search(
+        rf"\| {title} \| 2 \| \*\*\d+\*\* .* \| 1.00 \(PutObject 1.00\) \| 0 \|", section
+    )
+
+
+def test_py_spy_records_summarize_by_thread_and_line() -> None:
+    """The report's profile lines from py-spy's raw (collapsed-stack) output, in the
+    shape py-spy 0.4 writes with `--threads`: executor threads grouped, lines shortened."""
+    cpu = (
+        "thread (101): MainThread;<module> (/x/streamproxy/__main__.py:5);"
+        "Runner.run (/py/asyncio/runners.py:118) 30\n"
+        "thread (102): storage_0;Thread.run (/py/threading.py:982);"
+        "Pump._observe (/x/streamproxy/intake/pump.py:152) 50\n"
+        "thread (103): storage_1;Thread.run (/py/threading.py:982);"
+        "LocalWriter._write_all (/x/streamproxy/storage/localwrite.py:149) 20\n"
+    )
+    wall = cpu + "thread (104): storage_2;_worker (/py/concurrent/futures/thread.py:81) 100\n"
+    # with --subprocesses, py-spy puts the process before the thread
+    cpu = cpu.replace("thread (103)", 'process 7:"python -m streamproxy serve";thread (103)')
+    profile = summarize_profile(cpu, wall, "upload-big", "streamproxy", "400 MB/s", 1.0)
+
+    # the wall view leaves out the executor thread that had no work
+    assert profile.cpu_samples == 100 and profile.wall_samples == 100
+    assert profile.cpu_threads == [("storage_*", 0.7), ("MainThread", 0.3)]
+    assert profile.cpu_lines[0] == ("Pump._observe (pump.py:152)", 0.5)
+    assert profile.wall_lines[0] == ("Pump._observe (pump.py:152)", 0.5)
+    text = "\n".join(profile.to_text())
+    assert "~1.00 threads active on average" in text
+    assert "50.0%  Pump._observe (pump.py:152)" in text

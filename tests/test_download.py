@@ -79,6 +79,7 @@ async def test_attachment_on_request(service: Service, stored: dict[str, Any]) -
     assert response.headers["Content-Disposition"].startswith("attachment;")
 
 
+@pytest.mark.every_s3_server  # ranged GETs reach the S3 server
 @pytest.mark.parametrize(
     ("header", "start", "end"),
     [
@@ -118,6 +119,7 @@ def parse_byteranges(
     return result
 
 
+@pytest.mark.every_s3_server  # ranged GETs reach the S3 server
 async def test_multiple_ranges(service: Service, stored: dict[str, Any]) -> None:
     response, body = await get(service, stored["name"], {"Range": "bytes=0-9,100-199,-10"})
     assert response.status == 206
@@ -165,6 +167,7 @@ async def test_ignored_range_headers(service: Service, stored: dict[str, Any], h
     assert body == DATA
 
 
+@pytest.mark.every_s3_server  # ranged GETs reach the S3 server
 async def test_empty_file_ranges(service: Service) -> None:
     body = await service.upload_json(b"", filename="empty.txt")
     response, _ = await get(service, body["name"], {"Range": "bytes=0-"})
@@ -230,6 +233,7 @@ async def test_if_unmodified_since(service: Service, stored: dict[str, Any]) -> 
     assert status == 200
 
 
+@pytest.mark.every_s3_server  # ranged GETs reach the S3 server
 async def test_if_range(service: Service, stored: dict[str, Any]) -> None:
     etag = f'"{stored["etag"]}"'
     response, _ = await get(service, stored["name"])
@@ -352,6 +356,7 @@ async def test_request_id_is_echoed(service: Service, stored: dict[str, Any]) ->
     assert response.headers["X-Request-Id"] == f"{prefix}{number + 1:08x}"
 
 
+@pytest.mark.every_s3_server  # ranged GETs reach the S3 server
 async def test_large_download_is_byte_identical(service: Service) -> None:
     big = random_bytes(5 * 1024 * 1024)
     body = await service.upload_json(big, filename="big.bin")

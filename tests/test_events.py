@@ -49,6 +49,8 @@ from .webhooks import (
     until_metric,
 )
 
+pytestmark = pytest.mark.every_s3_server  # the event spool on S3 is conditional writes and listing
+
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:

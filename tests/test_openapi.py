@@ -209,7 +209,13 @@ async def test_the_document_has_the_resumable_routes_as_the_code_answers(
         assert "Tus-Version" in operation["responses"]["412"]["headers"]
     assert error_codes(upload["patch"], "460") == {"checksum_mismatch"}
     assert error_codes(upload["head"], "410") == {"expired"}
-    assert "400" not in upload["head"]["responses"]  # what HEAD never answers is not listed
+    assert "460" not in upload["head"]["responses"]  # what HEAD never answers is not listed
+    # A final upload waiting for its parts has no offset (tus concatenation-unfinished);
+    # a HEAD or GET may assemble it, and answer what its commit refuses.
+    assert not upload["head"]["responses"]["200"]["headers"]["Upload-Offset"].get("required")
+    for operation in (upload["head"], upload["get"]):
+        assert error_codes(operation, "415") == {"type_not_allowed"}
+        assert error_codes(operation, "410") == {"expired"}
     result = upload["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert result == {"$ref": "#/components/schemas/UploadResult"}
     problem = document["components"]["schemas"]["UploadProblem"]["properties"]["type"]["enum"]

@@ -12,6 +12,8 @@ import pytest
 from .conftest import Service, md5, random_bytes, require_program, run_program
 from .test_upload_refusals import expect_error
 
+pytestmark = pytest.mark.every_s3_server  # publication without replacing, multipart sizes
+
 PNG = b"\x89PNG\r\n\x1a\n" + random_bytes(3000, seed=1)
 
 

@@ -28,6 +28,8 @@ from .s3log import S3Log
 from .s3servers import s3_kinds
 from .s3support import BUCKET, S3Store, until
 
+pytestmark = pytest.mark.every_s3_server  # several instances on one bucket
+
 # The S3 servers the cluster runs on (STREAMPROXY_TEST_S3 picks), each by its session
 # fixture `<name>_server`. On RGW large files claim their name first (storage.s3nameclaim).
 S3_SERVERS = s3_kinds()

@@ -42,6 +42,8 @@ from .conftest import (
     upload_head,
 )
 
+pytestmark = pytest.mark.every_s3_server  # publication without replacing, multipart sizes
+
 PNG = b"\x89PNG\r\n\x1a\n" + random_bytes(3000, seed=1)
 
 

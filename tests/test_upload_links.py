@@ -40,6 +40,8 @@ from .s3support import S3Server
 from .test_upload_refusals import expect_error, parse_answer
 from .test_workers import started
 
+pytestmark = pytest.mark.every_s3_server  # one-use claims are conditional writes
+
 KEY = "api-key"
 SIGNING = "link-signing-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

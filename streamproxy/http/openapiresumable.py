@@ -82,6 +82,12 @@ PROTOCOL_OUT = {
                                          {"type": "string", "enum": ["6", "8"]}),
 }  # fmt: skip
 OFFSET_OUT = {"Upload-Offset": _out("the bytes received and kept", DIGITS, required=True)}
+# tus concatenation-unfinished: a final upload waiting for its parts has no offset yet.
+FINAL_OFFSET_OUT = {
+    "Upload-Offset": _out(
+        "the bytes received and kept; none on a tus final upload waiting for its parts", DIGITS
+    )
+}
 EXPIRES_OUT = {"Upload-Expires": _out("tus, while unfinished: when it expires (HTTP date)")}
 ETAG_OUT = {"ETag": _out("once complete: the quoted MD5 of the whole file")}
 COMPLETE_OUT = {"Upload-Complete": _out("draft: ?1 once every byte arrived", SF_BOOLEAN)}
@@ -93,6 +99,12 @@ def _problem_content(codes: list[str]) -> Schema:
     return {PROBLEM: {"schema": {"allOf": [
         ref("Error"), {"properties": {"error": {"enum": codes}}}, ref("UploadProblem"),
     ]}}}  # fmt: skip
+
+
+# A HEAD or GET of a final concatenation may assemble and commit it (resumable/assembly.py):
+# what that refuses, besides what the stored refusal of a failed upload replays.
+ASSEMBLY = (BAD_REQUEST, TOO_LARGE, TYPE_NOT_ALLOWED, INFECTED, BUSY, SCANNER_UNAVAILABLE,
+            INSUFFICIENT_STORAGE)  # fmt: skip
 
 
 def _errors(settings: Settings, *kinds: ErrorKind) -> dict[str, Schema]:
@@ -191,8 +203,11 @@ def _create(settings: Settings) -> Schema:
         "description": "tus: Upload-Length (or Upload-Defer-Length: 1) and Upload-Metadata "
         "(base64 values: conversationId required, filename, filetype, channel); a body "
         f"({TUS_PATCH_TYPE}) is creation-with-upload; Upload-Concat: partial makes a part, "
-        "`final;URL ...` joins finished parts (concatenation). The draft: Upload-Complete "
-        "says whether the body is the whole file; metadata in the query or Upload-Metadata. "
+        "`final;URL ...` joins parts, finished or still uploading (concatenation, "
+        "concatenation-unfinished: the final upload is assembled once its last part "
+        "finishes, by that PATCH or by a HEAD or GET of the final upload). The draft: "
+        "Upload-Complete says whether the body is the whole file; metadata in the query "
+        "or Upload-Metadata. "
         "As soon as the upload exists, before its body is read, a draft creation gets the "
         "interim response `104 Upload Resumption Supported` with its Location, "
         "Upload-Draft-Interop-Version and Upload-Limit (HTTP/1.1), so a client cut off "
@@ -222,7 +237,7 @@ def _create(settings: Settings) -> Schema:
             "201": {
                 "description": "created (tus: complete when Upload-Offset is the length)",
                 "headers": {"Location": _out("the upload's absolute URL", required=True),
-                            **OFFSET_OUT, **EXPIRES_OUT, **ETAG_OUT, **COMPLETE_OUT,
+                            **FINAL_OFFSET_OUT, **EXPIRES_OUT, **ETAG_OUT, **COMPLETE_OUT,
                             **LIMIT_OUT, **PROTOCOL_OUT},
                 "links": _upload_links(),
             },
@@ -244,10 +259,13 @@ def _head(settings: Settings) -> Schema:
     return {
         "operationId": "resumableOffset",
         "summary": "The upload's offset (tus HEAD, the draft's offset retrieval)",
+        "description": "A final concatenation whose parts are all finished is assembled "
+        "first (a part gone: 410); a tus HEAD of one still waiting has no Upload-Length "
+        "unless its parts' lengths are known.",
         "parameters": [UPLOAD_ID, *PROTOCOL_HEADERS],
         "responses": {
             "200": {"description": "tus", "headers": {
-                **OFFSET_OUT, **EXPIRES_OUT,
+                **FINAL_OFFSET_OUT, **EXPIRES_OUT,
                 "Upload-Length": _out("when known", DIGITS),
                 "Upload-Defer-Length": _out("1 while the length is unknown", {"const": "1"}),
                 "Upload-Metadata": _out("as created"),
@@ -259,7 +277,7 @@ def _head(settings: Settings) -> Schema:
                 "Upload-Length": _out("interop 8, when known", DIGITS),
                 "Cache-Control": _out("", {"const": "no-store"}),
                 **PROTOCOL_OUT}},
-            **_errors(settings, NOT_FOUND, EXPIRED),
+            **_errors(settings, NOT_FOUND, EXPIRED, *ASSEMBLY),
         },
     }  # fmt: skip
 
@@ -322,12 +340,13 @@ def _get(settings: Settings) -> Schema:
         "summary": "A completed upload's result",
         "description": "After completion, what POST /files answers, until the upload "
         "expires. A completion refused by the type rules, the scanner or the length answers "
-        "that refusal again; an unfinished upload is 404 (HEAD it for its offset).",
+        "that refusal again; an unfinished upload is 404 (HEAD it for its offset). A final "
+        "upload whose parts are all finished is assembled first (a part gone: 410).",
         "parameters": [UPLOAD_ID, *PROTOCOL_HEADERS],
         "responses": {
             "200": {"description": "stored", "headers": {**ETAG_OUT, **PROTOCOL_OUT},
                     "content": {JSON: {"schema": ref("UploadResult")}}},
-            **_errors(settings, NOT_FOUND, EXPIRED, TOO_LARGE, TYPE_NOT_ALLOWED, INFECTED),
+            **_errors(settings, NOT_FOUND, EXPIRED, *ASSEMBLY),
         },
     }  # fmt: skip
 

@@ -6,14 +6,17 @@ thin translation per protocol), `flow` (create, append-then-complete, the final
 answer), `appending` (a request's body through the one pump, intake.open_pump, into the
 held upload), `complete` (the commit, as POST /files), `store` (the capability as an
 async protocol), `localupload` (it, over localstore), `s3adapter` (it, over s3store and
-s3append; imported only for S3 storage) and `concat` (tus concatenation of finished
-parts). Not done yet: concatenation-unfinished, checksum-trailer, the draft's "stop
-the older request" (on S3: `S3UploadStore.hold(take_over=True)` exists, no route asks
-for it). The notes below are the plan these follow (and what is left of it).
+s3append; imported only for S3 storage), `concat` (tus concatenation: a final upload
+of partial uploads, finished or not) and `assembly` (when and by whom a final upload
+is assembled: the PATCH that finishes its last part, on any instance, or lazily its
+HEAD or GET; concatenation-unfinished). Not done yet: checksum-trailer, the draft's
+"stop the older request" (on S3: `S3UploadStore.hold(take_over=True)` exists, no
+route asks for it). The notes below are the plan these follow (and what is left of it).
 
 The foundation:
 
-- `hashstate`: the whole file's MD5 saved after any byte (rehashes; figures inside).
+- `hashstate`: the whole file's MD5 saved after any byte (OpenSSL's MD5 through ctypes,
+  `opensslmd5`, else rehashes; the stored layout in `md5state`; figures inside).
 - `state`: the upload record and its transitions, sans-IO; the protocol decisions.
 - `problems`: the refusals, with API.md's status and code and the draft's problem types.
 - `headers`: the tus and draft headers, parsed and written.
@@ -46,7 +49,7 @@ once: the only re-read besides concatenation, since MD5 does not compose), then 
 the data file under its name (on the same file system as `.tmp`: link(2) as the local
 writer does), `committed(result)` or `failed(status, code, detail)`, events and metrics.
 tus partial uploads complete without a commit; a final concatenation reads its parts
-once, in order, hashing as it goes, and commits.
+once, in order, hashing as it goes, and commits (assembly.py: when its parts finish).
 
 The 104: for a draft creation, after aiohttp's `Expect: 100-continue` handler (the 100
 must still be sent) and before the body is read, write

@@ -53,8 +53,13 @@ class OrderedAppendWriter(Generic[AppenderT]):
         async with self._order:
             await self._apply(pieces)
 
+    def _start(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
+        """Start applying a batch after the ones before it; a storage that keeps the
+        order its own way (local storage's lanes) starts it differently."""
+        return asyncio.ensure_future(self._write(pieces))
+
     def write(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
-        done = asyncio.ensure_future(self._write(pieces))
+        done = self._start(pieces)
         self._pending.add(done)
         done.add_done_callback(self._pending.discard)
         return done

@@ -1,88 +1,113 @@
-"""tus concatenation: a final upload made of finished partial uploads, in order.
+"""tus concatenation: a final upload made of partial uploads, in order, created when they
+are finished (`concatenation`) or while they still upload (`concatenation-unfinished`);
+and what HEAD tells of one.
 
-The parts' bytes are read once, in order, into the final upload's data, hashing as
-they go: MD5 does not compose, so the whole file's digest needs them read (with the
-clamd scan at completion, the only re-reads of stored bytes). Each part is held under
-its lock while it is read, so it cannot be removed or written meanwhile. Then the final
-upload completes and commits like any other.
+The creation checks every part before anything is stored: 404 for an unknown or
+terminated part, 410 for an expired one, 400 for an upload that is not a partial one or
+that failed, 413 when the parts' known lengths add up to more than the cap. Then the
+final upload's record, a link beside each unfinished part, and the assembly at once if
+every part is finished (assembly.py says when it runs otherwise). A part that goes away
+between the check and the links makes the creation fail the same way, and the final
+upload is removed: a refused creation leaves nothing behind.
 
-`concatenation-unfinished` is not implemented: every part must be complete when the
-final upload is created (400 otherwise), which is what tus-js-client's
-`parallelUploads` does.
+HEAD on a final upload that waits for its parts (tus: "the value of Upload-Offset before
+concatenation is not defined"): no `Upload-Offset`, and `Upload-Length` only once every
+part's length is known (then it MUST be there: the sum); after the assembly both, equal.
+A final upload that failed (a part terminated or expired first: 410) answers HEAD with
+its refusal, as GET does.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 
 from aiohttp import web
 
 from ..http import uploadlinks
 from ..intake.entry import max_size as intake_max_size
-from ..intake.entry import preflight, transfer
-from .complete import complete
+from ..intake.entry import preflight
+from .assembly import Parts, read_parts, settle, unusable_part
 from .flow import check_link, check_metadata, lifetime
 from .hashstate import ResumableMD5
-from .problems import BadHeader
-from .state import HEAD_SIZE, Protocol, Status, UploadRecord
+from .problems import BadHeader, Busy, NotFound, Refused
+from .state import Protocol, Status, UploadRecord
 from .store import UploadStore
 
 
-async def _check_parts(store: UploadStore, part_ids: tuple[str, ...]) -> int:
-    """The parts' total length; 400 for a part that is not a finished partial upload."""
-    total = 0
+async def _check_parts(store: UploadStore, part_ids: tuple[str, ...]) -> Parts:
+    """The parts, each usable (finished or not); else the refusal that names it."""
+    records: list[UploadRecord] = []
     now = time.time()
     for part_id in part_ids:
-        part = await store.read(part_id)
+        try:
+            part = await store.read(part_id)
+        except NotFound as error:
+            raise NotFound(f"partial upload {part_id}: no such upload (terminated?)") from error
         part.check_live(now)
-        if not part.partial:
-            raise BadHeader(f"upload {part_id} is not a partial upload (Upload-Concat: partial)")
-        if part.status is not Status.COMPLETE:
-            raise BadHeader(
-                f"upload {part_id} is not finished ({part.offset} of "
-                f"{part.length if part.length is not None else 'unknown'} bytes); "
-                "concatenation-unfinished is not supported"
-            )
-        total += part.offset
-    return total
+        unusable = unusable_part(part, now)
+        if unusable is not None:
+            raise BadHeader(unusable)
+        records.append(part)
+    return Parts(tuple(records))
 
 
 async def concatenate(
     request: web.Request, store: UploadStore, part_ids: tuple[str, ...], metadata: dict[str, str]
 ) -> UploadRecord:
-    """Create the final upload, copy its parts into it, and commit it."""
+    """Create the final upload; assemble and commit it now if its parts are finished."""
     link = await check_link(request, metadata)
     check_metadata(metadata)
     preflight(request, links=link is not None)
-    max_size = intake_max_size(request)
-    total = await _check_parts(store, part_ids)
+    parts = await _check_parts(store, part_ids)
     record = UploadRecord.create(
         protocol=Protocol.TUS,
         now=time.time(),
         lifetime=lifetime(request),
         md5_state=ResumableMD5().to_bytes(),
-        max_size=max_size,
-        length=total,
+        max_size=intake_max_size(request),
+        length=parts.length,
         metadata=metadata,
         parts=part_ids,
         upload_link=uploadlinks.token_of(request) if link is not None else None,
     )
     await store.create(record)
-    md5 = ResumableMD5()
-    head = bytearray()
-    with transfer(request, "upload"):
-        async with store.hold(record.id) as held:
-            async with held.appender(md5.update) as writer:
-                for part_id in part_ids:
-                    async with store.hold(part_id) as part:
-                        async for chunk in part.stored_bytes():
-                            if len(head) < HEAD_SIZE:
-                                head += chunk[: HEAD_SIZE - len(head)]
-                            await writer.write([chunk])
-                if writer.written != total:
-                    raise BadHeader("a part changed while it was being concatenated")
-                record = record.appended(
-                    total, bytes(head), md5.to_bytes(), now=time.time(), lifetime=lifetime(request)
-                )
-                await writer.acknowledge(record)
-            return await complete(request, held, record)
+    try:
+        for part in parts.records:
+            if part.status is not Status.COMPLETE:
+                await store.link(part.id, record.id)
+    except NotFound as error:  # removed since it was checked
+        await _remove(store, record.id)
+        raise NotFound(f"{error.detail}: a partial upload was removed meanwhile") from error
+    settled = await settle(request, store, record)
+    if settled.status is Status.FAILED:  # a part went away, or they add up to too much
+        await _remove(store, record.id)
+        raise refusal(settled)
+    return settled
+
+
+async def _remove(store: UploadStore, upload_id: str) -> None:
+    with suppress(Busy, NotFound):
+        async with store.hold(upload_id) as held:
+            await held.remove()
+
+
+def refusal(record: UploadRecord) -> Refused:
+    """A failed upload's refusal, as recorded."""
+    error = record.error or {"status": 400, "code": "bad_request", "detail": "failed"}
+    return Refused(int(error["status"]), str(error["code"]), str(error["detail"]))
+
+
+async def final_state(
+    request: web.Request, store: UploadStore, record: UploadRecord
+) -> tuple[UploadRecord, int | None]:
+    """A final upload for HEAD, settled first (assembled if its parts are finished, as
+    assembly.py says): the record, and its length if it can be told. A failed final
+    upload raises its refusal."""
+    record = await settle(request, store, record)
+    if record.status is Status.FAILED:
+        raise refusal(record)
+    length = record.length
+    if length is None and record.status is Status.RECEIVING:
+        length = (await read_parts(store, record.parts)).length
+    return record, length

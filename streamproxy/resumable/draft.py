@@ -17,6 +17,7 @@ from aiohttp import HttpVersion11, web
 from ..http.uploadlinks import TOKEN_PARAM
 from ..intake.entry import max_size
 from . import flow
+from .assembly import after_part_finished
 from .headers import (
     DRAFT_PATCH_TYPE,
     format_bool,
@@ -164,4 +165,5 @@ async def patch(request: web.Request, protocol: Protocol, store: UploadStore) ->
         elif not (at_end and record.status is Status.COMMITTED):  # else: replay
             record = record.check_append(offset, time.time(), max_size=cap, length=length)
             record = await _append(request, held, record, complete)
+    await after_part_finished(request, store, record)  # a tus partial upload, finished
     return _answer(request, protocol, record, 204)

@@ -1,72 +1,71 @@
 """The whole file's MD5, carried across requests, restarts and instances.
 
 A resumable upload's ETag is the MD5 of the whole file, like `POST /files`, and the
-bytes must not be read back to compute it. hashlib cannot save its state, so the running
-state comes from `rehashes` (PyPI, RustCrypto's md-5 behind a serializable state; not
-`rehash`, whose restored state is wrong on Python 3.11+).
+bytes must not be read back to compute it. hashlib cannot save its state. The running
+state is an `md5state.Md5State` (the chaining words, the byte count, the pending
+partial block), stored in a documented 88-byte layout behind a 5-byte header; two
+implementations read and set it:
 
-Measured on this machine (2 CPUs shared with seven other jobs, so rates are CPU time of
-the hashing thread; `python -m benchmarks.hash_state`, 1 GiB in 512 KiB pieces):
+- OpenSSL's MD5 through ctypes (opensslmd5.py), used wherever libcrypto is found: it
+  hashes without the GIL, so on the storage's worker thread it runs beside the event
+  loop and the file write, as hashlib's MD5 does for `POST /files`;
+- `rehashes` (PyPI, RustCrypto's md-5; not `rehash`, whose restored state is wrong on
+  Python 3.11+), the fallback: it holds the GIL for a whole update call, so each call
+  gets at most `SLICE` bytes and is followed by `time.sleep(0)`, which hands the GIL
+  to a waiting event loop at once rather than after the 5 ms switch interval.
 
-- speed: hashlib 800 MiB/s, rehashes 676 MiB/s (0.85x), this class 640 MiB/s (0.80x);
-- saved state: 88 bytes (plus the 5-byte header below);
-- a restored state continues correctly (tests/resumable/test_hashstate.py: random data,
-  random split points, a save and restore at every split, in a fresh process too);
-- the GIL: rehashes holds it for a whole update call. While a worker thread is inside one
-  256 MiB update, the main thread counts to 8.4 million beside hashlib but to 0.17
-  million beside rehashes (only before the call starts). While a worker thread hashes
-  512 KiB pieces, a 1 ms timer on the event loop is late by 10 ms on average (worst 59
-  ms) with plain rehashes, 1.4 ms with hashlib: a waiting thread gets the GIL only after
-  the interpreter's 5 ms switch interval and the end of the current call. Two threads
-  hashing at once took 2.19x one thread's time with rehashes, 1.60x with hashlib, in the
-  quietest run; later runs got about half a CPU from the machine and say nothing.
-
-Decision: rehashes (the only correct serializable MD5 on 3.11+ found). Each update call
-gets at most 512 KiB (about 0.8 ms) and is followed by `time.sleep(0)`, which lets go of
-the GIL so a waiting event loop runs at once rather than after the switch interval: the
-loop's mean lateness is then 1.5 ms (worst 25 ms), as with hashlib, for 5% of speed
-(smaller slices cost copies: 128 KiB slices ran at 574 MiB/s). The hash still belongs
-on a worker thread (it overlaps the write, which lets go of the GIL), but one process
-hashes at most one core's worth of resumable bytes; `--workers` spreads uploads.
+Measured on this machine (`python -m benchmarks.hash_state --gib 0.5`, 512 KiB pieces,
+CPU time of the hashing thread, 2 CPUs shared with other jobs, 2026-12-01): hashlib
+720 MiB/s, OpenSSL through ctypes 708 (0.98x), rehashes 595 (0.83x), the sliced
+rehashes 550 (0.76x). While a worker thread is inside one 256 MiB update the main
+thread counts to 12.3 million beside OpenSSL, 8.5 million beside hashlib, 59 thousand
+beside rehashes; a 1 ms timer on the event loop is late by 0.36 ms on average beside
+OpenSSL, 0.63 beside hashlib, 7.3 beside plain rehashes, 1.3 beside the sliced one.
+More in benchmarks/RESULTS.md. A state saved by either engine continues in the other
+(tests/resumable/test_hashstate.py), and so do states saved before OpenSSL's MD5 was
+used (the layout is rehashes' own serialization).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Final, Protocol, cast
+from typing import Final, Protocol
 
 import rehashes  # type: ignore[import-untyped]
 
+from . import opensslmd5
+from .md5state import SIZE, CorruptHashState, Md5State
+
+__all__ = ["SLICE", "CorruptHashState", "Engine", "ResumableMD5", "new_engine"]
+
 SLICE: Final = 512 * 1024
-"""The most bytes hashed while holding the GIL (about 0.8 ms); then others may run."""
+"""rehashes: the most bytes hashed while holding the GIL (about 0.8 ms)."""
 
 _HEADER: Final = b"RMD5\x01"
-"""Names the format (and the library behind it), so a stored state from another format is
-refused instead of continuing a wrong hash."""
-
-_STATE_SIZE: Final = 88
+"""Names the layout (md5state.py), so a stored state in another format is refused
+instead of continuing a wrong hash. The layout is the same whichever engine wrote it."""
 
 
-class _Md5(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-    def finalize(self) -> str: ...
-    def serialize(self) -> bytes: ...
+class Engine(Protocol):
+    """One MD5 implementation whose state can be read and set."""
+
+    def update(self, piece: bytes | bytearray | memoryview, /) -> None: ...
+    def digest(self) -> bytes: ...
+    def state(self) -> Md5State: ...
 
 
-class CorruptHashState(ValueError):
-    """The stored state is not one this module wrote: the upload cannot be finished."""
-
-
-class ResumableMD5:
-    """MD5 whose state can be saved after any byte and continued elsewhere."""
+class RehashesMd5:
+    """The fallback: rehashes' MD5, sliced so the event loop is not kept waiting."""
 
     __slots__ = ("_md5",)
 
-    def __init__(self, _state: _Md5 | None = None) -> None:
-        self._md5: _Md5 = _state if _state is not None else cast(_Md5, rehashes.PyMd5())
+    def __init__(self, state: Md5State | None = None) -> None:
+        if state is None:
+            self._md5 = rehashes.PyMd5()
+        else:  # its serialization is md5state's layout
+            self._md5 = rehashes.PyMd5.deserialize(state.encode())
 
-    def update(self, piece: bytes | bytearray | memoryview) -> None:
-        """Hash `piece`; may run on a worker thread (see the module docstring)."""
+    def update(self, piece: bytes | bytearray | memoryview, /) -> None:
         if type(piece) is bytes and len(piece) <= SLICE:
             self._md5.update(piece)  # rehashes takes bytes only: no copy for the usual case
             time.sleep(0)  # let go of the GIL: a waiting event loop runs now
@@ -76,19 +75,56 @@ class ResumableMD5:
             self._md5.update(view[start : start + SLICE].tobytes())
             time.sleep(0)
 
+    def digest(self) -> bytes:
+        return bytes.fromhex(self._md5.finalize())
+
+    def state(self) -> Md5State:
+        return Md5State.decode(self._md5.serialize())
+
+
+def _openssl(state: Md5State | None) -> Engine | None:
+    library = opensslmd5.load()
+    if library is None:
+        return None
+    if state is None:
+        return opensslmd5.OpenSslMd5(library)
+    return opensslmd5.OpenSslMd5.from_state(library, state)
+
+
+def new_engine(state: Md5State | None = None, *, name: str | None = None) -> Engine:
+    """OpenSSL's MD5 where libcrypto is found (or `name` asks for it), else rehashes."""
+    if name != "rehashes":
+        engine = _openssl(state)
+        if engine is not None:
+            return engine
+        if name == "openssl":
+            raise RuntimeError("libcrypto's MD5 is not available here")
+    return RehashesMd5(state)
+
+
+class ResumableMD5:
+    """MD5 whose state can be saved after any byte and continued elsewhere."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self._engine = engine if engine is not None else new_engine()
+
+    def update(self, piece: bytes | bytearray | memoryview) -> None:
+        """Hash `piece`; meant for a worker thread (see the module docstring)."""
+        self._engine.update(piece)
+
     def hexdigest(self) -> str:
         """The digest of everything so far; hashing may go on afterwards."""
-        return self._md5.finalize()
+        return self._engine.digest().hex()
 
     def to_bytes(self) -> bytes:
-        return _HEADER + self._md5.serialize()
+        return _HEADER + self._engine.state().encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> ResumableMD5:
-        if len(data) != len(_HEADER) + _STATE_SIZE or not data.startswith(_HEADER):
+    def from_bytes(cls, data: bytes, *, engine: str | None = None) -> ResumableMD5:
+        """Continue a saved state, with `engine` ("openssl", "rehashes") or the default."""
+        if len(data) != len(_HEADER) + SIZE or not data.startswith(_HEADER):
             raise CorruptHashState(f"not a saved MD5 state ({len(data)} bytes)")
-        try:
-            restored = rehashes.PyMd5.deserialize(data[len(_HEADER) :])
-        except ValueError as error:
-            raise CorruptHashState(f"not a saved MD5 state: {error}") from error
-        return cls(cast(_Md5, restored))
+        state = Md5State.decode(data[len(_HEADER) :])
+        return cls(new_engine(state, name=engine))

@@ -3,6 +3,7 @@
     <root>/.uploads/<id>/data    the bytes received so far (maybe more than acknowledged)
     <root>/.uploads/<id>/info    the UploadRecord (state.py) as JSON: the truth
     <root>/.uploads/<id>/lock    flock(2)ed by the one request writing this upload
+    <root>/.uploads/<id>/final.<final id>   a final upload waits for this partial one
     <root>/.uploads/.new-<id>/   a creation in progress, renamed into place when whole
 
 The directory starts with a dot, so no download can reach it (as `.meta` and `.tmp`).
@@ -40,6 +41,8 @@ from .state import CorruptRecord, Status, UploadRecord, is_valid_id
 
 UPLOADS_DIR: Final = ".uploads"
 _STAGING: Final = ".new-"
+_FINAL_LINK: Final = "final."
+_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 
 
 class UploadLock:
@@ -226,6 +229,29 @@ class UploadArea:
         shutil.rmtree(doomed, ignore_errors=True)
         if self.fsync:
             fsync_directory(self.dir)
+
+    def link(self, part_id: str, final_id: str) -> None:
+        """Note beside partial upload `part_id` that final upload `final_id` waits for it
+        (concatenation-unfinished); it goes with the part. Needs no lock: an empty file
+        of its own, never the record a PATCH in flight holds."""
+        if not is_valid_id(final_id):
+            raise ValueError(f"not an upload id: {final_id!r}")
+        directory = self.path(part_id)
+        try:
+            os.close(os.open(directory / f"{_FINAL_LINK}{final_id}", _CREATE, 0o644))
+        except FileNotFoundError as error:
+            raise NotFound("the partial upload was removed") from error
+        if self.fsync:
+            fsync_directory(directory)
+
+    def linked(self, part_id: str) -> list[str]:
+        """The final uploads that wait for partial upload `part_id` (see link)."""
+        try:
+            names = os.listdir(self.path(part_id))
+        except FileNotFoundError:
+            return []
+        finals = (name.removeprefix(_FINAL_LINK) for name in names if name.startswith(_FINAL_LINK))
+        return sorted(final_id for final_id in finals if is_valid_id(final_id))
 
     def ids(self) -> list[str]:
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..storage.base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMeta
+from ..storage.lanes import Lane, Settler
 from ..storage.local import LocalStorage
 from ..storage.localfs import storage_error
 from .appendwriter import OrderedAppendWriter
@@ -26,22 +27,38 @@ from .state import CorruptRecord, UploadRecord
 
 
 class LocalAppendWriter(OrderedAppendWriter[Appender]):
-    """The pump's writer for one PATCH: ordered writes into the upload's Appender."""
+    """The pump's writer for one PATCH: the upload's Appender and its running MD5 on two
+    lanes (storage/lanes.py), as `POST /files` writes and hashes: each lane keeps the
+    batches' order, and the two run side by side, since the file write and the MD5
+    (OpenSSL's, see hashstate) both let go of the GIL. A batch is done once both lanes
+    are through with it."""
 
     def __init__(self, storage: LocalStorage, appender: Appender, observer: Observer) -> None:
         super().__init__(appender, observer)
         self._storage = storage
+        self._loop = asyncio.get_running_loop()
+        self._writes = Lane(self._loop, storage.submit)
+        self._hashes = Lane(self._loop, storage.submit)
+
+    def _observe_sync(self, pieces: Sequence[Piece]) -> None:
+        for piece in pieces:
+            self._observer(piece)
 
     def _write_sync(self, pieces: Sequence[Piece]) -> None:
         try:
             for piece in pieces:
-                self._observer(piece)
                 self._appender.write(piece)
         except OSError as error:
             raise storage_error(error, "writing the upload") from error
 
+    def _start(self, pieces: Sequence[Piece]) -> asyncio.Future[None]:
+        settler = Settler(self._loop, parts=2)
+        self._hashes.run(self._observe_sync, (pieces,), settler)
+        self._writes.run(self._write_sync, (pieces,), settler)
+        return settler.future
+
     async def _apply(self, pieces: Sequence[Piece]) -> None:
-        await self._storage.run_blocking(self._write_sync, pieces)
+        raise AssertionError("batches go through the lanes (_start)")
 
     async def _drop(self) -> None:
         await self._storage.run_blocking(self._appender.discard)
@@ -163,6 +180,15 @@ class LocalUploadStore:
 
     async def expired(self, now: float) -> list[str]:
         return await self.storage.run_blocking(self.area.expired, now)
+
+    async def link(self, part_id: str, final_id: str) -> None:
+        try:
+            await self.storage.run_blocking(self.area.link, part_id, final_id)
+        except OSError as error:
+            raise storage_error(error, "linking a final upload to its part") from error
+
+    async def linked(self, part_id: str) -> list[str]:
+        return await self.storage.run_blocking(self.area.linked, part_id)
 
     async def remove_unreadable(self, upload_id: str) -> bool:
         def remove() -> bool:

@@ -31,6 +31,8 @@ from ..runtime.settings import SETTINGS, Settings
 from ..storage.base import STORAGE, Storage, StorageError
 from ..storage.local import LocalStorage
 from . import draft, tus
+from .assembly import settle
+from .concat import final_state
 from .headers import (
     CHECKSUM_ALGORITHMS,
     TUS_VERSION,
@@ -94,7 +96,7 @@ def add_resumable_routes(app: web.Application, base_path: str) -> None:
 
 def tus_extensions() -> str:
     """What OPTIONS advertises in `Tus-Extension` (the OpenAPI document shows the same)."""
-    return format_extensions(checksum_trailer=False, unfinished=False)
+    return format_extensions(checksum_trailer=False, unfinished=True)
 
 
 async def options(request: web.Request) -> web.Response:
@@ -123,8 +125,11 @@ async def _create(request: web.Request, protocol: Protocol, store: UploadStore) 
 async def _head(request: web.Request, protocol: Protocol, store: UploadStore) -> web.Response:
     record = await store.read(request.match_info["upload_id"])
     record.check_live(time.time())
+    final_length = None
+    if record.is_final:  # assembled now if its parts are finished (assembly.py)
+        record, final_length = await final_state(request, store, record)
     if protocol is Protocol.TUS:
-        return tus.head_response(request, record)
+        return tus.head_response(request, record, final_length=final_length)
     return draft.head_response(request, protocol, record)
 
 
@@ -145,6 +150,8 @@ async def _delete(request: web.Request, protocol: Protocol, store: UploadStore) 
 async def _get(request: web.Request, protocol: Protocol, store: UploadStore) -> web.Response:
     """After completion: the JSON `POST /files` answers; a refused completion's error."""
     record = await store.read(request.match_info["upload_id"])
+    if record.is_final:  # assembled now if its parts are finished (assembly.py)
+        record = await settle(request, store, record)
     return tus.final_response(request, record)
 
 

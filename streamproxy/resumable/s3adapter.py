@@ -2,7 +2,7 @@
 routes drive (hold / appender / save / staged / stored_bytes / remove), as localupload.py
 is for local storage (the `tus` branch's resumable/store.py protocol; matched by shape).
 
-The running MD5 (rehashes holds the GIL, see hashstate) is the observer: it runs on the
+The running MD5 (OpenSSL's, GIL released; see hashstate) is the observer: it runs on the
 storage's threads, in order, and the bytes then go into the Appender on the loop. A
 completed upload is completed into its staging object `<id>/data` when first needed (the
 virus scan reads it, or the commit), then published by `s3upload.publish_staged`, the
@@ -20,12 +20,16 @@ from contextlib import asynccontextmanager, suppress
 from ..storage.base import FileInfo, Observer, Piece, StorageError, StoredMeta
 from ..storage.s3 import S3Storage
 from ..storage.s3cleanup import Leftover
+from ..storage.s3meta import S3_ERRORS, storage_error
 from ..storage.s3upload import publish_staged
 from .appendwriter import OrderedAppendWriter
+from .problems import NotFound
 from .s3append import Appender
 from .s3store import LEASE_TTL, UploadArea, UploadLease
-from .state import Status, UploadRecord
+from .state import Status, UploadRecord, is_valid_id
 
+_FINAL_LINK = "final."
+"""`<part>/final.<final id>`: a final upload waits for this partial one (assembly.py)."""
 _ENDING = frozenset({Status.COMMITTED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
 """Statuses whose record lets go of the lease (state.UploadRecord.committed and others)."""
 
@@ -161,3 +165,34 @@ class S3UploadStore:
     async def remove_unreadable(self, upload_id: str) -> bool:
         """For retention: an upload whose record cannot be read takes no lease."""
         return await self.area.remove_unreadable(upload_id)
+
+    async def link(self, part_id: str, final_id: str) -> None:
+        """An empty object `<part>/final.<final id>` (no lease: the record is not
+        touched); checked against the part's info afterwards, so a link put while the
+        part was being removed is taken back, not left behind."""
+        if not is_valid_id(final_id):
+            raise ValueError(f"not an upload id: {final_id!r}")
+        area = self.area
+        key = area.key(part_id, _FINAL_LINK + final_id)
+        try:
+            await area.client.put_object(Bucket=area.bucket, Key=key, Body=b"")
+        except S3_ERRORS as error:
+            raise storage_error(error, "linking a final upload to its part") from error
+        try:
+            await area.read(part_id)
+        except NotFound:
+            await self.storage.janitor.discard(Leftover(key))
+            raise
+
+    async def linked(self, part_id: str) -> list[str]:
+        area = self.area
+        prefix = area.key(part_id, _FINAL_LINK)
+        finals = []
+        try:
+            async for page in area.client.get_paginator("list_objects_v2").paginate(
+                Bucket=area.bucket, Prefix=prefix
+            ):
+                finals += [item["Key"].removeprefix(prefix) for item in page.get("Contents", [])]
+        except S3_ERRORS as error:
+            raise storage_error(error, "listing a part's final uploads") from error
+        return sorted(final_id for final_id in finals if is_valid_id(final_id))

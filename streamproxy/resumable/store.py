@@ -8,7 +8,8 @@ resumable routes to offer, and they answer 501 `not_implemented` (routes.py).
 The shape follows localstore's API, made async:
 
 - `create(record)` makes an upload whole or not at all; `read(id)` is the acknowledged
-  record, lock-free; `expired(now)` lists what retention removes.
+  record, lock-free; `expired(now)` lists what retention removes; `link` / `linked`
+  note beside a partial upload which final uploads wait for it (assembly.py).
 - `hold(id)` is the exclusive right to write one upload (409 busy for a second writer,
   across workers and, on S3, instances). Under it, a `HeldUpload` appends one request's
   bytes through a writer the pump can drive (`appender`), acknowledges them durably,
@@ -91,6 +92,15 @@ class UploadStore(Protocol):
 
     async def expired(self, now: float) -> list[str]:
         """Uploads for retention to remove: expired, cancelled or unreadable."""
+
+    async def link(self, part_id: str, final_id: str) -> None:
+        """Note beside a partial upload that a final upload waits for it (tus
+        concatenation-unfinished), durably; removed with the part. Takes no lock, so a
+        PATCH in flight on the part neither blocks it nor is blocked. NotFound if the
+        part is gone."""
+
+    async def linked(self, part_id: str) -> list[str]:
+        """The final uploads linked to a partial upload (none once it is removed)."""
 
     async def remove_unreadable(self, upload_id: str) -> bool:
         """Remove an upload whose record cannot be read (`hold` raises CorruptRecord on

@@ -1,6 +1,7 @@
 """tus 1.0.0 onto the upload state machine: creation (with upload, deferred length),
-HEAD, PATCH (checksum), expiration, concatenation (concat.py; not
-`concatenation-unfinished`). Termination and OPTIONS are in routes.py.
+HEAD, PATCH (checksum), expiration, concatenation and concatenation-unfinished
+(concat.py, assembly.py: a PATCH that finishes a part may assemble a final upload
+waiting for it). Termination and OPTIONS are in routes.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from ..error_table import TYPE_NOT_ALLOWED
 from . import flow
+from .assembly import after_part_finished
 from .concat import concatenate
 from .headers import (
     TUS_PATCH_TYPE,
@@ -86,21 +88,30 @@ async def _create_final(
     uploads_path = request.app.router["resumable-create"].url_for().path
     part_ids = tuple(part_id(url, uploads_path) for url in urls)
     record = await concatenate(request, store, part_ids, metadata)
-    url = flow.location(request, record.id)
-    return web.Response(status=201, headers={"Location": url, **_offset_headers(record)})
+    headers = {"Location": flow.location(request, record.id), **_offset_headers(record)}
+    if record.status is Status.RECEIVING:  # waits for its parts: no offset yet (concat.py)
+        del headers["Upload-Offset"]
+    return web.Response(status=201, headers=headers)
 
 
-def head_response(request: web.Request, record: UploadRecord) -> web.Response:
+def head_response(
+    request: web.Request, record: UploadRecord, *, final_length: int | None = None
+) -> web.Response:
+    """`final_length`: a final upload's length as its parts tell it (concat.final_state)."""
     headers = {"Upload-Offset": str(record.offset), "Cache-Control": "no-store"}
+    length = record.length
     if record.partial:
         headers["Upload-Concat"] = format_concat(True)
     elif record.is_final:
         urls = tuple(flow.location(request, part) for part in record.parts)
         headers["Upload-Concat"] = format_concat(False, urls)
-    if record.length is None:
+        if record.status is Status.RECEIVING:  # not assembled: no offset (concat.py)
+            del headers["Upload-Offset"]
+            length = final_length if length is None else length
+    if length is not None:
+        headers["Upload-Length"] = str(length)
+    elif not record.is_final:
         headers["Upload-Defer-Length"] = "1"
-    else:
-        headers["Upload-Length"] = str(record.length)
     if record.metadata:
         headers["Upload-Metadata"] = format_metadata(record.metadata)
     if record.status is Status.RECEIVING:
@@ -127,6 +138,7 @@ async def patch(request: web.Request, store: UploadStore) -> web.Response:
         elif not (at_end and record.status is Status.COMMITTED):  # else: replay
             record = record.check_append(offset, time.time(), max_size=max_size, length=length)
             record = await flow.append(request, held, record, checksum=checksum)
+    await after_part_finished(request, store, record)  # the part is let go of by now
     return web.Response(status=204, headers=_offset_headers(record))
 
 

@@ -21,6 +21,8 @@ from tusclient.client import TusClient
 from ..conftest import Service, ServiceFactory, md5, random_bytes, require_program
 from ..cutproxy import CuttingProxy
 
+pytestmark = pytest.mark.every_s3_server  # real clients against records and parts in the bucket
+
 NODE_DIR = Path(__file__).parent / "node"
 
 

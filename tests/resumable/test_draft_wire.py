@@ -8,7 +8,11 @@ import asyncio
 import contextlib
 import json
 
+import pytest
+
 from ..conftest import Service, md5, random_bytes, read_response
+
+pytestmark = pytest.mark.every_s3_server  # the upload record and parts live in the bucket
 
 
 def parse(response: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -19,6 +19,8 @@ import pytest
 from ..conftest import ServerProcess, Service, eventually, md5, random_bytes, stop_server
 from ..s3support import BUCKET, MotoServer, S3Store, until
 
+pytestmark = pytest.mark.every_s3_server  # a lease taken over in the bucket
+
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
 META = "filename a2lsbC5iaW4=,conversationId YzU="  # kill.bin, c5

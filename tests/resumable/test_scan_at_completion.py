@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from streamproxy.intake.scan import ClamdAddress
 
 from ..conftest import ServiceFactory, md5, random_bytes
 from ..test_scan import EICAR, SIGNATURE, Clamd
 from ..test_scan import clamd as clamd  # the fixture: a real clamd with the EICAR signature
+
+pytestmark = pytest.mark.every_s3_server  # completion reads the parts back from the bucket
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}

@@ -1,0 +1,197 @@
+"""The targets: issue 13's (the ones in force) and issue 5's, against what a run measured.
+
+Issue 13 grades on the one-process figure with streamproxy hashing and fsyncing;
+`--workers 2` is shown beside it, never in its place.
+"""
+
+from __future__ import annotations
+
+from .cells import UPLOAD_GROUPS, Cell, fmt_ratio, measured, table
+from .harness import SuiteResult
+from .scenarios import MiB
+
+
+def targets_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> list[str]:
+    """Issue 5's targets for streamproxy, against what this run measured."""
+    rows: list[list[str]] = []
+
+    def verdict(value: float | None, target: float, higher_is_better: bool = True) -> str:
+        if value is None:
+            return "not measured"
+        met = value >= target if higher_is_better else value <= target
+        return "met" if met else "**not met**"
+
+    def ratio_row(label: str, key: str, target: float) -> None:
+        """The one-process figure; with `--workers 2` beside it where that ran."""
+        cell = measured(cells, key, "streamproxy")
+        value = cell.ratio if cell else None
+        shown = fmt_ratio(value)
+        workers = measured(cells, key, "streamproxy-2w")
+        if workers is not None and workers.ratio is not None:
+            shown += f" ({fmt_ratio(workers.ratio)} with --workers 2)"
+            value = max(value or 0.0, workers.ratio)
+        rows.append([label, f"≥ {target:g}x", shown, verdict(value, target)])
+
+    def memory_row(label: str, target: float, value: float | None, digits: int) -> None:
+        """A figure in MiB that must stay at or under `target`."""
+        shown = "—" if value is None else f"{value:.{digits}f} MiB"
+        rows.append([label, f"≤ {target:g} MiB", shown, verdict(value, target, False)])
+
+    ratio_row("one big multipart upload vs nginx PUT", "upload-big", 0.9)
+    ratio_row("5 MB uploads at 64 concurrent", "upload-5m-c64", 0.9)
+    ratio_row("big download", "download-big", 1.0)
+    ratio_row("1 MiB ranges at 16 concurrent", "range-1m-c16", 0.9)
+    ratio_row("5 KB downloads at 64 concurrent", "download-5k-c64", 0.15)
+
+    imported = measured(cells, "import-big", "streamproxy")
+    direct = measured(cells, "upload-big", "streamproxy")  # the big upload, alone
+    if imported and direct:
+        value: float | None = imported.median / direct.median
+        shown = fmt_ratio(value)
+    else:
+        value = None
+        failed = cells.get(("import-big", "streamproxy"))
+        shown = failed.status() if failed is not None else "not run"
+    rows.append(["import from URL vs the direct upload", "≥ 0.8x", shown, verdict(value, 0.8)])
+
+    worst: tuple[float, str] | None = None
+    for scenario in result.scenarios:
+        if scenario["group"] not in UPLOAD_GROUPS:
+            continue
+        ours = measured(cells, scenario["key"], "streamproxy")
+        peer = measured(cells, scenario["key"], "fastapi")
+        if ours and peer and peer.median:
+            ratio = ours.median / peer.median
+            if worst is None or ratio < worst[0]:
+                worst = (ratio, scenario["title"])
+    rows.append(
+        [
+            "every upload scenario vs FastAPI + uvicorn (the worst one)",
+            "≥ 2x",
+            f"{fmt_ratio(worst[0])} ({worst[1]})" if worst else "—",
+            verdict(worst[0] if worst else None, 2.0),
+        ]
+    )
+
+    above = direct.rss_above_idle / MiB if direct else None
+    memory_row("RSS during the big upload, above idle", 50, above, 1)
+    crowd = measured(cells, "upload-5m-c256", "streamproxy")
+    per = crowd.rss_above_idle / MiB / crowd.scenario["concurrency"] if crowd else None
+    label = "RSS per transfer in flight at 256 concurrent, above idle after the warm-up"
+    memory_row(label, 1.5, per, 2)
+    fresh = per_transfer_from_fresh(result, crowd) if crowd else None
+    memory_row("the same, above the fresh process's idle RSS (see Memory)", 1.5, fresh, 2)
+    slow = measured(cells, "slow-clients", "streamproxy")
+    kept = slow.median / direct.median if slow and direct and direct.median else None
+    rows.append(
+        [
+            "fast upload's rate while slow clients trickle, vs alone",
+            "must not collapse",
+            fmt_ratio(kept),
+            "—",
+        ]
+    )
+    return table(["target (issue 5)", "target", "measured", ""], rows)
+
+
+def first_idle(result: SuiteResult, server: str) -> int | None:
+    """The server's idle RSS before its first run: the fresh process (after start-up and
+    the fixtures), before any scenario grew a heap that Python then keeps."""
+    for record in result.records:
+        if record.server == server and record.rss_idle:
+            return record.rss_idle
+    return None
+
+
+def per_transfer_from_fresh(result: SuiteResult, cell: Cell) -> float | None:
+    fresh = first_idle(result, cell.server)
+    if fresh is None:
+        return None
+    concurrency = int(cell.scenario["concurrency"])
+    return max(0, cell.rss_peak - fresh) / MiB / concurrency
+
+
+def _verdict(value: float | None, target: float, higher_is_better: bool = True) -> str:
+    if value is None:
+        return "not measured"
+    met = value >= target if higher_is_better else value <= target
+    return "met" if met else "**not met**"
+
+
+def issue13_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> list[str]:
+    """Issue 13's targets: ratios in this run, streamproxy hashing MD5 and fsyncing, graded
+    on the one-process figure (`--workers 2` beside it, not instead of it)."""
+    rows: list[list[str]] = []
+
+    def graded(label: str, value: float | None, target: float, beside: str = "") -> None:
+        shown = fmt_ratio(value) + (f" ({beside})" if beside else "")
+        rows.append([label, f"≥ {target:g}x", shown, _verdict(value, target)])
+
+    def ratio(key: str, server: str, reference: str = "nginx") -> float | None:
+        ours, theirs = measured(cells, key, server), measured(cells, key, reference)
+        return ours.median / theirs.median if ours and theirs and theirs.median else None
+
+    def workers(key: str, reference: str = "nginx") -> str:
+        value = ratio(key, "streamproxy-2w", reference)
+        return f"{fmt_ratio(value)} with --workers 2" if value is not None else ""
+
+    def nofsync(key: str, reference: str = "nginx") -> str:
+        value = ratio(key, "streamproxy-nofsync", reference)
+        return f"{fmt_ratio(value)} with --fsync false" if value is not None else ""
+
+    graded(
+        "one 1 GiB upload (multipart) vs nginx PUT",
+        ratio("upload-big", "streamproxy"),
+        0.75,
+        nofsync("upload-big"),
+    )
+    graded("one 1 GiB upload (raw PUT) vs nginx PUT", ratio("upload-big", "streamproxy-raw"), 0.85)
+    beside = ", ".join(filter(None, (workers("upload-5m-c64"), nofsync("upload-5m-c64"))))
+    graded(
+        "5 MB uploads, 64 concurrent, vs nginx", ratio("upload-5m-c64", "streamproxy"), 0.6, beside
+    )
+    graded(
+        "1 MiB uploads one at a time, vs FastAPI + uvicorn (no fsync)",
+        ratio("upload-1m", "streamproxy", "fastapi"),
+        1.0,
+        nofsync("upload-1m", "fastapi"),
+    )
+    graded(
+        "5 KB uploads, 64 concurrent (wrk), vs FastAPI",
+        ratio("upload-5k-c64", "streamproxy", "fastapi"),
+        2.0,
+        workers("upload-5k-c64", "fastapi"),
+    )
+    ours, nginx = (measured(cells, "upload-5m-c64", name) for name in ("streamproxy", "nginx"))
+    ours_cpu = ours.cpu_per_gib if ours else None
+    nginx_cpu = nginx.cpu_per_gib if nginx else None
+    if ours_cpu is not None and nginx_cpu is not None:
+        rows.append(
+            [
+                "server CPU per GiB uploaded, 5 MB x 64",
+                f"≤ nginx's + 1.5 s ({nginx_cpu + 1.5:.2f} s)",
+                f"{ours_cpu:.2f} s (nginx {nginx_cpu:.2f} s)",
+                _verdict(ours_cpu, nginx_cpu + 1.5, higher_is_better=False),
+            ]
+        )
+    else:
+        rows.append(
+            ["server CPU per GiB uploaded, 5 MB x 64", "≤ nginx's + 1.5 s", "—", "not measured"]
+        )
+    graded(
+        "1 MiB range GETs, 16 concurrent, vs nginx",
+        ratio("range-1m-c16", "streamproxy"),
+        0.85,
+        workers("range-1m-c16"),
+    )
+    crowd = measured(cells, "upload-5m-c256", "streamproxy")
+    fresh = per_transfer_from_fresh(result, crowd) if crowd else None
+    rows.append(
+        [
+            "memory per transfer in flight, 256 concurrent (from the fresh process)",
+            "≤ 1.5 MiB (keep)",
+            "—" if fresh is None else f"{fresh:.2f} MiB",
+            _verdict(fresh, 1.5, higher_is_better=False),
+        ]
+    )
+    return table(["target (issue 13)", "target", "measured", ""], rows)
