@@ -13,55 +13,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import __version__
-from ..error_table import BY_CODE, codes_of
 from ..intake.naming import MAX_STORED_NAME_BYTES
+from ..page import ASSETS
 from ..runtime.settings import SETTINGS, Settings
 from .listing import MAX_LIMIT
+from .openapiparts import errors, header, key_required, ref
+from .openapiresumable import RESUMABLE_SCHEMAS, resumable_paths
 from .openapischemas import CONVERSATION_ID, JSON, SCHEMAS, Schema
 from .uploadlinks import TOKEN_PARAM
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _error_response(status: int, codes: list[str]) -> Schema:
-    """One status's error response: the Error shape, with the codes the table gives it."""
-    headers = {
-        name: {"description": f"sent with {kind.code}", "schema": {"type": "string"}}
-        for kind in (BY_CODE[code] for code in codes)
-        for name in kind.headers
-    }
-    response: Schema = {
-        "description": "; ".join(f"{BY_CODE[code].code}: {BY_CODE[code].when}" for code in codes),
-        "content": {
-            JSON: {
-                "schema": {
-                    "allOf": [
-                        _ref("Error"),
-                        {"properties": {"error": {"enum": codes}}},
-                    ]
-                }
-            }
-        },
-    }
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-# Every route may answer these: a head over the limit, and an unexpected failure.
-ANY_ROUTE = (431, 500)
-
-
-def _errors(*statuses: int, compat_status: bool = False) -> dict[str, Schema]:
-    """The error responses of an operation; `compat_status` folds every 4xx into one 404."""
-    by_status = {status: codes_of(status) for status in sorted({*statuses, *ANY_ROUTE})}
-    if compat_status:
-        folded = [code for status, codes in by_status.items() if status < 500 for code in codes]
-        by_status = {404: folded} | {s: c for s, c in by_status.items() if s >= 500}
-    return {str(status): _error_response(status, codes) for status, codes in by_status.items()}
-
 
 ETAG_HEADER = {"ETag": {"description": "the quoted MD5", "schema": {"type": "string"}}}
 FILENAME: Schema = {
@@ -84,18 +43,14 @@ COMPAT_NOTE = (
 )
 
 
-def _key_required(settings: Settings) -> tuple[int, ...]:
-    return (401, 403) if settings.api_key else ()
-
-
 def _upload_responses(settings: Settings, *statuses: int) -> Schema:
     return {
         "200": {
             "description": "stored",
             "headers": ETAG_HEADER,
-            "content": {JSON: {"schema": _ref("UploadResult")}},
+            "content": {JSON: {"schema": ref("UploadResult")}},
         },
-        **_errors(*statuses, *_key_required(settings), compat_status=settings.compat_status),
+        **errors(*statuses, *key_required(settings), compat_status=settings.compat_status),
     }
 
 
@@ -177,11 +132,11 @@ def _upload_links_operation(settings: Settings) -> Schema:
         "description": "A signed link for one upload without an API key, within its terms."
         + ("" if settings.signing_key else " This service has no --signing-key: 403."),
         "requestBody": {"required": True,
-                        "content": {JSON: {"schema": _ref("UploadLinkRequest")}}},
+                        "content": {JSON: {"schema": ref("UploadLinkRequest")}}},
         "responses": {
             "200": {"description": "the link",
-                    "content": {JSON: {"schema": _ref("UploadLink")}}},
-            **_errors(400, *refused, *_key_required(settings)),
+                    "content": {JSON: {"schema": ref("UploadLink")}}},
+            **errors(400, *refused, *key_required(settings)),
         },
     }  # fmt: skip
 
@@ -191,14 +146,9 @@ def _import_operation(settings: Settings) -> Schema:
         "summary": "Fetch a URL and store it",
         "description": "The server fetches sourceUrl and streams it to storage."
         + (COMPAT_NOTE if settings.compat_status else ""),
-        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ImportRequest")}}},
+        "requestBody": {"required": True, "content": {JSON: {"schema": ref("ImportRequest")}}},
         "responses": _upload_responses(settings, *UPLOAD_ERRORS, 502, 504),
     }
-
-
-def _header(name: str, description: str) -> Schema:
-    return {"name": name, "in": "header", "description": description,
-            "schema": {"type": "string"}}  # fmt: skip
 
 
 def _download_operation(settings: Settings, summary: str) -> Schema:
@@ -219,12 +169,12 @@ def _download_operation(settings: Settings, summary: str) -> Schema:
              "schema": {"type": "string"}},
             {"name": "signature", "in": "query", "required": signed, "description": link,
              "schema": {"type": "string"}},
-            _header("Range", "bytes=FIRST-LAST, -SUFFIX or FIRST-, comma-separated"),
-            _header("If-Range", "an ETag or a date: the range only if the file still matches"),
-            _header("If-None-Match", "ETags: 304 when one matches"),
-            _header("If-Modified-Since", "an HTTP date: 304 unless modified since"),
-            _header("If-Match", "ETags: 412 unless one matches"),
-            _header("If-Unmodified-Since", "an HTTP date: 412 if modified since"),
+            header("Range", "bytes=FIRST-LAST, -SUFFIX or FIRST-, comma-separated"),
+            header("If-Range", "an ETag or a date: the range only if the file still matches"),
+            header("If-None-Match", "ETags: 304 when one matches"),
+            header("If-Modified-Since", "an HTTP date: 304 unless modified since"),
+            header("If-Match", "ETags: 412 unless one matches"),
+            header("If-Unmodified-Since", "an HTTP date: 412 if modified since"),
         ],
         "responses": {
             "200": {"description": "the whole file", "headers": ETAG_HEADER,
@@ -233,7 +183,7 @@ def _download_operation(settings: Settings, summary: str) -> Schema:
                     "content": file_content},
             "304": {"description": "not modified"},
             # Downloads stay open to browsers: only a signed link's check refuses (403).
-            **_errors(400, *((403,) if signed else ()), 404, 412, 416, 503),
+            **errors(400, *((403,) if signed else ()), 404, 412, 416, 503),
         },
     }  # fmt: skip
 
@@ -243,8 +193,8 @@ def _stat_operation(settings: Settings, summary: str) -> Schema:
         "summary": summary,
         "parameters": [FILENAME],
         "responses": {
-            "200": {"description": "the metadata", "content": {JSON: {"schema": _ref("Stat")}}},
-            **_errors(400, *_key_required(settings), 404, 503),
+            "200": {"description": "the metadata", "content": {JSON: {"schema": ref("Stat")}}},
+            **errors(400, *key_required(settings), 404, 503),
         },
     }
 
@@ -266,8 +216,8 @@ def _list_operation(settings: Settings) -> Schema:
              "schema": {"type": "string"}},
         ],
         "responses": {
-            "200": {"description": "a page", "content": {JSON: {"schema": _ref("FileList")}}},
-            **_errors(400, *_key_required(settings), 503),
+            "200": {"description": "a page", "content": {JSON: {"schema": ref("FileList")}}},
+            **errors(400, *key_required(settings), 503),
         },
     }  # fmt: skip
 
@@ -294,15 +244,52 @@ def _delete_operation(settings: Settings) -> Schema:
         "parameters": [filename, conversation],
         "responses": {
             "200": {"description": "the conversation's files deleted",
-                    "content": {JSON: {"schema": _ref("Deleted")}}},
+                    "content": {JSON: {"schema": ref("Deleted")}}},
             "204": {"description": "the file deleted"},
-            **_errors(400, *_key_required(settings), 403, 404, 503),
+            **errors(400, *key_required(settings), 403, 404, 503),
         },
     }  # fmt: skip
 
 
+def _page_paths(settings: Settings) -> dict[str, Schema]:
+    """The upload page (--ui): HTML and its assets, open to browsers without a key."""
+
+    def page(summary: str, content: Schema, *parameters: Schema) -> Schema:
+        operation = {
+            "summary": summary,
+            "parameters": list(parameters),
+            "responses": {
+                "200": {"description": "the page's file", "content": content},
+                "304": {"description": "not modified (If-None-Match)"},
+                **errors(404),
+            },
+        }
+        return {"get": operation, "head": operation}
+
+    html = {"text/html": {"schema": {"type": "string"}}}
+    asset = {
+        "name": "asset",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(ASSETS)},
+    }
+    paths = {
+        "/": page("The upload page", html),
+        "/ui/{asset}": page(
+            "The page's script, style and icon", {"*/*": {"schema": {"type": "string"}}}, asset
+        ),
+    }
+    if settings.base_path:  # the page's relative URLs need the trailing slash
+        redirect = {
+            "summary": "To the upload page",
+            "responses": {"308": {"description": "to {base}/"}, **errors()},
+        }
+        paths[""] = {"get": redirect, "head": redirect}
+    return paths  # fmt: skip
+
+
 def _paths(settings: Settings) -> dict[str, Schema]:
-    plain = {JSON: {"schema": _ref("Status")}}
+    plain = {JSON: {"schema": ref("Status")}}
     paths: dict[str, Schema] = {
         "/files": {
             "post": _upload_operation(settings, "Upload a file stream"),
@@ -329,18 +316,26 @@ def _paths(settings: Settings) -> dict[str, Schema]:
             "get": {
                 "summary": "What the service accepts",
                 "responses": {"200": {"description": "limits",
-                                      "content": {JSON: {"schema": _ref("Limits")}}},
-                              **_errors()},
+                                      "content": {JSON: {"schema": ref("Limits")}}},
+                              **errors()},
             }
         },
-        "/healthz": {"get": {"summary": "Liveness",
-                             "responses": {"200": {"description": "serving", "content": plain},
-                                           **_errors()}}},
+        "/healthz": {method: {"summary": "Liveness",
+                              "responses": {"200": {"description": "serving", "content": plain},
+                                            **errors()}} for method in ("get", "head")},
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1, for these settings",
+                                      "content": {JSON: {"schema": {"type": "object"}}}},
+                              **errors()},
+            }
+        },
         "/readyz": {
             "get": {
                 "summary": "Readiness: storage takes writes",
                 "responses": {"200": {"description": "ready", "content": plain},
-                              **_errors(503)},
+                              **errors(503)},
             }
         },
         "/metrics": {
@@ -348,10 +343,13 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                 "summary": "Prometheus metrics",
                 "responses": {"200": {"description": "text exposition format",
                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
-                              **_errors()},
+                              **errors()},
             }
         },
     }  # fmt: skip
+    paths.update(resumable_paths(settings))
+    if settings.ui:
+        paths.update(_page_paths(settings))
     if settings.api_key:
         # What needs `Authorization: Bearer KEY` (API.md: downloads stay open to browsers).
         keyed: list[Schema] = [{"apiKey": []}]
@@ -366,7 +364,7 @@ def _paths(settings: Settings) -> dict[str, Schema]:
 
 def document(settings: Settings, server_url: str) -> Schema:
     """The whole document, with every path under the configured base path."""
-    components: Schema = {"schemas": SCHEMAS}
+    components: Schema = {"schemas": {**SCHEMAS, **RESUMABLE_SCHEMAS}}
     if settings.api_key:
         components["securitySchemes"] = {
             "apiKey": {"type": "http", "scheme": "bearer", "description": "an --api-key"}

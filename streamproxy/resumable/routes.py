@@ -94,7 +94,8 @@ def add_resumable_routes(app: web.Application, base_path: str) -> None:
     upload.add_route("GET", _wrap(_get))
 
 
-def _extensions() -> str:
+def tus_extensions() -> str:
+    """What OPTIONS advertises in `Tus-Extension` (the OpenAPI document shows the same)."""
     return format_extensions(checksum_trailer=False, unfinished=True)
 
 
@@ -106,7 +107,7 @@ async def options(request: web.Request) -> web.Response:
         {
             "Tus-Resumable": TUS_VERSION,
             "Tus-Version": TUS_VERSION,
-            "Tus-Extension": _extensions(),
+            "Tus-Extension": tus_extensions(),
             "Tus-Max-Size": str(settings.max_size),
             "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
             "Upload-Limit": format_upload_limit(settings.max_size),
