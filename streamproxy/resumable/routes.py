@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from ..error_table import NOT_IMPLEMENTED, ApiError
-from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error
+from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error, send_and_close
 from ..http import uploadlinks
 from ..http.auth import check_api_key
 from ..runtime.metrics import METRICS
@@ -120,10 +120,15 @@ async def _create(request: web.Request, protocol: Protocol, store: UploadStore) 
 
 
 async def _head(request: web.Request, protocol: Protocol, store: UploadStore) -> web.Response:
-    record = await store.read(request.match_info["upload_id"])
-    record.check_live(time.time())
+    """tus: the acknowledged offset, lock-free. The draft: the offset once no older
+    append runs on the upload (it is stopped: takeover.py), so the next PATCH can use it."""
+    upload_id = request.match_info["upload_id"]
     if protocol is Protocol.TUS:
+        record = await store.read(upload_id)
+        record.check_live(time.time())
         return tus.head_response(request, record)
+    record = await store.settled(upload_id)
+    record.check_live(time.time())
     return draft.head_response(request, protocol, record)
 
 
@@ -135,8 +140,10 @@ async def _patch(request: web.Request, protocol: Protocol, store: UploadStore) -
 
 async def _delete(request: web.Request, protocol: Protocol, store: UploadStore) -> web.Response:
     """tus termination, draft cancellation: the upload's bytes and record go at once
-    (a file it already committed stays stored)."""
-    async with store.hold(request.match_info["upload_id"]) as held:
+    (a file it already committed stays stored). A draft cancellation stops an append
+    still running on it first, as the draft asks (takeover.py)."""
+    take_over = protocol is not Protocol.TUS
+    async with store.hold(request.match_info["upload_id"], take_over=take_over) as held:
         await held.remove()
     return web.Response(status=204)
 
@@ -172,6 +179,10 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
             response = refusal(request, as_api_error(request, error), protocol)
         if protocol is Protocol.TUS or protocol is None:
             response.headers["Tus-Resumable"] = TUS_VERSION
+        if response.keep_alive is False and not request.content.is_eof():
+            # A refusal that ends the connection (a stalled client, an append stopped by
+            # a newer request): answer now, and read none of the rest of the body.
+            await send_and_close(request, response)
         return response
 
     return wrapped
@@ -251,6 +262,6 @@ def refusal(
         content_type=content_type,
         headers=headers,
     )
-    if isinstance(error, ApiError) and error.close:
+    if error.close:
         response.force_close()
     return response
