@@ -205,9 +205,8 @@ class S3UploadStore:
                 await self._withdraw_stop(upload_id, generation)
         if taken is not None:
             return taken
-        if (await self.area.read(upload_id)).status is not Status.RECEIVING:
-            raise Busy("another request is completing this upload; ask for its offset again")
-        return await self.area.lock(upload_id, take_over=True)  # fenced by the generation
+        # Fenced by the generation; Busy still if the holder is completing the upload.
+        return await self.area.lock(upload_id, take_over=True)
 
     async def settled(self, upload_id: str) -> UploadRecord:
         record = await self.read(upload_id)

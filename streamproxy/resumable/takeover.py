@@ -15,8 +15,9 @@ Decisions:
   requests keep tus's 409 (tus 1.0 says nothing of concurrent requests; its clients
   treat 409 as "ask for the offset again").
 - The safe point is the older request's next read of its body: it ends there as if its
-  client had gone away, so what it wrote is acknowledged (durable, in the record) and
-  the newer request then sees that offset. A read that is waiting is woken at once (the
+  client had gone away, so what it received is acknowledged (durable, in the record;
+  also the body bytes its process had buffered and not yet read) and the newer request
+  then sees that offset. A read that is waiting is woken at once (the
   read's own idle timeout is moved to now: no task per chunk). An older request that
   is committing, scanning or writing a record is not stopped: it ends by itself.
 - The older request is answered 409 `offset_mismatch` (the "busy" row of the error

@@ -331,3 +331,37 @@ async def test_across_workers_the_holder_in_another_process_lets_go(
         other.close()
     assert (status, answer["etag"]) == (200, f'"{md5(data)}"'), body
     assert (storage / "c9_workers.bin").read_bytes() == data
+
+
+@pytest.mark.s3_only  # local storage answers 409 when the holder does not let go in time
+async def test_on_s3_an_append_that_does_not_let_go_is_fenced_by_a_take_over(
+    start_service: ServiceFactory,
+) -> None:
+    """An append on another instance whose body keeps trickling is never idle long enough
+    to be asked: after the wait the newer request takes the lease over; the older one's
+    bytes are dropped (its writes are fenced), and the upload resumes intact."""
+    first = await start_service()
+    second = await start_service(storage=first.settings.storage)
+    data = random_bytes(1_500_000, seed=95)
+    path = await create(first.port, data, 100_000, "fenced.bin")
+    older = await stall_patch(first.port, path, data, 100_000, 10_000)
+
+    async def trickle() -> None:
+        for start in range(110_000, 600_000, 10_000):
+            await asyncio.sleep(0.2)  # under the half second of idleness that is asked
+            older.writer.write(data[start : start + 10_000])
+            await older.writer.drain()
+
+    trickling = asyncio.ensure_future(trickle())
+    try:
+        await received(older, first.store, path)
+        status, took, headers = await head(second.port, path)
+        assert (status, headers["upload-offset"]) == (204, "100000")
+        assert 4.0 < took < PROMPT  # the wait (5 s), then the take-over
+    finally:
+        trickling.cancel()
+        older.close()  # the client gives up; the fenced request acknowledges nothing
+    _, answer = await finish(second.port, path, data, 100_000)
+    assert answer["etag"] == f'"{md5(data)}"'
+    assert await second.fetch("c9_fenced.bin") == data
+    first.assert_clean({"c9_fenced.bin"})
