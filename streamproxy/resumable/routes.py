@@ -15,6 +15,7 @@ rather than a 404 that looks like a wrong base path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -182,7 +183,8 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
         if response.keep_alive is False and not request.content.is_eof():
             # A refusal that ends the connection (a stalled client, an append stopped by
             # a newer request): answer now, and read none of the rest of the body.
-            await send_and_close(request, response)
+            with contextlib.suppress(ConnectionError):  # the client left already
+                await send_and_close(request, response)
         return response
 
     return wrapped
