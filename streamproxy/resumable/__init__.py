@@ -7,11 +7,12 @@ answer), `appending` (a request's body through the one pump, intake.open_pump, i
 held upload), `complete` (the commit, as POST /files), `store` (the capability as an
 async protocol), `localupload` (it, over localstore), `s3adapter` (it, over s3store and
 s3append; imported only for S3 storage), `concat` (tus concatenation: a final upload
-of partial uploads, finished or not) and `assembly` (when and by whom a final upload
+of partial uploads, finished or not), `assembly` (when and by whom a final upload
 is assembled: the PATCH that finishes its last part, on any instance, or lazily its
-HEAD or GET; concatenation-unfinished). Not done yet: checksum-trailer, the draft's
-"stop the older request" (on S3: `S3UploadStore.hold(take_over=True)` exists, no
-route asks for it). The notes below are the plan these follow (and what is left of it).
+HEAD or GET; concatenation-unfinished) and `takeover` (the draft's "stop the older
+request": a draft request stops an append still running on its upload, in this
+process, another worker or another instance). Not done yet: checksum-trailer. The
+notes below are the plan these follow (and what is left of it).
 
 The foundation:
 
@@ -58,11 +59,13 @@ must still be sent) and before the body is read, write
 `request.transport` (HTTP/1.1 only, only for interop 6 and 8), as aiohttp's own
 100-continue does; the record must be created (durably) before it is sent.
 
-Stop the older request (draft): the lock holder is known per process (a registry of
-in-flight appends by id): a new request on the same worker cancels the older task,
-which acknowledges what it wrote and lets go of the flock; another worker's holder is
-answered 409 until it ends (its idle read timeout), which the kernel's flock release
-makes immediate when that worker dies.
+Stop the older request (draft), as built (takeover.py has the decisions): each store
+keeps a registry of this process's held uploads; a draft request stops a holder in its
+own process directly, and one in another worker or instance through a marker that
+process's watcher looks for (local `.uploads/<id>/stop`, S3 `<id>/stop.<generation>`).
+The older append ends at its next body read and acknowledges what it received; the
+newer request waits up to 5 s for the lock, then 409 (local) or a fenced take-over
+(S3, while the upload is receiving).
 
 S3 (no flock across instances): the record lives in an info object
 `<prefix>.uploads/<id>/info`, written only with conditional requests (`If-None-Match: *`

@@ -12,9 +12,10 @@ What happens to the bytes when the request ends:
   MD5 state, first bytes, expiry) is acknowledged durably before the answer;
 - it is refused (checksum 460, past the length 413, a type refused 415, ...): this
   request's bytes are discarded; offset and MD5 stay as they were;
-- the client goes away or stalls: what was written is acknowledged (the offset a
-  client asks for next is what the server kept), unless a checksum was claimed for
-  the whole chunk, which cannot be checked on part of it;
+- the client goes away or stalls, or a newer draft request on the upload stops this
+  one (takeover.py: at its next read of the body): what was written is acknowledged
+  (the offset a client asks for next is what the server kept), unless a checksum was
+  claimed for the whole chunk, which cannot be checked on part of it;
 - storage fails: discarded, and the storage error answers.
 """
 
@@ -37,13 +38,18 @@ from ..runtime.settings import SETTINGS
 from ..storage.base import Observer, StorageError
 from .hashstate import ResumableMD5
 from .headers import Checksum
-from .problems import ResumableError, TooLarge
+from .problems import ResumableError, Superseded, TooLarge
 from .state import UploadRecord
 from .store import AppendWriter, HeldUpload
+from .takeover import AppendStop
 
 
 class _Stalled(Exception):
     """The client sent nothing for --client-timeout: keep what came, then answer 408."""
+
+
+class _Stopped(Exception):
+    """A newer request on the upload asked this one to let go: keep what came, then 409."""
 
 
 class _AppendTarget:
@@ -75,24 +81,32 @@ class _Body:
     so every byte received is kept and acknowledged, and the route answers after.
     """
 
-    def __init__(self, request: web.Request, room: int, idle: float) -> None:
+    def __init__(self, request: web.Request, room: int, idle: float, stop: AppendStop) -> None:
         self._content = request.content
         self._room = room
         self._idle = idle
+        self._stop = stop
         self.broken: Exception | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         received = 0
         while True:
-            try:
-                async with asyncio.timeout(self._idle):
-                    chunk = await self._content.readany()
-            except TimeoutError:
-                self.broken = _Stalled()
-                return
-            except Exception as error:  # the connection is gone, or the framing broke
-                self.broken = error
-                return
+            if self._stop.asked():
+                chunk = self._received_already()
+                self.broken = _Stopped()
+            else:
+                try:
+                    async with asyncio.timeout(self._idle) as timeout:
+                        with self._stop.reading(timeout):  # a stop request ends the wait now
+                            chunk = await self._content.readany()
+                except TimeoutError:
+                    if not self._stop.asked():  # (a stop request moves the timeout to now)
+                        self.broken = _Stalled()
+                        return
+                    continue  # stopped: what has come in is still kept
+                except Exception as error:  # the connection is gone, or the framing broke
+                    self.broken = error
+                    return
             if not chunk:
                 return
             received += len(chunk)
@@ -101,6 +115,15 @@ class _Body:
                     f"the request carries more than the {self._room} bytes the upload has left"
                 )
             yield chunk
+            if self.broken is not None:
+                return
+
+    def _received_already(self) -> bytes:
+        """On a stop: the body this process has received and not yet read (kept too)."""
+        try:
+            return self._content.read_nowait()
+        except Exception:  # the connection broke meanwhile: nothing more to keep
+            return b""
 
 
 async def append_body(
@@ -140,7 +163,7 @@ async def append_body(
         )
         writer = target.writer
         assert writer is not None
-        body = _Body(request, room, settings.client_timeout)
+        body = _Body(request, room, settings.client_timeout, held.stop)
         try:
             await pump.pump(body.chunks(), final=False)
             if checksum is not None and body.broken is None:
@@ -155,12 +178,18 @@ async def append_body(
         if body.broken is None:
             return await _keep(writer, record, pump.progress.head, md5, lifetime)
         # Broken off: a checksum names the whole chunk, so part of it cannot be kept.
+        kept = record
         if checksum is not None:
             await asyncio.shield(writer.discard())
         else:
-            await asyncio.shield(_keep(writer, record, pump.progress.head, md5, lifetime))
+            kept = await asyncio.shield(_keep(writer, record, pump.progress.head, md5, lifetime))
         if isinstance(body.broken, _Stalled):
             raise client_stalled(settings.client_timeout) from body.broken
+        if isinstance(body.broken, _Stopped):
+            raise Superseded(
+                "a newer request on this upload stopped this one; "
+                f"the upload is at offset {kept.offset}"
+            ) from body.broken
         raise BAD_REQUEST("the request body broke off; HEAD for the offset") from body.broken
 
 

@@ -155,7 +155,8 @@ async def patch(request: web.Request, protocol: Protocol, store: UploadStore) ->
     complete = _complete_flag(request)
     length = _declared_length(request, protocol, offset, complete)
     has_body = request.body_exists and request.content_length != 0
-    async with store.hold(request.match_info["upload_id"]) as held:
+    # The draft's rule: an older append still running on this upload is stopped first.
+    async with store.hold(request.match_info["upload_id"], take_over=True) as held:
         record = held.record
         record.check_live(time.time())
         cap = flow.cap(request, record)

@@ -4,6 +4,8 @@
     <root>/.uploads/<id>/info    the UploadRecord (state.py) as JSON: the truth
     <root>/.uploads/<id>/lock    flock(2)ed by the one request writing this upload
     <root>/.uploads/<id>/final.<final id>   a final upload waits for this partial one
+    <root>/.uploads/<id>/stop    touched by a newer draft request: the holder, whatever
+                                 process it is in, lets go (takeover.py)
     <root>/.uploads/.new-<id>/   a creation in progress, renamed into place when whole
 
 The directory starts with a dot, so no download can reach it (as `.meta` and `.tmp`).
@@ -20,6 +22,11 @@ two requests in one process), a second writer gets 409 busy at once instead of w
 and the kernel drops it when the holder dies (even by SIGKILL): a resumed request needs
 no lease timeout on local storage. After locking, the lock file must still be the one
 in the upload's directory, else the upload was removed meanwhile (404).
+
+A newer draft request (takeover.py) touches `stop` and tries the lock again for a few
+seconds: the holder's process watches the marker's mtime (newer than its own lock time:
+a marker left behind stops nobody), ends its append at the next read of the body, and
+lets go. The newer request removes the marker once it holds the lock or gives up.
 
 The calls block (file I/O and fsync): the routes run them on the storage's worker thread.
 """
@@ -227,6 +234,26 @@ class UploadArea:
             yield lock
         finally:
             lock.close()
+
+    def ask_to_stop(self, upload_id: str) -> None:
+        """Touch the stop marker: the holder's process sees a time after its lock's."""
+        path = self.path(upload_id) / "stop"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            os.utime(path)
+        except FileNotFoundError as error:
+            raise NotFound("no such upload") from error
+
+    def stop_asked(self, upload_id: str, since: float) -> bool:
+        """Was the marker touched after `since` (wall clock: the holder's lock time)?"""
+        try:
+            return (self.path(upload_id) / "stop").stat().st_mtime > since
+        except FileNotFoundError:
+            return False
+
+    def withdraw_stop(self, upload_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError, NotFound):
+            (self.path(upload_id) / "stop").unlink()
 
     def appender(self, lock: UploadLock, record: UploadRecord) -> Appender:
         return Appender(self, lock, record)

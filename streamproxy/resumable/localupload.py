@@ -5,12 +5,18 @@ slow fsync never stalls the event loop. A completed upload is published by the s
 area's `claim`, the same code that publishes a `POST /files` upload: the data file is
 linked under the first free name (metadata first, never replacing a file), so the
 stored file and the upload's data are one inode and nothing is copied.
+
+A draft request on an upload another request holds stops that one first (takeover.py):
+directly in this process, through the `stop` marker in another worker, which this
+store's watcher looks for every 0.1 s; it waits up to `TAKE_OVER_WAIT` for the lock,
+then answers 409 as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +29,12 @@ from ..storage.localfs import storage_error
 from .appendwriter import OrderedAppendWriter
 from .localstore import Appender, UploadArea, UploadLock
 from .problems import Busy, NotFound
-from .state import CorruptRecord, UploadRecord
+from .state import CorruptRecord, Status, UploadRecord
+from .takeover import TAKE_OVER_WAIT, AppendStop, RunningAppends, wait_for_lock
+
+_WATCH_EVERY = 0.1
+"""Seconds between looks for other workers' stop markers (a stat per running append)."""
+_RETRY_EVERY = 0.05
 
 
 class LocalAppendWriter(OrderedAppendWriter[Appender]):
@@ -102,10 +113,13 @@ class LocalStagedUpload:
 
 
 class LocalHeldUpload:
-    def __init__(self, store: LocalUploadStore, lock: UploadLock, record: UploadRecord) -> None:
+    def __init__(
+        self, store: LocalUploadStore, lock: UploadLock, record: UploadRecord, stop: AppendStop
+    ) -> None:
         self._store = store
         self._lock = lock
         self._record = record
+        self.stop = stop
 
     @property
     def record(self) -> UploadRecord:
@@ -153,9 +167,17 @@ class LocalHeldUpload:
 class LocalUploadStore:
     """`.uploads/` under a local storage's root (see localstore.py for the layout)."""
 
-    def __init__(self, storage: LocalStorage) -> None:
+    def __init__(self, storage: LocalStorage, *, take_over_wait: float = TAKE_OVER_WAIT) -> None:
         self.storage = storage
         self.area = UploadArea(storage.root, fsync=storage.staging.fsync)
+        self.take_over_wait = take_over_wait
+        self.appends = RunningAppends(self._stops_asked, interval=_WATCH_EVERY, idle=0.0)
+
+    async def _stops_asked(self, held: list[AppendStop]) -> list[AppendStop]:
+        def look() -> list[AppendStop]:
+            return [stop for stop in held if self.area.stop_asked(stop.upload_id, stop.token)]
+
+        return await self.storage.run_blocking(look)
 
     async def prepare(self, now: float) -> None:
         await self.storage.run_blocking(self.area.prepare, now)
@@ -170,13 +192,53 @@ class LocalUploadStore:
         return await self.storage.run_blocking(self.area.read, upload_id)
 
     @asynccontextmanager
-    async def hold(self, upload_id: str) -> AsyncIterator[LocalHeldUpload]:
-        lock = await self.storage.run_blocking(self.area.lock, upload_id)
+    async def hold(
+        self, upload_id: str, *, take_over: bool = False
+    ) -> AsyncIterator[LocalHeldUpload]:
+        lock = await self._lock(upload_id, take_over)
+        locked_at = time.time()  # a stop marker touched after this is for us
         try:
             record = await self.storage.run_blocking(self.area.read, upload_id)
-            yield LocalHeldUpload(self, lock, record)
+            with self.appends.running(upload_id, locked_at) as stop:
+                yield LocalHeldUpload(self, lock, record, stop)
         finally:
             lock.close()
+
+    async def _lock(self, upload_id: str, take_over: bool) -> UploadLock:
+        run = self.storage.run_blocking
+        try:
+            return await run(self.area.lock, upload_id)
+        except Busy:
+            if not take_over:
+                raise
+
+        async def ask() -> None:
+            self.appends.stop(upload_id)  # a holder in this process: at once
+            await run(self.area.ask_to_stop, upload_id)  # in another: its watcher
+
+        try:
+            lock = await wait_for_lock(
+                lambda: run(self.area.lock, upload_id),
+                ask,
+                wait=self.take_over_wait,
+                poll=_RETRY_EVERY,
+                busy=Busy,
+            )
+        finally:
+            await run(self.area.withdraw_stop, upload_id)
+        if lock is None:
+            raise Busy(
+                f"another request holds this upload and did not let go within "
+                f"{self.take_over_wait:g} s; ask for its offset again"
+            )
+        return lock
+
+    async def settled(self, upload_id: str) -> UploadRecord:
+        record = await self.read(upload_id)
+        if record.status is not Status.RECEIVING:  # its offset moves no more
+            return record
+        async with self.hold(upload_id, take_over=True) as held:
+            return held.record
 
     async def expired(self, now: float) -> list[str]:
         return await self.storage.run_blocking(self.area.expired, now)

@@ -44,6 +44,8 @@ class ResumableError(Exception):
 
     kind: ClassVar[ErrorKind] = BAD_REQUEST
     problem: str | None = None
+    close: ClassVar[bool] = False
+    """End the connection after answering."""
 
     def __init__(self, detail: str, **members: Any) -> None:
         super().__init__(detail)
@@ -99,6 +101,13 @@ class Busy(ResumableError):
     """
 
     kind = OFFSET_MISMATCH
+
+
+class Superseded(Busy):
+    """A newer draft request stopped this append (takeover.py): what it wrote is kept;
+    409, and the connection closes (the rest of its body was never read)."""
+
+    close = True
 
 
 class LengthMismatch(ResumableError):

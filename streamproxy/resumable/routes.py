@@ -15,6 +15,7 @@ rather than a 404 that looks like a wrong base path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from ..error_table import NOT_IMPLEMENTED, ApiError
-from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error
+from ..errors import REQUEST_ID, UPLOAD_MESSAGE, as_api_error, send_and_close
 from ..http import uploadlinks
 from ..http.auth import check_api_key
 from ..runtime.metrics import METRICS
@@ -123,10 +124,17 @@ async def _create(request: web.Request, protocol: Protocol, store: UploadStore) 
 
 
 async def _head(request: web.Request, protocol: Protocol, store: UploadStore) -> web.Response:
-    record = await store.read(request.match_info["upload_id"])
+    """tus: the acknowledged offset, lock-free. The draft: the offset once no older
+    append runs on the upload (it is stopped: takeover.py), so the next PATCH can use it.
+    A final upload is assembled now if its parts are finished (assembly.py)."""
+    upload_id = request.match_info["upload_id"]
+    if protocol is Protocol.TUS:
+        record = await store.read(upload_id)
+    else:
+        record = await store.settled(upload_id)
     record.check_live(time.time())
     final_length = None
-    if record.is_final:  # assembled now if its parts are finished (assembly.py)
+    if record.is_final:
         record, final_length = await final_state(request, store, record)
     if protocol is Protocol.TUS:
         return tus.head_response(request, record, final_length=final_length)
@@ -141,8 +149,10 @@ async def _patch(request: web.Request, protocol: Protocol, store: UploadStore) -
 
 async def _delete(request: web.Request, protocol: Protocol, store: UploadStore) -> web.Response:
     """tus termination, draft cancellation: the upload's bytes and record go at once
-    (a file it already committed stays stored)."""
-    async with store.hold(request.match_info["upload_id"]) as held:
+    (a file it already committed stays stored). A draft cancellation stops an append
+    still running on it first, as the draft asks (takeover.py)."""
+    take_over = protocol is not Protocol.TUS
+    async with store.hold(request.match_info["upload_id"], take_over=take_over) as held:
         await held.remove()
     return web.Response(status=204)
 
@@ -180,6 +190,11 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
             response = refusal(request, as_api_error(request, error), protocol)
         if protocol is Protocol.TUS or protocol is None:
             response.headers["Tus-Resumable"] = TUS_VERSION
+        if response.keep_alive is False and not request.content.is_eof():
+            # A refusal that ends the connection (a stalled client, an append stopped by
+            # a newer request): answer now, and read none of the rest of the body.
+            with contextlib.suppress(ConnectionError):  # the client left already
+                await send_and_close(request, response)
         return response
 
     return wrapped
@@ -259,6 +274,6 @@ def refusal(
         content_type=content_type,
         headers=headers,
     )
-    if isinstance(error, ApiError) and error.close:
+    if error.close:
         response.force_close()
     return response

@@ -8,6 +8,13 @@ completed upload is completed into its staging object `<id>/data` when first nee
 virus scan reads it, or the commit), then published by `s3upload.publish_staged`, the
 same copy-and-conditional-complete `POST /files` commits with; the staging object is
 deleted once the file is published.
+
+A draft request on an upload whose lease another request holds (takeover.py) stops it
+directly in this instance, and asks another through a marker object
+`<id>/stop.<generation>`, which that instance's watcher looks for (a HEAD) when its
+append's body has been idle for half a second. It then tries the lease every 0.1 s for
+`TAKE_OVER_WAIT` seconds, and past that takes it over (the older request is fenced by
+the generation) if the upload is still receiving bytes, else answers 409.
 """
 
 from __future__ import annotations
@@ -20,13 +27,18 @@ from contextlib import asynccontextmanager, suppress
 from ..storage.base import FileInfo, Observer, Piece, StorageError, StoredMeta
 from ..storage.s3 import S3Storage
 from ..storage.s3cleanup import Leftover
-from ..storage.s3meta import S3_ERRORS, storage_error
+from ..storage.s3meta import S3_ERRORS, is_missing, storage_error
 from ..storage.s3upload import publish_staged
 from .appendwriter import OrderedAppendWriter
-from .problems import NotFound
+from .problems import Busy, NotFound
 from .s3append import Appender
 from .s3store import LEASE_TTL, UploadArea, UploadLease
 from .state import Status, UploadRecord, is_valid_id
+from .takeover import TAKE_OVER_WAIT, AppendStop, RunningAppends, wait_for_lock
+
+_WATCH_EVERY = 0.5
+"""Seconds between looks for stop markers, for appends idle at least as long (a HEAD each)."""
+_RETRY_EVERY = 0.1
 
 _FINAL_LINK = "final."
 """`<part>/final.<final id>`: a final upload waits for this partial one (assembly.py)."""
@@ -80,10 +92,13 @@ class S3StagedUpload:
 class S3HeldUpload:
     """One upload under its lease."""
 
-    def __init__(self, storage: S3Storage, area: UploadArea, lease: UploadLease) -> None:
+    def __init__(
+        self, storage: S3Storage, area: UploadArea, lease: UploadLease, stop: AppendStop
+    ) -> None:
         self.storage = storage
         self._area = area
         self._lease = lease
+        self.stop = stop
 
     @property
     def record(self) -> UploadRecord:
@@ -137,9 +152,13 @@ class S3HeldUpload:
 class S3UploadStore:
     """`.uploads/` under an S3 storage's prefix (see s3store.py for the layout)."""
 
-    def __init__(self, storage: S3Storage, *, ttl: float = LEASE_TTL) -> None:
+    def __init__(
+        self, storage: S3Storage, *, ttl: float = LEASE_TTL, take_over_wait: float = TAKE_OVER_WAIT
+    ) -> None:
         self.storage = storage
         self.area = UploadArea(storage, ttl=ttl)
+        self.take_over_wait = take_over_wait
+        self.appends = RunningAppends(self._stops_asked, interval=_WATCH_EVERY, idle=_WATCH_EVERY)
 
     async def prepare(self, now: float) -> None:
         await self.area.prepare(now)
@@ -152,12 +171,88 @@ class S3UploadStore:
 
     @asynccontextmanager
     async def hold(self, upload_id: str, *, take_over: bool = False) -> AsyncIterator[S3HeldUpload]:
-        lease = await self.area.lock(upload_id, take_over=take_over)
+        lease = await self._lock(upload_id, take_over)
         try:
-            yield S3HeldUpload(self.storage, self.area, lease)
+            with self.appends.running(upload_id, lease.generation) as stop:
+                yield S3HeldUpload(self.storage, self.area, lease, stop)
         finally:
             with suppress(StorageError):
                 await asyncio.shield(lease.close())
+
+    async def _lock(self, upload_id: str, take_over: bool) -> UploadLease:
+        try:
+            return await self.area.lock(upload_id)
+        except Busy:
+            if not take_over:
+                raise
+        lease = (await self.area.read(upload_id)).lease
+        generation = lease.generation if lease is not None else None
+        if generation is not None:
+            self.appends.stop(upload_id)  # a holder in this instance: at once
+            await self._ask_to_stop(upload_id, generation)  # in another: its watcher
+
+        async def nothing() -> None:
+            """Asked once: the marker stays until this request is done."""
+
+        try:
+            taken = await wait_for_lock(
+                lambda: self.area.lock(upload_id),
+                nothing,
+                wait=self.take_over_wait,
+                poll=_RETRY_EVERY,
+                busy=Busy,
+            )
+        finally:
+            if generation is not None:
+                await self._withdraw_stop(upload_id, generation)
+        if taken is not None:
+            return taken
+        # Fenced by the generation; Busy still if the holder is completing the upload.
+        return await self.area.lock(upload_id, take_over=True)
+
+    async def settled(self, upload_id: str) -> UploadRecord:
+        record = await self.read(upload_id)
+        lease = record.lease
+        if record.status is not Status.RECEIVING or lease is None:
+            return record  # nobody appends, or the offset moves no more
+        if lease.until <= self.area.clock():
+            return record  # a dead holder's: its unacknowledged bytes are lost anyway
+        async with self.hold(upload_id, take_over=True) as held:
+            return held.record
+
+    # --- stop markers (takeover.py) -------------------------------------------------------
+
+    def _marker(self, upload_id: str, generation: float) -> str:
+        return self.area.key(upload_id, f"stop.{int(generation)}")
+
+    async def _ask_to_stop(self, upload_id: str, generation: int) -> None:
+        area = self.area
+        try:
+            await area.client.put_object(
+                Bucket=area.bucket, Key=self._marker(upload_id, generation), Body=b""
+            )
+        except S3_ERRORS as error:
+            raise storage_error(error, "asking an upload's holder to stop") from error
+
+    async def _withdraw_stop(self, upload_id: str, generation: int) -> None:
+        with suppress(*S3_ERRORS):  # a marker left behind names a generation gone by
+            await self.area.client.delete_object(
+                Bucket=self.area.bucket, Key=self._marker(upload_id, generation)
+            )
+
+    async def _stops_asked(self, held: list[AppendStop]) -> list[AppendStop]:
+        async def asked(stop: AppendStop) -> bool:
+            key = self._marker(stop.upload_id, stop.token)
+            try:
+                await self.area.client.head_object(Bucket=self.area.bucket, Key=key)
+            except S3_ERRORS as error:
+                if is_missing(error):
+                    return False
+                raise
+            return True
+
+        found = await asyncio.gather(*(asked(stop) for stop in held))
+        return [stop for stop, yes in zip(held, found, strict=True) if yes]
 
     async def expired(self, now: float) -> list[str]:
         return await self.area.expired(now)

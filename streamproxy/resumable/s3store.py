@@ -312,7 +312,10 @@ class UploadArea:
         for _ in range(_ATTEMPTS):
             record, etag = await self._get(upload_id)
             now = self.clock()
-            taken = record.acquire(holder, now, self.ttl, take_over=take_over)
+            # Never take over a completion (it could publish the file twice): decided on
+            # the very read the conditional write below depends on.
+            forcing = take_over and record.status is Status.RECEIVING
+            taken = record.acquire(holder, now, self.ttl, take_over=forcing)
             live = record.lease is not None and record.lease.until > now
             try:
                 etag = await self._put(taken, if_match=etag)

@@ -11,12 +11,14 @@ The shape follows localstore's API, made async:
   record, lock-free; `expired(now)` lists what retention removes; `link` / `linked`
   note beside a partial upload which final uploads wait for it (assembly.py).
 - `hold(id)` is the exclusive right to write one upload (409 busy for a second writer,
-  across workers and, on S3, instances). Under it, a `HeldUpload` appends one request's
-  bytes through a writer the pump can drive (`appender`), acknowledges them durably,
-  saves records that move no bytes (finish, commit, fail), removes the upload, reads the
-  stored bytes back once (the virus scan), and turns the completed data into a staged
-  file (`staged`) that `StorageWriter.commit(names, info)` publishes: naming, metadata
-  and never-replace are the very code `POST /files` commits with.
+  across workers and, on S3, instances); `hold(id, take_over=True)` and `settled(id)`
+  first stop an older append still running on it (the draft's rule, takeover.py).
+  Under it, a `HeldUpload` appends one request's bytes through a writer the pump can
+  drive (`appender`), acknowledges them durably, saves records that move no bytes
+  (finish, commit, fail), removes the upload, reads the stored bytes back once (the
+  virus scan), and turns the completed data into a staged file (`staged`) that
+  `StorageWriter.commit(names, info)` publishes: naming, metadata and never-replace
+  are the very code `POST /files` commits with.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from aiohttp import web
 
 from ..storage.base import Observer, Piece, StorageWriter
 from .state import UploadRecord
+from .takeover import AppendStop
 
 
 class AppendWriter(StorageWriter, Protocol):
@@ -59,6 +62,10 @@ class HeldUpload(Protocol):
     def record(self) -> UploadRecord:
         """The acknowledged record, as read under the lock (and as saved since)."""
 
+    @property
+    def stop(self) -> AppendStop:
+        """Set when a newer request asks this one to let go (an append's body reads watch it)."""
+
     def appender(self, observer: Observer) -> AbstractAsyncContextManager[AppendWriter]:
         """A writer after the record's offset; closed on leaving."""
 
@@ -87,8 +94,15 @@ class UploadStore(Protocol):
     async def read(self, upload_id: str) -> UploadRecord:
         """The acknowledged record (NotFound if there is none)."""
 
-    def hold(self, upload_id: str) -> AbstractAsyncContextManager[HeldUpload]:
-        """The upload's lock now, or Busy (409); NotFound if it is gone."""
+    def hold(
+        self, upload_id: str, *, take_over: bool = False
+    ) -> AbstractAsyncContextManager[HeldUpload]:
+        """The upload's lock now, or Busy (409); NotFound if it is gone. With `take_over`
+        (draft requests), an append holding it is stopped first and waited for, briefly."""
+
+    async def settled(self, upload_id: str) -> UploadRecord:
+        """The acknowledged record once no append of it is running (the draft's offset
+        retrieval): one still running is stopped and waited for; Busy if it holds on."""
 
     async def expired(self, now: float) -> list[str]:
         """Uploads for retention to remove: expired, cancelled or unreadable."""
