@@ -107,6 +107,12 @@ ASSEMBLY = (BAD_REQUEST, TOO_LARGE, TYPE_NOT_ALLOWED, INFECTED, BUSY, SCANNER_UN
             INSUFFICIENT_STORAGE)  # fmt: skip
 
 
+APPEND_ERRORS = (BAD_REQUEST, FORBIDDEN, NOT_FOUND, TIMEOUT, OFFSET_MISMATCH, EXPIRED,
+                 TOO_LARGE, TYPE_NOT_ALLOWED, INFECTED, CHECKSUM_MISMATCH, BUSY,
+                 SCANNER_UNAVAILABLE, INSUFFICIENT_STORAGE)  # fmt: skip
+"""What a request carrying bytes may answer: a creation with them, or an append."""
+
+
 def _errors(settings: Settings, *kinds: ErrorKind) -> dict[str, Schema]:
     """These refusals (and the ones every resumable request may get) as responses; 400
     and 409 may be draft problem documents; every refusal carries the protocol's headers."""
@@ -248,9 +254,7 @@ def _create(settings: Settings) -> Schema:
                 "content": {JSON: {"schema": ref("UploadResult")}},
                 "links": _upload_links(),
             },
-            **_errors(settings, BAD_REQUEST, FORBIDDEN, NOT_FOUND, TIMEOUT, OFFSET_MISMATCH,
-                      EXPIRED, TOO_LARGE, TYPE_NOT_ALLOWED, INFECTED, CHECKSUM_MISMATCH,
-                      BUSY, SCANNER_UNAVAILABLE, INSUFFICIENT_STORAGE),
+            **_errors(settings, *APPEND_ERRORS),
         },
     }  # fmt: skip
 
@@ -313,9 +317,7 @@ def _patch(settings: Settings) -> Schema:
                     "answers", "headers": {**OFFSET_OUT, **ETAG_OUT, **COMPLETE_OUT,
                                            **PROTOCOL_OUT},
                     "content": {JSON: {"schema": ref("UploadResult")}}},
-            **_errors(settings, BAD_REQUEST, FORBIDDEN, NOT_FOUND, TIMEOUT, OFFSET_MISMATCH,
-                      EXPIRED, TOO_LARGE, TYPE_NOT_ALLOWED, INFECTED, CHECKSUM_MISMATCH,
-                      BUSY, SCANNER_UNAVAILABLE, INSUFFICIENT_STORAGE),
+            **_errors(settings, *APPEND_ERRORS),
         },
     }  # fmt: skip
 
