@@ -188,6 +188,34 @@ async def test_the_head_limit_is_settable(spawn: Spawn, tmp_path: Path) -> None:
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
 
 
+async def test_a_malformed_head_gets_the_json_400_and_one_log_line(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """aiohttp's parser refusals (a NUL in a header, a duplicate Content-Length, a bad
+    request line) are the client's fault: the service's JSON error with a request id,
+    the connection closed, nothing stored, and one INFO line, not a traceback at ERROR."""
+    storage = tmp_path / "data"
+    server = await spawn("--storage", str(storage))
+    port = port_of(server)
+    malformed = [
+        upload_request(b"X-Bad: a\x00b\r\n"),
+        upload_request(b"Content-Length: 9\r\n"),
+        b"GET /healthz HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+    ]
+    for request in malformed:
+        status, error = error_of(await exchange(port, request))
+        assert (status, error["error"]) == (400, "bad_request"), request[:60]
+        assert error["detail"].startswith("malformed request"), error
+        assert error["requestId"]
+    assert [p.name for p in storage.iterdir() if not p.name.startswith(".")] == []
+    log = "".join(server.log)
+    assert "Traceback" not in log and " ERROR " not in log, log
+    assert log.count("refused from 127.0.0.1: malformed request") == 3, log
+    # The connection's next client is served as usual.
+    answer = await exchange(port, upload_request())
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
 async def test_transfer_codings_other_than_chunked_get_501(spawn: Spawn, tmp_path: Path) -> None:
     storage = tmp_path / "data"
     server = await spawn("--storage", str(storage))

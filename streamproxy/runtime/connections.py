@@ -31,9 +31,10 @@ from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 
-from ..error_table import HEADERS_TOO_LARGE, TIMEOUT, ErrorKind
+from ..error_table import BAD_REQUEST, BY_STATUS, HEADERS_TOO_LARGE, TIMEOUT, ErrorKind
 from ..errors import json_error
 from ..http.requestlog import new_request_id
 from .metrics import Metrics
@@ -130,6 +131,35 @@ class GuardedRequestHandler(web.RequestHandler):
         if self._messages:
             body = self._messages[-1][1]
             self._body = None if body.is_eof() else body
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A request aiohttp's parser refused (a malformed line or header: the client's
+        fault) gets one log line, not a traceback at ERROR that any client could repeat
+        to flood the log, and the service's JSON error with a request id, not aiohttp's
+        text page. Everything else (a 500) is aiohttp's, logged whole."""
+        if (
+            not isinstance(exc, HttpProcessingError)
+            or not 400 <= status < 500
+            or request.writer.output_size > 0
+        ):
+            return super().handle_error(request, status, exc, message)
+        kind = BY_STATUS.get(status, BAD_REQUEST)
+        lines = (exc.message or "").strip().splitlines()
+        detail = f"malformed request: {lines[0].rstrip(':')}" if lines else "malformed request"
+        request_id = new_request_id()
+        log.info("refused from %s: %s", request.remote, detail, extra={"request_id": request_id})
+        response = json_error(
+            kind.status, kind.code, detail, request_id=request_id,
+            headers={"X-Request-Id": request_id, "Connection": "close"},
+        )  # fmt: skip
+        response.force_close()
+        return response
 
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
