@@ -7,6 +7,10 @@ a server that ignores it there. Where CompleteMultipartUpload honours it too
 Debian 12, replaces the object) the service claims the name first with a
 conditional PutObject (storage/s3nameclaim.py; s3servers.CLAIMS). When a package
 update changes what a server does, these tests say so.
+
+A completion must name every uploaded part on RGW (InvalidPart otherwise), where S3 and
+moto drop the parts left out; the resumable uploads' stray parts depend on which
+(resumable/s3strays.py).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ pytestmark = pytest.mark.s3_only
 # Does CompleteMultipartUpload with If-None-Match: * refuse an existing key? Where it
 # does not, the service claims names first.
 COMPLETE_HONOURS_IF_NONE_MATCH = {kind: not claims for kind, claims in CLAIMS.items()}
+
+
+# Does CompleteMultipartUpload leave out an uploaded part the request does not name?
+COMPLETE_LEAVES_OUT_UNNAMED_PARTS = {"moto": True, "rgw": False}
 
 
 def _existing_key(s3_server: S3Server) -> str:
@@ -82,3 +90,29 @@ async def test_the_service_probes_which_way_to_publish(
         assert storage.claims == CLAIMS[storage_kind]
     finally:
         await storage.close()
+
+
+def test_complete_multipart_upload_leaving_out_an_uploaded_part(
+    s3_server: S3Server, storage_kind: str
+) -> None:
+    client = s3_server.client
+    key = f"strays/{uuid.uuid4().hex}"
+    upload = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    etags = [
+        client.upload_part(
+            Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=number, Body=bytes([number]) * size
+        )["ETag"]
+        for number, size in ((1, 5 * 1024 * 1024), (2, 5 * 1024 * 1024), (3, 10))
+    ]
+    named = {"Parts": [{"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 3, "ETag": etags[2]}]}
+    try:
+        client.complete_multipart_upload(
+            Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload=named
+        )
+    except ClientError as error:
+        assert not COMPLETE_LEAVES_OUT_UNNAMED_PARTS[storage_kind], error
+        assert error.response["Error"]["Code"] == "InvalidPart"
+        client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload)
+        return
+    assert COMPLETE_LEAVES_OUT_UNNAMED_PARTS[storage_kind]
+    assert _body(s3_server, key) == b"\x01" * 5 * 1024 * 1024 + b"\x03" * 10

@@ -11,7 +11,8 @@ tail, its own small object, prepended to the next part (as tusd's `.part`). The 
 
 so the offset is the parts' sizes plus the tail's. Parts uploaded but not acknowledged
 (the request failed, or its checksum did not match) are forgotten: the next request
-uploads the same part numbers again, and completion names only the recorded parts.
+uploads the same part numbers again, and completion names only the recorded parts
+(where a server refuses to leave the others out, as RGW does: s3strays.py).
 
 Memory: the tail plus what arrived (under a part), and one part in flight, as S3Writer.
 """
@@ -31,6 +32,7 @@ from ..storage.s3body import PartReader
 from ..storage.s3cleanup import Leftover
 from ..storage.s3meta import S3_ERRORS, error_code, storage_error
 from .problems import Busy
+from .s3strays import copy_ranges, fill_short_strays, kept_ranges
 from .state import CorruptRecord, Status, UploadRecord
 
 if TYPE_CHECKING:
@@ -99,14 +101,20 @@ def last_number(parts: list[Part]) -> int:
 
 
 async def first_number(
-    area: UploadArea, lease: UploadLease, upload_id: str | None, parts: list[Part]
+    area: UploadArea,
+    lease: UploadLease,
+    upload_id: str | None,
+    parts: list[Part],
+    *,
+    past_all: bool = False,
 ) -> int:
     """The number of this request's first part: after the recorded parts; after a
     take-over, also past every part the older request sent, plus one for the part it may
     still have in flight (it checks the record before each part, so it sends at most
-    that one more)."""
+    that one more). `past_all`: past every part in S3 whatever sent it (the tail at
+    completion, which must be the last part where stray parts stay: s3strays.py)."""
     last = last_number(parts)
-    if not lease.took_over or upload_id is None:
+    if not (lease.took_over or past_all) or upload_id is None:
         return last + 1
     try:
         async for page in area.client.get_paginator("list_parts").paginate(
@@ -115,7 +123,7 @@ async def first_number(
             last = max([last, *(part["PartNumber"] for part in page.get("Parts", []))])
     except S3_ERRORS as error:
         raise storage_error(error, "listing the upload's parts") from error
-    return last + 2
+    return last + 2 if lease.took_over else last + 1
 
 
 def backend_of(record: UploadRecord) -> dict[str, Any]:
@@ -334,6 +342,29 @@ async def complete(area: UploadArea, lease: UploadLease, record: UploadRecord) -
     if acked["staged"]:
         return str(acked["staged"])
     key = area.key(record.id, "data")
+    assembled = lease.record.backend.get("assembled")  # with stray parts (s3strays.py)
+    if assembled is None:
+        assembled = await _complete_data(area, lease, record, acked, key)
+    staged = key
+    if assembled is not None:
+        staged = area.key(record.id, "whole")
+        await lease.keep()
+        await copy_ranges(area, key, staged, assembled["ranges"])
+    backend = {**acked, "upload": None, "parts": [], "tail": None, "tail_size": 0, "staged": staged}
+    await lease.write(record_with(record, backend, lease.record, area.clock(), area.ttl))
+    if acked["tail"]:
+        await area.storage.janitor.discard(Leftover(acked["tail"]))
+    if staged != key:
+        await area.storage.janitor.discard(Leftover(key))
+    await _abort_unrecorded(area, key)
+    return staged
+
+
+async def _complete_data(
+    area: UploadArea, lease: UploadLease, record: UploadRecord, acked: dict[str, Any], key: str
+) -> dict[str, Any] | None:
+    """The upload's bytes as the object `key`: None, or with stray parts on a server that
+    refuses to leave them out, the record's `assembled` (its parts' ranges in `key`)."""
     client, bucket = area.client, area.bucket
     tail = b""
     if acked["tail"]:
@@ -352,20 +383,33 @@ async def complete(area: UploadArea, lease: UploadLease, record: UploadRecord) -
         else:
             await lease.keep()
             if tail:
-                number = await first_number(area, lease, acked["upload"], parts)
+                number = await first_number(area, lease, acked["upload"], parts, past_all=True)
                 response_part = await client.upload_part(
                     Bucket=bucket, Key=key, UploadId=acked["upload"], PartNumber=number, Body=tail
                 )
                 parts = [*parts, [number, response_part["ETag"], len(tail)]]
-            await _complete_multipart(area, key, acked["upload"], parts, record.offset)
+            try:
+                await _complete_multipart(area, key, acked["upload"], parts, record.offset)
+            except ClientError as error:
+                if error_code(error) != "InvalidPart":
+                    raise
+                return await _complete_with_strays(area, lease, acked, key, parts)
     except S3_ERRORS as error:
         raise storage_error(error, "completing the upload") from error
-    backend = {**acked, "upload": None, "parts": [], "tail": None, "tail_size": 0, "staged": key}
-    await lease.write(record_with(record, backend, lease.record, area.clock(), area.ttl))
-    if acked["tail"]:
-        await area.storage.janitor.discard(Leftover(acked["tail"]))
-    await _abort_unrecorded(area, key)
-    return key
+    return None
+
+
+async def _complete_with_strays(
+    area: UploadArea, lease: UploadLease, acked: dict[str, Any], key: str, parts: list[Part]
+) -> dict[str, Any]:
+    """Complete with every part the upload holds, and record where our own parts are."""
+    listed = await fill_short_strays(area, key, acked["upload"], parts)
+    assembled = {"ranges": kept_ranges(listed, parts)}
+    log.info("upload %s: completing with %d stray parts", lease.upload_id, len(listed) - len(parts))
+    await _complete_multipart(area, key, acked["upload"], listed, sum(p[2] for p in listed))
+    backend = {**acked, "upload": None, "assembled": assembled}
+    await lease.write(record_with(lease.record, backend, lease.record, area.clock(), area.ttl))
+    return assembled
 
 
 async def _abort_unrecorded(area: UploadArea, key: str) -> None:

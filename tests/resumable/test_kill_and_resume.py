@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from ..conftest import ServerProcess, Service, eventually, md5, random_bytes, stop_server
-from ..s3support import BUCKET, MotoServer, S3Store, until
+from ..s3support import BUCKET, S3Server, S3Store, until
 
 pytestmark = pytest.mark.every_s3_server  # a lease taken over in the bucket
 
@@ -107,21 +107,29 @@ async def test_connections_cut_at_random_offsets_many_times(service: Service) ->
         offset = await offset_of(service.session, url)
         offsets.append(offset)
     assert offsets == sorted(offsets) and offsets[-1] > 0
-    async with service.session.patch(
-        url, data=data[offset:], headers={**PATCH, "Upload-Offset": str(offset)}
-    ) as answer:
-        assert answer.status == 204
-        assert answer.headers["ETag"] == f'"{md5(data)}"'
+    # As a tus client does: 409 while the last cut request still lets go of the upload
+    # (on S3 its lease is released by a record write after its transfer ended).
+    for _ in range(100):
+        async with service.session.patch(
+            url, data=data[offset:], headers={**PATCH, "Upload-Offset": str(offset)}
+        ) as answer:
+            if answer.status != 409:
+                break
+        await asyncio.sleep(0.1)
+        assert await offset_of(service.session, url) == offset  # busy, not moved on
+    assert answer.status == 204
+    assert answer.headers["ETag"] == f'"{md5(data)}"'
     assert await service.fetch("c5_kill.bin") == data
 
 
+@pytest.mark.s3_only  # on RGW the dead request's part is a stray (resumable/s3strays.py)
 async def test_sigkill_mid_patch_on_s3_then_resume_through_another_process(
-    spawn: Callable[..., Awaitable[ServerProcess]], moto_server: MotoServer
+    spawn: Callable[..., Awaitable[ServerProcess]], s3_server: S3Server
 ) -> None:
     mib = 1024 * 1024
-    store = S3Store(moto_server, f"kill-{time.time_ns()}/")
+    store = S3Store(s3_server, f"kill-{time.time_ns()}/")
     args = (
-        *("--storage", f"s3://{BUCKET}/{store.prefix}", "--s3-endpoint", moto_server.endpoint),
+        *("--storage", f"s3://{BUCKET}/{store.prefix}", "--s3-endpoint", s3_server.endpoint),
         *("--max-size", "40M", "--s3-part-size", "5M", "--upload-lease", "2s"),
     )
     data = random_bytes(14 * mib + 11, seed=33)

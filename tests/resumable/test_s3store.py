@@ -1,4 +1,4 @@
-"""The S3 uploads area on moto's server: two instances (two S3 client sessions) on one
+"""The S3 uploads area on each S3 server (moto, RGW): two instances (two S3 client sessions) on one
 bucket, leases that expire and are taken over, fencing, parts and the tail, completion
 into a staged object that the commit publishes, removal and expiry."""
 
@@ -25,7 +25,7 @@ from streamproxy.storage.s3upload import publish_staged
 
 from ..conftest import random_bytes
 from ..faultproxy import FaultProxy
-from ..s3support import BUCKET, MotoServer, S3Store, until
+from ..s3support import BUCKET, S3Server, S3Store, until
 
 pytestmark = pytest.mark.s3_only
 
@@ -81,20 +81,18 @@ class Bucket:
 
 
 @pytest.fixture
-async def bucket(moto_server: MotoServer) -> AsyncIterator[Bucket]:
+async def bucket(s3_server: S3Server) -> AsyncIterator[Bucket]:
     prefix = f"rs3-{uuid.uuid4().hex[:12]}/"
     instances = []
     for name in ("one", "two"):
-        storage = S3Storage(
-            S3Location(BUCKET, prefix), endpoint=moto_server.endpoint, part_size=PART
-        )
+        storage = S3Storage(S3Location(BUCKET, prefix), endpoint=s3_server.endpoint, part_size=PART)
         await storage.start()
         clock = Clock()
         instances.append(
             Instance(storage, UploadArea(storage, ttl=TTL, instance=name, clock=clock), clock)
         )
     try:
-        yield Bucket(instances[0], instances[1], S3Store(moto_server, prefix))
+        yield Bucket(instances[0], instances[1], S3Store(s3_server, prefix))
     finally:
         for instance in instances:
             await instance.storage.close()
@@ -481,12 +479,12 @@ async def test_the_routes_adapter_appends_scans_publishes_and_removes(bucket: Bu
 
 
 async def test_a_part_refused_by_s3_keeps_nothing_of_the_request(
-    bucket: Bucket, moto_server: MotoServer
+    bucket: Bucket, s3_server: S3Server
 ) -> None:
     """S3 refuses a part (a real refusal, through the suite's fault proxy): the request's
     bytes cannot be acknowledged (its running MD5 covers them all), the record stays at
     the last acknowledged offset, and after discard() the upload goes on."""
-    proxy = await FaultProxy(moto_server.port).start()
+    proxy = await FaultProxy(s3_server.port).start()
     storage = S3Storage(
         S3Location(BUCKET, bucket.store.prefix), endpoint=proxy.endpoint, part_size=PART
     )
@@ -548,3 +546,30 @@ async def test_a_take_over_stops_the_older_request_at_its_next_part(bucket: Buck
     await newer.close()
     final, staged = await complete(two.area, record.id)
     assert staged == data and md5_of(final) == hashlib.md5(data).hexdigest()
+
+
+async def test_parts_a_dead_request_sent_past_the_end_do_not_stop_the_completion(
+    bucket: Bucket,
+) -> None:
+    """A request uploads parts 2-4 and dies unacknowledged; the next one needs only part 2
+    and a tail (part 3 at completion), so part 4 stays in S3. moto leaves it out of the
+    completion; RGW refuses that (InvalidPart), so the upload is completed with it and
+    our own bytes copied out (s3strays.py): either way the file is exactly ours."""
+    one, two = bucket.one, bucket.two
+    data = random_bytes(12 * MiB + 7, seed=47)
+    record = await new_upload(one.area, len(data))
+    await append(one.area, record.id, data[:PART])  # part 1, recorded
+    dead = await one.area.lock(record.id)
+    appender = await one.area.appender(dead, dead.record)
+    for seed in (48, 49, 50):  # parts 2-4 go out
+        await appender.write(random_bytes(PART, seed=seed))
+    await until(lambda: bucket.parts(record.id) == [1, 2, 3, 4])
+    await appender.close()  # never acknowledged: the request died
+    await dead.close()
+
+    await append(two.area, record.id, data[PART:])  # part 2 and a tail
+    final, staged = await complete(two.area, record.id)
+    assert staged == data and md5_of(final) == hashlib.md5(data).hexdigest()
+    assert bucket.uploads() == []  # no multipart upload left behind
+    prefix = f"{bucket.store.prefix}.uploads/{record.id}/"
+    assert bucket.keys(record.id) == sorted([final.backend["staged"], prefix + "info"])
