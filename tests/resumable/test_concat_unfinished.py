@@ -23,6 +23,8 @@ from ..test_scan import clamd as clamd  # the fixture: a real clamd
 from .test_tus_routes import TUS, head, metadata, patch
 from .uploads import upload_objects, uploads_left
 
+pytestmark = pytest.mark.every_s3_server  # links beside the parts and the assembly read the bucket
+
 META = metadata(filename="joined.bin", conversationId="c9")
 
 

@@ -32,6 +32,8 @@ from ..s3support import BUCKET
 from ..test_workers import Spawn, started
 from .test_draft_wire import parse
 
+pytestmark = pytest.mark.every_s3_server  # leases, stop markers and fencing live in the bucket
+
 MiB = 1024 * 1024
 DRAFT8 = {"Upload-Draft-Interop-Version": "8"}
 APPEND = {**DRAFT8, "Content-Type": "application/partial-upload"}
