@@ -104,10 +104,14 @@ def test_complete_multipart_upload_leaving_out_an_uploaded_part(
         )["ETag"]
         for number, size in ((1, 5 * 1024 * 1024), (2, 5 * 1024 * 1024), (3, 10))
     ]
-    named = {"Parts": [{"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 3, "ETag": etags[2]}]}
     try:
         client.complete_multipart_upload(
-            Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload=named
+            Bucket=BUCKET,
+            Key=key,
+            UploadId=upload,
+            MultipartUpload={
+                "Parts": [{"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 3, "ETag": etags[2]}]
+            },
         )
     except ClientError as error:
         assert not COMPLETE_LEAVES_OUT_UNNAMED_PARTS[storage_kind], error
