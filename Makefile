@@ -12,12 +12,13 @@ SERVE_STAMP := $(VENV)/.serve-stamp
 STAMP := $(VENV)/.dev-stamp
 # Debian packages some tests drive (curl as a real client; clamd for virus scanning;
 # Chromium for the test page, through Playwright; ffmpeg to make the video it plays;
-# nginx for the benchmarks' smoke test; Ceph's monitor, OSD and RADOS Gateway for
+# nginx for the benchmarks' smoke test; strace to slow a server's system calls in the
+# erasure's SIGKILL test; Ceph's monitor, OSD and RADOS Gateway for
 # the S3 tests on RGW, tests/rgw.py: about 70 MB to download, 1.5 min to install);
 # installed when running as root, otherwise the tests that need them skip and name
 # the package. With CI=true a package that cannot be installed fails `make test`
 # here, and a test that would skip for it fails (tests/capabilities.py).
-DEB_PACKAGES := curl clamav-daemon chromium ffmpeg nginx-light ceph-mon ceph-osd radosgw
+DEB_PACKAGES := curl clamav-daemon chromium ffmpeg nginx-light ceph-mon ceph-osd radosgw strace
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: serve test lint format system-packages clean bench bench-quick
