@@ -10,6 +10,7 @@ about speed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 
@@ -96,10 +97,14 @@ async def test_s3_scaleout_runs_one_small_round_on_each_s3_server(
     [measured] = suite.rounds
     assert (measured.store, measured.instances, measured.uploads) == (storage_kind, 2, 4)
     assert measured.errors == 0
-    # one figure per instance; their sum is the work (an instance's share of 4 small
-    # uploads can be under /proc's 10 ms tick on a fast machine)
-    assert len(measured.instance_cpu) == 2 and sum(measured.instance_cpu) > 0
-    assert measured.cpu["store"] > 0
+    # One figure per instance, and the instances' group is their sum. No figure is
+    # asserted above zero: /proc counts CPU in 10 ms ticks, and this round's 4 small
+    # uploads took 31 ms in all on one CI run (both instances read 0.0); the benchmark's
+    # real rounds are thousands of ticks long.
+    assert len(measured.instance_cpu) == 2 and min(measured.instance_cpu) >= 0
+    assert math.isclose(sum(measured.instance_cpu), measured.cpu["instances"], abs_tol=1e-9)
+    assert set(measured.cpu) == {"instances", "nginx", "store", "client+proxy"}
+    assert min(measured.cpu.values()) >= 0
     assert measured.s3 == {"PutObject": 4}  # a file below the part size: one PutObject
     large = suite.probes[storage_kind]["upload 9 MB (8 MiB parts)"]
     assert large["UploadPart"] == 2 and large["CompleteMultipartUpload"] >= 1
