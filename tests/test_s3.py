@@ -18,10 +18,10 @@ import aiohttp
 import pytest
 
 from streamproxy.runtime.settings import Settings
-from streamproxy.storage import open_storage
+from streamproxy.storage import open_storage, s3copy
 from streamproxy.storage import s3 as s3_module
 from streamproxy.storage.base import StorageError
-from streamproxy.storage.s3 import S3Storage
+from streamproxy.storage.s3 import S3Location, S3Storage
 
 from .conftest import (
     Service,
@@ -103,6 +103,51 @@ async def test_large_upload_never_replaces_a_taken_name(start_service: ServiceFa
     assert await service.fetch(first["name"]) == b"small first"
     assert await service.fetch(second["name"]) == BIG_FILE
     service.assert_clean({first["name"], second["name"]})
+
+
+async def test_publication_copies_in_pieces_of_at_most_copy_part(
+    start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit's server-side copy goes through storage/s3copy: with 8 MiB pieces the
+    12 MiB file is published as two copied parts (a multipart ETag ends in -2), whole."""
+    monkeypatch.setattr(s3copy, "COPY_PART", 8 * MiB)
+    service = await start_service(**BIG)
+    store = service.store
+    assert isinstance(store, S3Store)
+    body = await service.upload_json(BIG_FILE, filename="pieces.bin")
+    head = store.moto.client.head_object(Bucket=BUCKET, Key=store.prefix + body["name"])
+    assert head["ETag"].strip('"').endswith("-2")
+    assert await service.fetch(body["name"]) == BIG_FILE
+    service.assert_clean({body["name"]})
+
+
+async def test_copy_ranges_keeps_exactly_the_ranges(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a completion with stray parts relies on (resumable/s3strays.py): ranges with
+    gaps between them, each split evenly, copied into one object that is exactly them."""
+    monkeypatch.setattr(s3copy, "COPY_PART", 8 * MiB)
+    prefix = f"copy-{time.time_ns()}/"
+    source, target = prefix + "source", prefix + "target"
+    data = random_bytes(21 * MiB, seed=13)
+    s3_server.client.put_object(Bucket=BUCKET, Key=source, Body=data)
+    ranges = [[0, 12 * MiB], [13 * MiB, 19 * MiB], [20 * MiB, 21 * MiB - 5]]
+    storage = S3Storage(S3Location(BUCKET, prefix), endpoint=s3_server.endpoint)
+    await storage.start()
+    try:
+        client = storage.client
+        upload_id = (await client.create_multipart_upload(Bucket=BUCKET, Key=target))["UploadId"]
+        parts = await s3copy.copy_ranges(client, BUCKET, source, target, upload_id, ranges)
+        assert [part["PartNumber"] for part in parts] == [1, 2, 3, 4]  # 6 + 6 + 6 + 1 MiB
+        await client.complete_multipart_upload(
+            Bucket=BUCKET, Key=target, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+    finally:
+        await storage.close()
+    copied = s3_server.client.get_object(Bucket=BUCKET, Key=target)["Body"].read()
+    assert copied == b"".join(data[start:end] for start, end in ranges)
+    for key in (source, target):
+        s3_server.client.delete_object(Bucket=BUCKET, Key=key)
 
 
 async def test_metadata_survives_non_ascii(service: Service) -> None:

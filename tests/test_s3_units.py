@@ -14,6 +14,7 @@ from streamproxy.runtime.settings import Settings, SettingsError, load_settings
 from streamproxy.storage import open_storage
 from streamproxy.storage.base import FileInfo, StorageError, StorageFull, StorageUnavailable
 from streamproxy.storage.s3 import S3Location, S3Storage, effective_part_size
+from streamproxy.storage.s3copy import COPY_PART, copy_pieces
 from streamproxy.storage.s3meta import decode, encode, is_taken, storage_error
 
 MiB = 1024 * 1024
@@ -141,3 +142,17 @@ def test_s3_settings_from_flags_and_environment() -> None:
         load_settings(environ={"STREAMPROXY_S3_PART_SIZE": "1M"})
     with pytest.raises(SettingsError, match="endpoint"):
         load_settings(environ={"STREAMPROXY_S3_ENDPOINT": "minio:9000"})
+
+
+def test_copy_pieces_split_each_range_evenly_within_copy_part() -> None:
+    """Each range split into equal pieces of at most COPY_PART, covering it exactly: no
+    piece but a range's last under half of COPY_PART (so never under S3's 5 MiB)."""
+    ranges = [[0, 2 * COPY_PART + 1], [2 * COPY_PART + 10, 3 * COPY_PART + 10], [5, 5]]
+    pieces = copy_pieces(ranges)
+    assert pieces[:3] == [
+        (0, 715827883 - 1),
+        (715827883, 2 * 715827883 - 1),
+        (2 * 715827883, 2 * COPY_PART),
+    ]
+    assert pieces[3:] == [(2 * COPY_PART + 10, 3 * COPY_PART + 9)]  # exactly one piece
+    assert all(end - start + 1 <= COPY_PART for start, end in pieces)

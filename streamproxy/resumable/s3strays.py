@@ -16,15 +16,14 @@ multipart upload is gone by then, and with it the parts' list).
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..storage import s3copy
 from ..storage.base import StorageError
 from ..storage.s3meta import S3_ERRORS, storage_error
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 Part = list[Any]
 """[number, etag, size], as the record keeps them (s3append.Part)."""
@@ -39,9 +38,7 @@ class UploadArea(Protocol):
     def client(self) -> S3Client: ...
 
 
-_MAX_COPY = 5 * 1024**3  # S3's largest UploadPartCopy
 _MIN_PART = 5 * 1024**2  # S3's smallest part but the last
-_COPY_CONCURRENCY = 4
 
 
 async def listed_parts(area: UploadArea, key: str, upload_id: str) -> list[Part]:
@@ -100,41 +97,15 @@ def kept_ranges(listed: list[Part], recorded: list[Part]) -> list[list[int]]:
     return ranges
 
 
-def copy_pieces(ranges: list[list[int]]) -> list[tuple[int, int]]:
-    """The ranges as UploadPartCopy pieces [start, end]: each at most 5 GiB, split evenly
-    (so no piece but the last falls under S3's 5 MiB minimum)."""
-    pieces = []
-    for start, end in ranges:
-        count = -(-(end - start) // _MAX_COPY)
-        step = -(-(end - start) // count)
-        pieces += [(at, min(at + step, end) - 1) for at in range(start, end, step)]
-    return pieces
-
-
 async def copy_ranges(area: UploadArea, source: str, target: str, ranges: list[list[int]]) -> None:
-    """`target` made of `ranges` of `source`, copied server-side by one multipart upload."""
+    """`target` made of `ranges` of `source`, copied server-side by one multipart upload
+    (storage.s3copy). A copy cut short leaves its multipart upload under the upload's
+    prefix: the next try makes a new one, and the upload's removal aborts them all."""
     client, bucket = area.client, area.bucket
-    gate = asyncio.Semaphore(_COPY_CONCURRENCY)
     try:
         created = await client.create_multipart_upload(Bucket=bucket, Key=target)
         upload_id = created["UploadId"]
-
-        async def copy(number: int, start: int, end: int) -> CompletedPartTypeDef:
-            async with gate:
-                answer = await client.upload_part_copy(
-                    Bucket=bucket,
-                    Key=target,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource={"Bucket": bucket, "Key": source},
-                    CopySourceRange=f"bytes={start}-{end}",
-                )
-            return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
-
-        pieces = copy_pieces(ranges)
-        copied = await asyncio.gather(
-            *(copy(index + 1, start, end) for index, (start, end) in enumerate(pieces))
-        )
+        copied = await s3copy.copy_ranges(client, bucket, source, target, upload_id, ranges)
         await client.complete_multipart_upload(
             Bucket=bucket, Key=target, UploadId=upload_id, MultipartUpload={"Parts": copied}
         )

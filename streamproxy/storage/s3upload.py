@@ -46,6 +46,7 @@ from .base import FileInfo, NoFreeName, Observer, Piece, StorageError, StoredMet
 from .interruptions import Interruptions
 from .s3body import PartReader
 from .s3cleanup import Janitor, Leftover, staging_key
+from .s3copy import copy_ranges
 from .s3meta import S3_ERRORS, encode, http_status, is_taken, storage_error
 from .s3nameclaim import Claim, take
 
@@ -55,9 +56,6 @@ if TYPE_CHECKING:
 
 
 WRITER = "writer"  # the user metadata key of the writer's token
-# Server-side copy: 1 GiB per UploadPartCopy (S3 allows 5 GiB), a few at once.
-COPY_PART = 1024**3
-COPY_CONCURRENCY = 4
 _T = TypeVar("_T")
 
 
@@ -252,7 +250,14 @@ class S3Writer:
             upload_id: str | None = None
             try:
                 upload_id = await storage.create_upload(key, **arguments)
-                parts = await self._copy_parts(key, upload_id, info.size)
+                parts = await copy_ranges(
+                    storage.client,
+                    storage.bucket,
+                    self._staging_key,
+                    key,
+                    upload_id,
+                    [[0, info.size]],
+                )
                 if claim is not None and claim.too_old(storage.stale_after):
                     raise StorageError("the copy outlasted half of --stale-after; not published")
                 await storage.client.complete_multipart_upload(
@@ -307,34 +312,6 @@ class S3Writer:
                 return
         if claim is not None:
             await self._release(claim)
-
-    async def _copy_parts(self, key: str, upload_id: str, size: int) -> list[CompletedPartTypeDef]:
-        storage = self._storage
-        gate = asyncio.Semaphore(COPY_CONCURRENCY)
-        source = {"Bucket": storage.bucket, "Key": self._staging_key}
-
-        async def copy(number: int, start: int) -> CompletedPartTypeDef:
-            end = min(start + COPY_PART, size) - 1
-            async with gate:
-                response = await storage.client.upload_part_copy(
-                    Bucket=storage.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource=source,  # type: ignore[arg-type]
-                    CopySourceRange=f"bytes={start}-{end}",
-                )
-            return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(copy(index + 1, start))
-                    for index, start in enumerate(range(0, size, COPY_PART))
-                ]
-        except BaseExceptionGroup as failures:
-            raise failures.exceptions[0] from None  # the others were cancelled because of it
-        return [task.result() for task in tasks]
 
     # --- abort ------------------------------------------------------------------------
 
