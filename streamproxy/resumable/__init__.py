@@ -62,7 +62,7 @@ must still be sent) and before the body is read, write
 Stop the older request (draft), as built (takeover.py has the decisions): each store
 keeps a registry of this process's held uploads; a draft request stops a holder in its
 own process directly, and one in another worker or instance through a marker that
-process's watcher looks for (local `.uploads/<id>/stop`, S3 `<id>/stop.<generation>`).
+process's watcher looks for (local `.uploads/.stop/<id>`, S3 `<id>/stop.<generation>`).
 The older append ends at its next body read and acknowledges what it received; the
 newer request waits up to 5 s for the lock, then 409 (local) or a fenced take-over
 (S3, while the upload is receiving).

@@ -4,7 +4,7 @@
     <root>/.uploads/<id>/info    the UploadRecord (state.py) as JSON: the truth
     <root>/.uploads/<id>/lock    flock(2)ed by the one request writing this upload
     <root>/.uploads/<id>/final.<final id>   a final upload waits for this partial one
-    <root>/.uploads/<id>/stop    touched by a newer draft request: the holder, whatever
+    <root>/.uploads/.stop/<id>   touched by a newer draft request: the holder, whatever
                                  process it is in, lets go (takeover.py)
     <root>/.uploads/.new-<id>/   a creation in progress, renamed into place when whole
 
@@ -23,10 +23,15 @@ and the kernel drops it when the holder dies (even by SIGKILL): a resumed reques
 no lease timeout on local storage. After locking, the lock file must still be the one
 in the upload's directory, else the upload was removed meanwhile (404).
 
-A newer draft request (takeover.py) touches `stop` and tries the lock again for a few
-seconds: the holder's process watches the marker's mtime (newer than its own lock time:
-a marker left behind stops nobody), ends its append at the next read of the body, and
-lets go. The newer request removes the marker once it holds the lock or gives up.
+A newer draft request (takeover.py) touches `.stop/<id>` and tries the lock again for a
+few seconds. The markers share one directory so that a process's watcher lists it once
+per look, whatever the number of appends it runs (a marker per upload directory took a
+stat per running append per look); only a marker of an upload the process holds is
+stat'ed, for its mtime (newer than the holder's lock time: a marker left behind stops
+nobody). The holder ends its append at the next read of the body and lets go. The
+marker is removed by the newer request once it holds the lock or gives up, by a holder
+that was asked as it lets go, with the upload, and, if all of those missed it (a
+process killed meanwhile), by retention's sweep (`remove_orphans`).
 
 The calls block (file I/O and fsync): the routes run them on the storage's worker thread.
 """
@@ -49,6 +54,10 @@ from .state import CorruptRecord, Status, UploadRecord, is_valid_id
 UPLOADS_DIR: Final = ".uploads"
 _STAGING: Final = ".new-"
 _FINAL_LINK: Final = "final."
+STOPS_DIR: Final = ".stop"
+STALE_STOP: Final = 60.0
+"""Seconds after which a stop marker nobody touched is swept: a waiting request touches
+its marker every few hundredths of a second, and waits for seconds (TAKE_OVER_WAIT)."""
 _CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 
 
@@ -140,6 +149,7 @@ class UploadArea:
 
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.dir = root / UPLOADS_DIR
+        self.stops = self.dir / STOPS_DIR
         self.fsync = fsync
 
     def prepare(self, now: float, *, stale_after: float = 3600.0) -> None:
@@ -236,24 +246,54 @@ class UploadArea:
             lock.close()
 
     def ask_to_stop(self, upload_id: str) -> None:
-        """Touch the stop marker: the holder's process sees a time after its lock's."""
-        path = self.path(upload_id) / "stop"
+        """Touch the upload's stop marker: the holder's process sees a time after its
+        lock's. NotFound if the upload is gone (a marker made meanwhile is withdrawn by
+        the caller, or swept)."""
+        if not (self.path(upload_id) / "lock").exists():
+            raise NotFound("no such upload")
+        path = self.stops / upload_id
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-            os.utime(path)
-        except FileNotFoundError as error:
-            raise NotFound("no such upload") from error
+            fd = os.open(path, _CREATE, 0o644)
+        except FileNotFoundError:  # made at the first take-over, not before
+            self.stops.mkdir(exist_ok=True)
+            fd = os.open(path, _CREATE, 0o644)
+        os.close(fd)
+        os.utime(path)
 
-    def stop_asked(self, upload_id: str, since: float) -> bool:
-        """Was the marker touched after `since` (wall clock: the holder's lock time)?"""
+    def stops_asked(self, held: dict[str, float]) -> list[str]:
+        """Of `held` (upload id: the holder's lock time, wall clock), the uploads whose
+        marker was touched after that time: one listing, a stat only for a match."""
         try:
-            return (self.path(upload_id) / "stop").stat().st_mtime > since
+            names = os.listdir(self.stops)
         except FileNotFoundError:
-            return False
+            return []
+        asked = []
+        for upload_id in held.keys() & set(names):
+            with contextlib.suppress(FileNotFoundError):
+                if (self.stops / upload_id).stat().st_mtime > held[upload_id]:
+                    asked.append(upload_id)
+        return asked
 
     def withdraw_stop(self, upload_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError, NotFound):
-            (self.path(upload_id) / "stop").unlink()
+        if is_valid_id(upload_id):
+            with contextlib.suppress(FileNotFoundError):
+                (self.stops / upload_id).unlink()
+
+    def remove_orphans(self, now: float) -> int:
+        """Retention: stop markers of uploads that are gone, or that nobody has touched
+        for `STALE_STOP` seconds (their asker was killed before it withdrew them)."""
+        try:
+            entries = list(os.scandir(self.stops))
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):
+                gone = not is_valid_id(entry.name) or not (self.dir / entry.name).exists()
+                if gone or entry.stat().st_mtime < now - STALE_STOP:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
 
     def appender(self, lock: UploadLock, record: UploadRecord) -> Appender:
         return Appender(self, lock, record)
@@ -263,6 +303,7 @@ class UploadArea:
         directory = self.path(lock.upload_id)
         doomed = self.dir / f"{_STAGING}{lock.upload_id}-removed"
         os.rename(directory, doomed)  # gone for readers at once, then deleted
+        self.withdraw_stop(lock.upload_id)
         shutil.rmtree(doomed, ignore_errors=True)
         if self.fsync:
             fsync_directory(self.dir)

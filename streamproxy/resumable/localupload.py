@@ -7,9 +7,10 @@ linked under the first free name (metadata first, never replacing a file), so th
 stored file and the upload's data are one inode and nothing is copied.
 
 A draft request on an upload another request holds stops that one first (takeover.py):
-directly in this process, through the `stop` marker in another worker, which this
-store's watcher looks for every 0.1 s; it waits up to `TAKE_OVER_WAIT` for the lock,
-then answers 409 as before.
+directly in this process, through the marker `.uploads/.stop/<id>` in another worker,
+which this store's watcher looks for every 0.1 s (one listing of that directory, for
+all the appends this process runs); it waits up to `TAKE_OVER_WAIT` for the lock, then
+answers 409 as before.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .state import CorruptRecord, Status, UploadRecord
 from .takeover import TAKE_OVER_WAIT, AppendStop, RunningAppends, wait_for_lock
 
 _WATCH_EVERY = 0.1
-"""Seconds between looks for other workers' stop markers (a stat per running append)."""
+"""Seconds between looks for other workers' stop markers (one listing of `.stop`)."""
 _RETRY_EVERY = 0.05
 
 
@@ -174,10 +175,9 @@ class LocalUploadStore:
         self.appends = RunningAppends(self._stops_asked, interval=_WATCH_EVERY, idle=0.0)
 
     async def _stops_asked(self, held: list[AppendStop]) -> list[AppendStop]:
-        def look() -> list[AppendStop]:
-            return [stop for stop in held if self.area.stop_asked(stop.upload_id, stop.token)]
-
-        return await self.storage.run_blocking(look)
+        since = {stop.upload_id: stop.token for stop in held}
+        asked = set(await self.storage.run_blocking(self.area.stops_asked, since))
+        return [stop for stop in held if stop.upload_id in asked]
 
     async def prepare(self, now: float) -> None:
         await self.storage.run_blocking(self.area.prepare, now)
@@ -197,12 +197,15 @@ class LocalUploadStore:
     ) -> AsyncIterator[LocalHeldUpload]:
         lock = await self._lock(upload_id, take_over)
         locked_at = time.time()  # a stop marker touched after this is for us
+        stop: AppendStop | None = None
         try:
             record = await self.storage.run_blocking(self.area.read, upload_id)
             with self.appends.running(upload_id, locked_at) as stop:
                 yield LocalHeldUpload(self, lock, record, stop)
         finally:
             lock.close()
+            if stop is not None and stop.requested:  # the marker is spent: gone with us
+                await asyncio.shield(self.storage.run_blocking(self.area.withdraw_stop, upload_id))
 
     async def _lock(self, upload_id: str, take_over: bool) -> UploadLock:
         run = self.storage.run_blocking
@@ -251,6 +254,9 @@ class LocalUploadStore:
 
     async def linked(self, part_id: str) -> list[str]:
         return await self.storage.run_blocking(self.area.linked, part_id)
+
+    async def remove_orphans(self, now: float) -> int:
+        return await self.storage.run_blocking(self.area.remove_orphans, now)
 
     async def remove_unreadable(self, upload_id: str) -> bool:
         def remove() -> bool:

@@ -257,6 +257,10 @@ class S3UploadStore:
     async def expired(self, now: float) -> list[str]:
         return await self.area.expired(now)
 
+    async def remove_orphans(self, now: float) -> int:
+        """Nothing yet: S3's markers go with their upload's prefix."""
+        return 0
+
     async def remove_unreadable(self, upload_id: str) -> bool:
         """For retention: an upload whose record cannot be read takes no lease."""
         return await self.area.remove_unreadable(upload_id)

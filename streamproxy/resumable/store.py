@@ -116,6 +116,10 @@ class UploadStore(Protocol):
     async def linked(self, part_id: str) -> list[str]:
         """The final uploads linked to a partial upload (none once it is removed)."""
 
+    async def remove_orphans(self, now: float) -> int:
+        """Retention: remove what a removal or a take-over raced past and left behind
+        (stop markers, links) once its upload is gone; how many went."""
+
     async def remove_unreadable(self, upload_id: str) -> bool:
         """Remove an upload whose record cannot be read (`hold` raises CorruptRecord on
         it), under its lock; False when it is busy, gone or readable after all."""

@@ -25,12 +25,13 @@ Decisions:
   reads nothing, and the rest of its body, never read, cannot be left on the connection.
 - The signal: a request of the same process is stopped directly (this registry). A
   holder in another process or instance is asked through a marker its process watches
-  (`RunningAppends`' watcher): local storage `.uploads/<id>/stop` (its mtime after the
+  (`RunningAppends`' watcher): local storage `.uploads/.stop/<id>` (its mtime after the
   holder's lock time), S3 an object `<id>/stop.<generation>` (naming the holder's lease
   generation, so a marker left behind never stops a later holder). Local storage checks
-  every 0.1 s (a stat per running append); S3 only appends whose body has been idle for
-  0.5 s, every 0.5 s (a HEAD each): a flowing append on another instance is not asked,
-  and the fenced take-over below ends it instead.
+  every 0.1 s (one listing of `.stop` per process, whatever the number of appends it
+  runs, and a stat only of a marker naming one of them); S3 only appends whose body
+  has been idle for 0.5 s, every 0.5 s (a HEAD each): a flowing append on another
+  instance is not asked, and the fenced take-over below ends it instead.
 - The newer request waits for the lock at most `TAKE_OVER_WAIT` seconds. Then local
   storage answers 409 as before (the holder is alive: the kernel drops a dead one's
   flock); S3 takes the lease over (`take_over`: the generation moves on and the older

@@ -92,7 +92,8 @@ class Metrics:
         self.deleted = Counter(
             "streamproxy_retention_deleted",
             "What retention removed: expired files, stale temporaries and multipart uploads, "
-            "spent upload-link claims.",
+            "spent upload-link claims, expired resumable uploads, and the stop markers and "
+            "links removed uploads left behind.",
             ["what"],
             registry=registry,
         )

@@ -71,7 +71,8 @@ async def sweep_uploads(
     uploads: UploadStore, metrics: Metrics, events: EventBus | None = None
 ) -> int:
     """Remove resumable uploads past `--upload-expiry` (or cancelled, or unreadable),
-    sending `upload.expired` for each that expired (a cancelled one was the client's).
+    sending `upload.expired` for each that expired (a cancelled one was the client's);
+    then the markers races left behind (`UploadStore.remove_orphans`).
 
     Each is removed under its lock: one a request is writing right now (it renews the
     expiry) is left for the next sweep.
@@ -97,6 +98,10 @@ async def sweep_uploads(
     if removed:
         metrics.deleted.labels("upload").inc(removed)
         log.info("retention: %d expired resumable uploads removed", removed)
+    orphans = await uploads.remove_orphans(time.time())
+    if orphans:
+        metrics.deleted.labels("marker").inc(orphans)
+        log.info("retention: %d stop markers or links left by removed uploads deleted", orphans)
     return removed
 
 

@@ -3,6 +3,8 @@ writer killed with SIGKILL mid-append that the next request continues after."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -15,8 +17,11 @@ import pytest
 
 from streamproxy.resumable import problems
 from streamproxy.resumable.hashstate import ResumableMD5
-from streamproxy.resumable.localstore import UPLOADS_DIR, UploadArea
+from streamproxy.resumable.localstore import STALE_STOP, UPLOADS_DIR, UploadArea
+from streamproxy.resumable.localupload import LocalUploadStore
 from streamproxy.resumable.state import HEAD_SIZE, Protocol, Status, UploadRecord, new_id
+from streamproxy.resumable.takeover import AppendStop
+from streamproxy.storage.local import LocalStorage
 
 CAP = 10 * 2**20
 DAY = 86400.0
@@ -240,3 +245,83 @@ def test_creating_an_existing_id_fails_and_leaves_the_first(tmp_path: Path) -> N
         area.create(record)
     assert area.read(record.id).offset == 3
     assert not list(area.dir.glob(".new-*"))
+
+
+def test_stop_markers_share_one_directory_and_go_with_the_upload_or_the_sweep(
+    tmp_path: Path,
+) -> None:
+    """`.uploads/.stop/<id>`: one listing tells a process which of its uploads are asked
+    (only a marker touched after the holder's lock time counts); the marker goes when
+    withdrawn, with its upload, and with the sweep once orphaned or untouched."""
+    area = prepared(tmp_path)
+    one, two = new_upload(area, 10), new_upload(area, 10)
+    before = time.time() - 1
+    area.ask_to_stop(one.id)
+    marker = area.dir / ".stop" / one.id
+    assert marker.exists() and not (area.dir / one.id / "stop").exists()
+    assert area.stops_asked({one.id: before, two.id: before}) == [one.id]
+    assert area.stops_asked({one.id: time.time() + 10}) == []  # left before the lock: no one's
+    area.withdraw_stop(one.id)
+    assert not marker.exists()
+
+    area.ask_to_stop(one.id)
+    area.ask_to_stop(two.id)
+    with area.locked(one.id) as lock:
+        area.remove(lock)
+    assert sorted(p.name for p in (area.dir / ".stop").iterdir()) == [two.id]
+    with pytest.raises(problems.NotFound):
+        area.ask_to_stop(one.id)  # the upload is gone: nobody to ask
+
+    gone = new_id()  # a removal that raced an asker, which then died: an orphan
+    (area.dir / ".stop" / gone).touch()
+    assert area.remove_orphans(time.time()) == 1
+    assert sorted(p.name for p in (area.dir / ".stop").iterdir()) == [two.id]  # live: stays
+    old = time.time() - STALE_STOP - 1
+    os.utime(area.dir / ".stop" / two.id, (old, old))  # its asker died long ago
+    assert area.remove_orphans(time.time()) == 1
+    assert list((area.dir / ".stop").iterdir()) == []
+
+
+async def test_one_look_per_tick_for_every_append_and_the_asked_one_lets_go(
+    tmp_path: Path,
+) -> None:
+    """Many appends held in this process, one asked through its marker by another process
+    (which dies before withdrawing it): the watcher's look covers them all at once, only
+    the asked one is stopped, and its marker goes as it lets go."""
+    storage = LocalStorage(tmp_path, fsync=False)
+    await storage.start()
+    store = LocalUploadStore(storage)
+    other = UploadArea(tmp_path)  # another worker's view of the root
+    records = [new_upload(store.area, 10) for _ in range(20)]
+    asked_id = records[7].id
+    looks: list[list[str]] = []
+    stops_asked = store.area.stops_asked
+
+    def look(held: dict[str, float]) -> list[str]:
+        looks.append(sorted(held))
+        return stops_asked(held)
+
+    store.area.stops_asked = look  # type: ignore[method-assign]
+    stops: dict[str, AppendStop] = {}
+    try:
+        async with contextlib.AsyncExitStack() as holding:
+            for record in records:
+                held = await holding.enter_async_context(store.hold(record.id))
+                holding.enter_context(
+                    held.stop.reading(await holding.enter_async_context(asyncio.timeout(60)))
+                )
+                stops[record.id] = held.stop
+            looks.clear()  # from here on every append is held
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(60) as timeout:
+                    with stops[asked_id].reading(timeout):  # woken at once when asked
+                        await asyncio.to_thread(other.ask_to_stop, asked_id)
+                        await asyncio.sleep(60)
+            assert [upload_id for upload_id, stop in stops.items() if stop.asked()] == [asked_id]
+            # Each look took every running append (the asked one until it was asked).
+            assert any(asked_id in held for held in looks)
+            assert all(set(stops) - {asked_id} <= set(held) for held in looks)
+            assert (tmp_path / UPLOADS_DIR / ".stop" / asked_id).exists()
+    finally:
+        await storage.close()
+    assert list((tmp_path / UPLOADS_DIR / ".stop").iterdir()) == []  # gone as it let go

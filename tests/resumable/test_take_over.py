@@ -152,6 +152,16 @@ def holding(store: Store, upload_id: str) -> bool:
     return json.loads(info)["lease"] is not None
 
 
+def stop_markers(store: Store, path: str) -> list[str]:
+    """The upload's stop markers left: local `.uploads/.stop/<id>`, S3 `<id>/stop.*`."""
+    upload_id = path.rsplit("/", 1)[1]
+    if isinstance(store, LocalStore):
+        marker = store.root / ".uploads" / ".stop" / upload_id
+        return [marker.name] if marker.exists() else []
+    prefix = f"{store.prefix}.uploads/{upload_id}/stop."
+    return store._keys(prefix)
+
+
 async def received(connection: Connection, store: Store, path: str) -> None:
     """Until the older request holds the upload and the server process has read all the
     client sent (a stop keeps what the process has read)."""
@@ -212,6 +222,7 @@ async def test_a_newer_request_stops_a_stalled_append_and_the_upload_resumes(
         assert status == 409 and json.loads(body)["expected-offset"] == 700_000
     assert time.monotonic() - began < PROMPT
     await assert_stopped(older, 700_000)
+    assert stop_markers(service.store, path) == []
     _, answer = await finish(service.port, path, data, 700_000)
     assert answer["etag"] == f'"{md5(data)}"'
     assert await service.fetch(f"c9_same-{newer}.bin") == data
@@ -234,6 +245,7 @@ async def test_across_two_services_on_one_storage(start_service: ServiceFactory)
     assert (status, headers["upload-offset"]) == (204, str(100_000 + sent))
     assert took < PROMPT
     await assert_stopped(older, 100_000 + sent)
+    assert stop_markers(first.store, path) == []
     _, answer = await finish(second.port, path, data, 100_000 + sent)
     assert answer["etag"] == f'"{md5(data)}"'
     assert await second.fetch("c9_two.bin") == data
@@ -326,6 +338,7 @@ async def test_across_workers_the_holder_in_another_process_lets_go(
     assert (status, answer["upload-offset"]) == (204, "700000")
     assert time.monotonic() - began < PROMPT
     await assert_stopped(older, 700_000)
+    assert stop_markers(LocalStore(storage), path) == []
     status, answer, body = await other.ask(
         "PATCH", path, {**headers, "Upload-Offset": "700000"}, data[700_000:]
     )

@@ -1,6 +1,7 @@
 """What a service's uploads area holds, on either storage, seen from outside the service.
 
-Local: the directories under `<root>/.uploads/`. S3: the upload ids that have any object
+Local: the directories under `<root>/.uploads/`, and the ids of stop markers in its
+`.stop/` (a marker left behind is a piece left behind). S3: the upload ids that have any object
 or open multipart upload under `<prefix>.uploads/` (info, tails, the data's multipart
 upload or staged object), so a removal that left any piece behind is seen.
 """
@@ -11,6 +12,7 @@ from ..conftest import LocalStore, Service
 from ..s3support import BUCKET
 
 UPLOADS = ".uploads/"
+STOPS = ".stop"  # localstore.STOPS_DIR: the stop markers
 
 
 def uploads_left(service: Service) -> list[str]:
@@ -18,7 +20,11 @@ def uploads_left(service: Service) -> list[str]:
     store = service.store
     if isinstance(store, LocalStore):
         directory = store.root / UPLOADS
-        return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+        if not directory.exists():
+            return []
+        markers = directory / STOPS
+        left = {p.name for p in directory.iterdir() if p != markers}
+        return sorted(left | ({p.name for p in markers.iterdir()} if markers.exists() else set()))
     return sorted({key.partition("/")[0] for key in upload_objects(service)})
 
 
