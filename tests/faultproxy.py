@@ -4,7 +4,9 @@
 `reject(status, code)` makes every request get that S3 error, as a bucket over
 quota would answer. `fail(match, fault, ...)` fails only chosen requests (the
 Nth CompleteMultipartUpload, every UploadPartCopy, ...) or delays them, so a
-test can break or slow one step of a commit and let the rest through. `restore()` passes traffic
+test can break or slow one step of a commit and let the rest through; `Hold` keeps
+a request until the test lets it go, so a test can run another request in between
+(a race, made deterministic). `restore()` passes traffic
 through again and forgets every rule.
 
 The proxy reads the head of each request to match it, then pipes. It asks
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 ALWAYS = 0  # `times` for a rule that fails every matching request from the Nth on
 
@@ -32,6 +34,7 @@ class Request:
     method: str
     query: frozenset[str]
     headers: dict[str, str]
+    path: str = ""
 
     @classmethod
     def parse(cls, head: bytes) -> Request:
@@ -43,24 +46,29 @@ class Request:
             name, colon, value = line.partition(":")
             if colon:
                 headers[name.strip().lower()] = value.strip()
-        return cls(method.upper(), frozenset(query), headers)
+        return cls(method.upper(), frozenset(query), headers, unquote(urlsplit(target).path))
 
 
 @dataclass(frozen=True)
 class Match:
     """Requests of this method (None: any) whose query has all `query` keys
     (`uploadId`, `partNumber`, `uploads`) and none of `no_query`, with every
-    header in `headers` and none in `without` (names, any case)."""
+    header in `headers` and none in `without` (names, any case), and whose path
+    (bucket and key, unquoted) ends with `path_end` and contains `path_has`."""
 
     method: str | None = None
     query: tuple[str, ...] = ()
     no_query: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
     without: tuple[str, ...] = ()
+    path_end: str = ""
+    path_has: str = ""
 
     def __call__(self, request: Request) -> bool:
         return (
             self.method in {None, request.method}
+            and request.path.endswith(self.path_end)
+            and self.path_has in request.path
             and all(key in request.query for key in self.query)
             and not any(key in request.query for key in self.no_query)
             and all(name.lower() in request.headers for name in self.headers)
@@ -103,7 +111,16 @@ class Delay:
     seconds: float
 
 
-Fault = Answer | Cut | Delay
+@dataclass(frozen=True)
+class Hold:
+    """Hold the request until the test lets it go: `reached` is set when it arrives,
+    it goes on to S3 once `release` is set."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Fault = Answer | Cut | Delay | Hold
 
 
 @dataclass
@@ -192,6 +209,9 @@ class FaultProxy:
             return
         if isinstance(fault, Delay):
             await asyncio.sleep(fault.seconds)
+        if isinstance(fault, Hold):
+            fault.reached.set()
+            await fault.release.wait()
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:

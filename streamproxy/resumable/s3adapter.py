@@ -32,6 +32,7 @@ from ..storage.s3upload import publish_staged
 from .appendwriter import OrderedAppendWriter
 from .problems import Busy, NotFound
 from .s3append import Appender
+from .s3orphans import remove_orphans
 from .s3store import LEASE_TTL, UploadArea, UploadLease
 from .state import Status, UploadRecord, is_valid_id
 from .takeover import TAKE_OVER_WAIT, AppendStop, RunningAppends, wait_for_lock
@@ -258,8 +259,8 @@ class S3UploadStore:
         return await self.area.expired(now)
 
     async def remove_orphans(self, now: float) -> int:
-        """Nothing yet: S3's markers go with their upload's prefix."""
-        return 0
+        """Links and stop markers a removal raced past (s3orphans.py)."""
+        return await remove_orphans(self.area)
 
     async def remove_unreadable(self, upload_id: str) -> bool:
         """For retention: an upload whose record cannot be read takes no lease."""

@@ -8,7 +8,9 @@ instance can take the next request (localstore's API, async).
 
 The prefix starts with a dot, so no download can name it (as `.tmp`), and every object
 or multipart upload of an upload lives under `<id>/`, created only while its info
-exists: `remove` lists that prefix, so nothing a dead writer left survives it.
+exists: `remove` lists that prefix, so nothing a dead writer left survives it. (The
+markers other requests write without the lease, links and stop markers, can land just
+after that listing: retention sweeps those, s3orphans.py.)
 
 The lock across instances is the lease in the record (state.Lease): taking it, renewing
 it and every other record write are conditional (`If-Match` on the info's ETag,

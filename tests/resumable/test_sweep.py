@@ -3,6 +3,8 @@ removes the markers that races with a removal left behind."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from streamproxy.resumable.localstore import UploadArea
@@ -11,7 +13,10 @@ from streamproxy.runtime.metrics import METRICS
 from streamproxy.runtime.retention import sweep_uploads
 
 from ..conftest import Service, ServiceFactory, eventually
+from ..faultproxy import ALWAYS, Answer, FaultProxy, Hold, Match
+from ..s3support import S3Server, S3Store, until
 from ..webhooks import metric_value
+from .test_concat_unfinished import final, partial
 from .test_tus_routes import TUS, create, patch
 from .uploads import uploads_left
 
@@ -69,3 +74,67 @@ async def test_stop_markers_of_removed_uploads_are_swept_and_live_ones_stay(
     assert (
         await metric_value(service.url, "streamproxy_retention_deleted_total", what="marker") == 1
     )
+
+
+async def status_of(service: Service, method: str, url: str, headers: dict[str, str]) -> int:
+    async with service.session.request(method, url, headers=headers) as answer:
+        return answer.status
+
+
+@pytest.mark.s3_only  # the race is made at the S3 server's door (the fault proxy)
+async def test_on_s3_markers_a_removal_raced_past_are_swept_and_live_ones_stay(
+    start_service: ServiceFactory, s3_server: S3Server
+) -> None:
+    """A part's removal has listed and deleted its prefix and is about to delete its info
+    (held at the proxy): meanwhile a final upload links the part (the info is still
+    there, so the link stands) and a draft HEAD asks the removal, the part's holder, to
+    stop (S3 fails the HEAD's withdrawal of its marker). Once the info goes both markers
+    are orphans; the sweep removes them, and keeps a live part's link and the stop
+    marker of an upload that still exists."""
+    proxy = await FaultProxy(s3_server.port).start()
+    try:
+        service = await start_service(s3_endpoint=proxy.endpoint)
+        store = service.store
+        assert isinstance(store, S3Store)
+        area = f"{store.prefix}.uploads/"
+
+        def keys(upload_url: str, leaf: str = "") -> list[str]:
+            prefix = f"{area}{upload_url.rsplit('/', 1)[1]}/"
+            return sorted(key.removeprefix(prefix) for key in store._keys(prefix + leaf))
+
+        part, live_part = await partial(service, None), await partial(service, None)
+        status, _, _ = await final(service, live_part)
+        assert status == 201 and [k[:6] for k in keys(live_part, "final.")] == ["final."]
+        live = (await create(service, 100))[1]
+        live_stop = f"{area}{live.rsplit('/', 1)[1]}/stop.7"  # an earlier holder's, asker gone
+        s3_server.client.put_object(Bucket="streamproxy-test", Key=live_stop, Body=b"")
+
+        part_id = part.rsplit("/", 1)[1]
+        hold = Hold()
+        proxy.fail(Match("DELETE", path_end=f"{part_id}/info"), hold)
+        stop_delete = Match("DELETE", path_has=f"{part_id}/stop.")
+        proxy.fail(stop_delete, Answer(500, "InternalError"), times=ALWAYS)
+        removing = asyncio.ensure_future(status_of(service, "DELETE", part, TUS))
+        await hold.reached.wait()  # listed and deleted all but the info
+        status, _, _ = await final(service, part)  # links the part: its info is there
+        assert status == 201
+        draft = {"Upload-Draft-Interop-Version": "8"}
+        asking = asyncio.ensure_future(status_of(service, "HEAD", part, draft))
+        await until(lambda: keys(part, "stop.") != [])  # the HEAD asked the holder to stop
+        hold.release.set()
+        assert await removing == 204
+        assert await asking == 404  # the upload went while it waited
+        orphans = keys(part)
+        assert [leaf.partition(".")[0] for leaf in orphans] == ["final", "stop"]  # no info
+
+        proxy.restore()  # S3 answers deletes again
+        await sweep(service)
+        assert keys(part) == []
+        assert [k[:6] for k in keys(live_part)] == ["final.", "info"]  # a live link stays
+        assert "stop.7" in keys(live)  # a marker beside an info stays
+        value = await metric_value(
+            service.url, "streamproxy_retention_deleted_total", what="marker"
+        )
+        assert value == 2
+    finally:
+        await proxy.close()
