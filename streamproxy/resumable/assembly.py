@@ -32,8 +32,12 @@ How it fails: a part that is terminated (DELETE), expires, fails, or cannot be r
 before the final upload is assembled makes the final upload FAILED with 410 `expired`
 (the detail names the part), from the first request that sees it (a PATCH finishing
 another part, a HEAD or GET on the final upload); HEAD and GET on it answer 410 from
-then on, and retention removes it at its own expiry. DELETE on a part is not refused
-for a final upload waiting for it, and such a part still takes PATCHes. Parts of
+then on, and retention removes it at its own expiry. That request also sends the event
+`upload.expired` for the final upload (as retention does for an upload that expired
+unfinished: it will never be stored), once, as it saves the failure, and retention's
+removal sends none again; a creation that fails so sends none (its 410 is the answer,
+and it leaves nothing behind). DELETE on a part is not refused for a final upload
+waiting for it, and such a part still takes PATCHes. Parts of
 deferred length that add up to more than the cap fail the final upload with 413. Once
 assembled, the final upload no longer needs its parts. A final upload waiting for its
 parts expires `--upload-expiry` after its creation, its last write, as any upload does.
@@ -54,7 +58,7 @@ from aiohttp import web
 from ..error_table import EXPIRED, TOO_LARGE
 from ..intake.entry import transfer
 from ..runtime.settings import SETTINGS
-from .complete import complete
+from .complete import announce, complete, upload_data
 from .flow import cap, lifetime
 from .hashstate import ResumableMD5
 from .problems import BadHeader, Busy, Expired, NotFound, ResumableError
@@ -125,9 +129,12 @@ async def read_parts(store: UploadStore, part_ids: Sequence[str]) -> Parts:
     return Parts(tuple(records))
 
 
-async def settle(request: web.Request, store: UploadStore, record: UploadRecord) -> UploadRecord:
+async def settle(
+    request: web.Request, store: UploadStore, record: UploadRecord, *, creating: bool = False
+) -> UploadRecord:
     """A final upload as it stands once assembled (every part finished), failed (a part
     gone) or left waiting; its commit retried if one failed for a passing reason.
+    `creating`: the request that creates it, which answers a failure itself (no event).
 
     Raises what an assembly or commit raises (415, 422, 503, ...); a final upload another
     request holds right now is answered as it was read.
@@ -142,12 +149,14 @@ async def settle(request: web.Request, store: UploadStore, record: UploadRecord)
             return record
     try:
         async with store.hold(record.id) as held:
-            return await _settle_held(request, store, held)
+            return await _settle_held(request, store, held, creating)
     except Busy:
         return record
 
 
-async def _settle_held(request: web.Request, store: UploadStore, held: HeldUpload) -> UploadRecord:
+async def _settle_held(
+    request: web.Request, store: UploadStore, held: HeldUpload, creating: bool
+) -> UploadRecord:
     record = held.record
     if record.status is Status.COMPLETE:
         return await complete(request, held, record)  # the commit, again
@@ -155,7 +164,7 @@ async def _settle_held(request: web.Request, store: UploadStore, held: HeldUploa
         return record
     parts = await read_parts(store, record.parts)  # again, under the final upload's lock
     if parts.unusable is not None:
-        return await _fail(held, EXPIRED.status, EXPIRED.code, _gone(parts.unusable))
+        return await _part_gone(request, held, parts.unusable, creating)
     if not parts.finished:
         return record
     total = sum(part.offset for part in parts.records)
@@ -166,12 +175,19 @@ async def _settle_held(request: web.Request, store: UploadStore, held: HeldUploa
     try:
         record = await _copy_parts(request, store, held, record, total)
     except _PartGone as gone:
-        return await _fail(held, EXPIRED.status, EXPIRED.code, _gone(str(gone)))
+        return await _part_gone(request, held, str(gone), creating)
     return await complete(request, held, record)
 
 
-def _gone(why: str) -> str:
-    return f"{why}; the final upload cannot be assembled: upload its parts again"
+async def _part_gone(
+    request: web.Request, held: HeldUpload, why: str, creating: bool
+) -> UploadRecord:
+    """FAILED with 410 `expired`, and announced as an upload that will never be stored."""
+    detail = f"{why}; the final upload cannot be assembled: upload its parts again"
+    failed = await _fail(held, EXPIRED.status, EXPIRED.code, detail)
+    if not creating:
+        await announce(request, "upload.expired", upload_data(failed))
+    return failed
 
 
 async def _fail(held: HeldUpload, status: int, code: str, detail: str) -> UploadRecord:

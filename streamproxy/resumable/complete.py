@@ -9,7 +9,8 @@ published by `StorageWriter.commit(names, info)`, never replacing a file.
 
 A completion refused for the file itself (415, 422) is final: the record keeps the
 refusal and replays it. Both ends send their event as `POST /files` does
-(`file.stored`, or `file.refused` with reason `type` or `virus`). One that failed
+(`file.stored`, or `file.refused` with reason `type` or `virus`), once: retention's
+removal of the upload later sends no `upload.expired` for it (`announced`). One that failed
 for a passing reason (clamd or storage away, 503) leaves the upload COMPLETE: the
 client's next request at the end offset retries.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..error_table import INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, ApiError
+from ..error_table import EXPIRED, INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, ApiError
 from ..events import EVENTS, file_data
 from ..http import uploadlinks
 from ..intake.entry import download_url
@@ -70,12 +71,12 @@ async def complete(request: web.Request, held: HeldUpload, record: UploadRecord)
     except ApiError as error:
         if error.status in FINAL_REFUSALS:
             await held.save(record.failed(error.status, error.code, error.detail))
-            await _announce(request, "file.refused", _refused_data(record, error.status))
+            await announce(request, "file.refused", _refused_data(record, error.status))
         raise
     committed = record.committed(_result(meta))
     await held.save(committed)
     url = download_url(request, request.config_dict[SETTINGS], meta)
-    await _announce(request, "file.stored", file_data(meta, url))
+    await announce(request, "file.stored", file_data(meta, url))
     return committed
 
 
@@ -96,7 +97,20 @@ def _refused_data(record: UploadRecord, status: int) -> dict[str, Any]:
     return {**upload_data(record), "reason": _REFUSAL_REASONS[status]}
 
 
-async def _announce(request: web.Request, event_type: str, data: dict[str, Any]) -> None:
+def announced(record: UploadRecord) -> bool:
+    """Was the upload's end sent as an event already: `file.stored` (COMMITTED),
+    `file.refused` (a refused completion, 415 or 422), or `upload.expired` (a final
+    upload whose part went, 410: assembly.py)? Retention's removal of such an upload
+    sends nothing more."""
+    if record.status is Status.COMMITTED:
+        return True
+    if record.status is not Status.FAILED or record.error is None:
+        return False
+    status = int(record.error["status"])
+    return status in FINAL_REFUSALS or (record.is_final and status == EXPIRED.status)
+
+
+async def announce(request: web.Request, event_type: str, data: dict[str, Any]) -> None:
     """Spool the event before answering; shielded, as the outcome is already kept."""
     bus = request.config_dict[EVENTS]
     if bus.enabled:

@@ -79,7 +79,7 @@ async def concatenate(
     except NotFound as error:  # removed since it was checked
         await _remove(store, record.id)
         raise NotFound(f"{error.detail}: a partial upload was removed meanwhile") from error
-    settled = await settle(request, store, record)
+    settled = await settle(request, store, record, creating=True)
     if settled.status is Status.FAILED:  # a part went away, or they add up to too much
         await _remove(store, record.id)
         raise refusal(settled)

@@ -21,9 +21,9 @@ from aiohttp import web
 
 from ..events import EVENTS, EventBus
 from ..http.uploadlinks import MAX_EXPIRES_IN
-from ..resumable.complete import upload_data
+from ..resumable.complete import announced, upload_data
 from ..resumable.problems import Busy, NotFound
-from ..resumable.state import CorruptRecord, Status
+from ..resumable.state import CorruptRecord, Status, UploadRecord
 from ..resumable.store import UPLOAD_STORE, UploadStore
 from ..storage.base import STORAGE, OneTimeClaims, Storage, StorageError, capability
 from .metrics import METRICS, Metrics
@@ -71,7 +71,8 @@ async def sweep_uploads(
     uploads: UploadStore, metrics: Metrics, events: EventBus | None = None
 ) -> int:
     """Remove resumable uploads past `--upload-expiry` (or cancelled, or unreadable),
-    sending `upload.expired` for each that expired (a cancelled one was the client's);
+    sending `upload.expired` for each that expired unfinished (a cancelled one was the
+    client's; a stored, refused or failed-final one was announced as it ended);
     then the markers races left behind (`UploadStore.remove_orphans`).
 
     Each is removed under its lock: one a request is writing right now (it renews the
@@ -93,7 +94,7 @@ async def sweep_uploads(
                 removed += 1
             continue
         removed += 1
-        if events is not None and events.enabled and record.status is not Status.CANCELLED:
+        if events is not None and events.enabled and not _told(record):
             await events.emit("upload.expired", upload_data(record))
     if removed:
         metrics.deleted.labels("upload").inc(removed)
@@ -103,6 +104,12 @@ async def sweep_uploads(
         metrics.deleted.labels("marker").inc(orphans)
         log.info("retention: %d stop markers or links left by removed uploads deleted", orphans)
     return removed
+
+
+def _told(record: UploadRecord) -> bool:
+    """Does the upload's end need no `upload.expired`: cancelled by its client, or
+    announced already (stored, refused, a final upload whose part went)?"""
+    return record.status is Status.CANCELLED or announced(record)
 
 
 async def _run_uploads(app: web.Application) -> None:

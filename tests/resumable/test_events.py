@@ -1,17 +1,21 @@
 """Resumable uploads send the events `POST /files` sends: file.stored at completion,
-file.refused for a type refused at completion, and upload.expired when one is swept."""
+file.refused for a type refused at completion, and upload.expired when one is swept or
+a final upload fails because a part went; each upload's end is announced once."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from streamproxy.intake.mediatypes import parse_type_rule
 
-from ..conftest import ServiceFactory, eventually, md5, random_bytes
-from ..webhooks import SECRET, Receiver
-from .test_tus_routes import create, patch
+from ..conftest import Service, ServiceFactory, eventually, md5, random_bytes
+from ..webhooks import PNG, SECRET, Receiver, metric_value
+from .test_concat_unfinished import final, partial
+from .test_sweep import sweep
+from .test_tus_routes import TUS, create, head, patch
 
 pytestmark = pytest.mark.local_only  # the routes' storage-neutral part; S3 runs the same code
 
@@ -70,3 +74,74 @@ async def test_an_expired_upload_sends_upload_expired(
     [expired] = receiver.of_type("upload.expired")
     assert expired["data"]["size"] == 10
     assert (expired["data"]["name"], expired["data"]["conversationId"]) == ("clip.bin", "c7")
+
+
+def expire_now(service: Service, url: str) -> None:
+    """The upload's record says it expired (its lifetime run out, as days would)."""
+    info = service.root / ".uploads" / url.rsplit("/", 1)[1] / "info"
+    record = json.loads(info.read_bytes())
+    info.write_text(json.dumps({**record, "expires": 1.0}))
+
+
+async def expired_sent(service: Service) -> float:
+    """upload.expired events emitted (spooled) so far: counted as emitted, not received."""
+    return await metric_value(service.url, "streamproxy_events_total", type="upload.expired")
+
+
+async def test_a_final_upload_whose_part_went_sends_upload_expired_once(
+    receiver: Receiver, start_service: ServiceFactory
+) -> None:
+    """A part terminated while its final upload waits: the PATCH finishing the other part
+    fails the final (410 `expired`) and sends upload.expired for it; later looks at it
+    and retention's removal of it send nothing more (an unfinished upload's does)."""
+    service = await start_service(webhook=(receiver.url,), webhook_secret=SECRET)
+    parts = [await partial(service, 300_000), await partial(service, 300_000)]
+    status, headers, _ = await final(service, *parts)
+    assert status == 201
+    final_url = headers["Location"]
+    async with service.session.delete(parts[1], headers=TUS) as answer:
+        assert answer.status == 204
+    assert receiver.of_type("upload.expired") == []  # a part's termination is the client's
+    assert (await patch(service, parts[0], 0, random_bytes(300_000)))[0] == 204
+    await eventually(lambda: len(receiver.of_type("upload.expired")) == 1)
+    [failed] = receiver.of_type("upload.expired")
+    assert (failed["data"]["name"], failed["data"]["conversationId"]) == ("joined.bin", "c9")
+    assert (failed["data"]["size"], failed["data"]["etag"], failed["data"]["url"]) == (
+        0,
+        None,
+        None,
+    )
+    assert (await head(service, final_url))[0] == 410  # the failure again: no event again
+    assert await expired_sent(service) == 1
+
+    _, unfinished, _ = await create(service, 100)
+    for url in (final_url, unfinished):
+        expire_now(service, url)
+    await sweep(service)  # removes both: only the unfinished upload is announced now
+    assert await expired_sent(service) == 2
+    await eventually(lambda: len(receiver.of_type("upload.expired")) == 2)
+    assert receiver.of_type("upload.expired")[1]["data"]["name"] == "clip.bin"
+
+
+async def test_the_sweep_announces_no_upload_whose_end_was_announced(
+    receiver: Receiver, start_service: ServiceFactory
+) -> None:
+    """A stored upload (file.stored) and a refused one (file.refused) are removed at their
+    expiry without an upload.expired; an upload that expired unfinished gets one."""
+    service = await start_service(
+        webhook=(receiver.url,),
+        webhook_secret=SECRET,
+        allow_type=(parse_type_rule("image/*"),),
+    )
+    _, stored, _ = await create(service, len(PNG))
+    assert (await patch(service, stored, 0, PNG))[0] == 204
+    pdf = b"%PDF-1.7 not an image at all, a pdf..."
+    _, refused, _ = await create(service, len(pdf))
+    assert (await patch(service, refused, 0, pdf))[0] == 415
+    _, unfinished, _ = await create(service, 100)
+    await eventually(lambda: len(receiver.events) == 2)  # file.stored, file.refused
+    for url in (stored, refused, unfinished):
+        expire_now(service, url)
+    await sweep(service)
+    assert await expired_sent(service) == 1
+    await eventually(lambda: len(receiver.of_type("upload.expired")) == 1)

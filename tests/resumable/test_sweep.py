@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from streamproxy.events import EVENTS
 from streamproxy.resumable.localstore import UploadArea
 from streamproxy.resumable.store import UPLOAD_STORE
 from streamproxy.runtime.metrics import METRICS
@@ -44,7 +45,7 @@ async def sweep(service: Service) -> None:
     app = service.server.app
     store = app[UPLOAD_STORE]
     assert store is not None
-    await sweep_uploads(store, app[METRICS])
+    await sweep_uploads(store, app[METRICS], app[EVENTS])
 
 
 @pytest.mark.local_only  # the markers are made through the directory
