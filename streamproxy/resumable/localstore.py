@@ -262,7 +262,9 @@ class UploadArea:
 
     def stops_asked(self, held: dict[str, float]) -> list[str]:
         """Of `held` (upload id: the holder's lock time, wall clock), the uploads whose
-        marker was touched after that time: one listing, a stat only for a match."""
+        marker was touched after that time: one listing, a stat only for a match. (An
+        mtime comes from the kernel's coarse clock, a few ms behind: a touch just after
+        the lock can read as older; the asker touches again at each try.)"""
         try:
             names = os.listdir(self.stops)
         except FileNotFoundError:

@@ -19,7 +19,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -205,7 +205,9 @@ class LocalUploadStore:
         finally:
             lock.close()
             if stop is not None and stop.requested:  # the marker is spent: gone with us
-                await asyncio.shield(self.storage.run_blocking(self.area.withdraw_stop, upload_id))
+                with suppress(OSError):  # else the sweep takes it; the request's outcome stands
+                    withdraw = self.storage.run_blocking(self.area.withdraw_stop, upload_id)
+                    await asyncio.shield(withdraw)
 
     async def _lock(self, upload_id: str, take_over: bool) -> UploadLock:
         run = self.storage.run_blocking

@@ -312,11 +312,22 @@ async def test_one_look_per_tick_for_every_append_and_the_asked_one_lets_go(
                 )
                 stops[record.id] = held.stop
             looks.clear()  # from here on every append is held
+
+            async def ask() -> None:
+                """As a waiting request does (takeover.wait_for_lock): touch the marker
+                again each round, until the holder is asked. (A file's mtime comes from
+                the kernel's coarse clock: a touch within a few ms of the holder's lock
+                time can read as before it.)"""
+                while not stops[asked_id].asked():
+                    await asyncio.to_thread(other.ask_to_stop, asked_id)
+                    await asyncio.sleep(0.05)
+
+            asking = asyncio.ensure_future(ask())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(60) as timeout:
                     with stops[asked_id].reading(timeout):  # woken at once when asked
-                        await asyncio.to_thread(other.ask_to_stop, asked_id)
                         await asyncio.sleep(60)
+            await asking
             assert [upload_id for upload_id, stop in stops.items() if stop.asked()] == [asked_id]
             # Each look took every running append (the asked one until it was asked).
             assert any(asked_id in held for held in looks)
