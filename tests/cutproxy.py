@@ -37,10 +37,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from aiohttp import web
-
-from streamproxy.runtime.metrics import METRICS
-
 _POLL = 0.005  # seconds between looks at `taken` while a cut waits for the server
 
 
@@ -82,13 +78,6 @@ class _Framing:
         self.draft_creation = (
             head.startswith(b"post ") and b"upload-draft-interop-version" in fields
         )
-
-
-def taken_by(app: web.Application) -> Callable[[], float]:
-    """An in-process service's count of upload body bytes taken in (`taken` above)."""
-    registry = app[METRICS].registry
-    sample = "streamproxy_received_bytes_total"
-    return lambda: registry.get_sample_value(sample, {"kind": "upload"}) or 0.0
 
 
 class CuttingProxy:

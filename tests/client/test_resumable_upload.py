@@ -26,7 +26,7 @@ from tqdm import tqdm
 from streamproxy.client import MediaClient, MediaError, ResumableOptions
 
 from ..conftest import ServiceFactory, md5, random_bytes
-from ..cutproxy import CuttingProxy, taken_by
+from ..cutproxy import CuttingProxy
 from .conftest import Recorder, run_cli
 
 pytestmark = pytest.mark.local_only  # the server's resumable uploads are on local storage
@@ -128,7 +128,7 @@ async def test_a_connection_cut_mid_patch_is_resumed_from_the_servers_offset(
     # Budgets of PATCH traffic (cutproxy): 1.64 MB in all, under the 3 MB the upload must
     # send, so all five cuts happen whatever the timing; each waits until the server has
     # taken in what was sent before it, so every cut PATCH leaves bytes on the server.
-    taken = taken_by(service.server.app)
+    taken = service.taken
     budgets = [150_000, 300_000, 90_000, 400_000, 700_000]
     proxy = CuttingProxy(service.port, cuts=budgets, taken=taken)
     before = taken()

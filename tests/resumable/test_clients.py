@@ -19,7 +19,7 @@ import pytest
 from tusclient.client import TusClient
 
 from ..conftest import Service, ServiceFactory, md5, random_bytes, require_program
-from ..cutproxy import CuttingProxy, taken_by
+from ..cutproxy import CuttingProxy
 
 pytestmark = pytest.mark.every_s3_server  # real clients against records and parts in the bucket
 
@@ -96,9 +96,7 @@ async def test_tus_js_client_resumes_after_connections_cut_at_random_offsets(
     budgets = [cuts.randrange(20_000, 700_000) for _ in range(6)]
     # The server takes in every byte before a cut: tus-js-client gives up after 4 retries
     # in a row without progress, so each cut must leave some on the server.
-    proxy = CuttingProxy(
-        service.port, budgets, from_patch=False, taken=taken_by(service.server.app)
-    )
+    proxy = CuttingProxy(service.port, budgets, from_patch=False, taken=service.taken)
     endpoint = await proxy.start()
     try:
         result = await node_upload(
