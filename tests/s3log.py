@@ -15,7 +15,9 @@ bytes are not touched.
 An entry is logged as soon as its answer's status passes, before the answer
 goes on, so whatever the service has been answered is in the log; `settled()`
 waits until every request that reached the proxy has been answered (or ended),
-for a count that must not miss one still on the wire.
+for a count that must not miss one still on the wire. A request that reached
+the proxy whole is answered even when its client died meanwhile (a killed
+service): once settled, the server has carried out everything it was sent.
 """
 
 from __future__ import annotations
@@ -175,7 +177,11 @@ class S3Log:
         status = _Status(record)
         self._live |= {writer, up_writer}
         try:
-            await asyncio.gather(_send(reader, up_writer), _answer(up_reader, writer, status.feed))
+            length = None if "transfer-encoding" in headers else headers.get("content-length", "0")
+            whole = None if length is None else int(length)
+            await asyncio.gather(
+                _send(reader, up_writer, whole), _answer(up_reader, writer, status.feed)
+            )
         finally:
             for side in (writer, up_writer):
                 self._live.discard(side)
@@ -205,14 +211,21 @@ class _Status:
                 return
 
 
-async def _send(client: asyncio.StreamReader, server: asyncio.StreamWriter) -> None:
-    """The request body, until the client closes; then the server's side is cut, so a
-    client that died mid-request breaks the request off at the server too."""
+async def _send(
+    client: asyncio.StreamReader, server: asyncio.StreamWriter, length: int | None
+) -> None:
+    """The request body, until the client closes. A client that died mid-request breaks
+    the request off at the server too (its side is cut); a request sent whole (`length`
+    body bytes) is the server's to answer, so its answer is still read and logged: what
+    a client sent before it died is done by the server all the same."""
+    sent = 0
     with contextlib.suppress(OSError, asyncio.CancelledError, ValueError):
         while data := await client.read(256 * 1024):
+            sent += len(data)
             server.write(data)
             await server.drain()
-    server.transport.abort()
+    if length is None or sent < length:
+        server.transport.abort()
 
 
 async def _answer(
