@@ -119,12 +119,15 @@ class Service:
         """Transfers the service is handling right now."""
         return self.server.app[TRANSFERS].in_flight
 
+    def metric(self, sample: str, **labels: str) -> float:
+        """A sample of the service's metrics, read in process (0 when absent)."""
+        value = self.server.app[METRICS].registry.get_sample_value(sample, labels)
+        return value or 0.0
+
     def taken(self) -> float:
         """Upload body bytes the service has taken in so far (its received-bytes metric):
         a byte counted here is past aiohttp's buffers, so a broken request keeps it."""
-        registry = self.server.app[METRICS].registry
-        value = registry.get_sample_value("streamproxy_received_bytes_total", {"kind": "upload"})
-        return value or 0.0
+        return self.metric("streamproxy_received_bytes_total", kind="upload")
 
     def stored_names(self) -> set[str]:
         """Visible files: what a download could return."""

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from .conftest import Service, ServiceFactory, random_bytes, require_program
+from .conftest import Service, ServiceFactory, eventually, random_bytes, require_program
 from .conversations import AUTH, KEY, counter, fill, upload_to
 from .s3log import S3Log
 
@@ -203,7 +203,9 @@ async def test_delete_and_replace_during_a_download(
     ranges = [(0, 8 * MiB - 1), (8 * MiB, len(original) - 1)]
     range_header = "bytes=0-8388607,8388608-" if ranged else None
     reader, writer = await open_slow_download(stored["url"], range_header)
-    await asyncio.sleep(0.5)  # the server is now stalled in the first part
+    # The download holds a transfer slot once the old file is open: it is under way
+    # (and soon stalled, the client reading nothing) in the first part.
+    await eventually(lambda: service.in_flight() == 1)
     assert (await delete(service, filename=stored["name"]))[0] == 204
     again = await upload_to(service.session, service.url, "dl", "big.bin", replacement)
     assert again["name"] == stored["name"]
