@@ -35,6 +35,7 @@ from aiohttp.test_utils import TestServer
 
 from streamproxy import create_app
 from streamproxy.intake.transfers import TRANSFERS
+from streamproxy.runtime.metrics import METRICS
 from streamproxy.runtime.server import READ_BUFFER
 from streamproxy.runtime.settings import Settings
 
@@ -117,6 +118,16 @@ class Service:
     def in_flight(self) -> int:
         """Transfers the service is handling right now."""
         return self.server.app[TRANSFERS].in_flight
+
+    def metric(self, sample: str, **labels: str) -> float:
+        """A sample of the service's metrics, read in process (0 when absent)."""
+        value = self.server.app[METRICS].registry.get_sample_value(sample, labels)
+        return value or 0.0
+
+    def taken(self) -> float:
+        """Upload body bytes the service has taken in so far (its received-bytes metric):
+        a byte counted here is past aiohttp's buffers, so a broken request keeps it."""
+        return self.metric("streamproxy_received_bytes_total", kind="upload")
 
     def stored_names(self) -> set[str]:
         """Visible files: what a download could return."""

@@ -11,6 +11,13 @@ its answer (`Connection: close`), so the head at the start of a connection is
 every request's head, with moto (which closes anyway) and with servers that
 keep connections alive. The answer's status line is read as it passes; the
 bytes are not touched.
+
+An entry is logged as soon as its answer's status passes, before the answer
+goes on, so whatever the service has been answered is in the log; `settled()`
+waits until every request that reached the proxy has been answered (or ended),
+for a count that must not miss one still on the wire. A request that reached
+the proxy whole is answered even when its client died meanwhile (a killed
+service): once settled, the server has carried out everything it was sent.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class Logged:
     key: str  # the object key, "" for a bucket-level request
     conditional_create: bool  # carried `If-None-Match: *`
     status: int
+    prefix: str = ""  # a listing's `prefix` (which part of the bucket it lists)
 
 
 def operation(method: str, key: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
@@ -93,6 +101,11 @@ class S3Log:
     entries: list[Logged] = field(default_factory=list)
     _server: asyncio.Server | None = None
     _live: set[asyncio.StreamWriter] = field(default_factory=set)
+    _open: int = 0  # requests accepted and not yet answered (or ended)
+    _settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._settled.set()
 
     async def start(self) -> S3Log:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -112,9 +125,25 @@ class S3Log:
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
-    def counts(self, since: int = 0) -> Counter[str]:
-        """Requests by operation, from entry number `since` on."""
-        return Counter(entry.operation for entry in self.entries[since:])
+    def counts(
+        self, since: int = 0, ignore: Callable[[Logged], bool] = lambda entry: False
+    ) -> Counter[str]:
+        """Requests by operation, from entry number `since` on, but those `ignore` picks."""
+        return Counter(entry.operation for entry in self.entries[since:] if not ignore(entry))
+
+    async def settled(self) -> None:
+        """Return once every request that reached the proxy has its answer logged (or
+        ended without one): counted from the accept, so a head still on its way counts."""
+        await self._settled.wait()
+
+    def _begun(self) -> None:
+        self._open += 1
+        self._settled.clear()
+
+    def _ended(self) -> None:
+        self._open -= 1
+        if not self._open:
+            self._settled.set()
 
     def accepted_creates(self, key: str) -> int:
         """Conditional creates of `key` (`If-None-Match: *`) the server answered with success."""
@@ -125,11 +154,13 @@ class S3Log:
         )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._begun()
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             writer.transport.abort()
+            self._ended()
             return
         method, key, query, headers = _parse(head)
         up_writer.write(_closing(head))
@@ -138,13 +169,19 @@ class S3Log:
             # As soon as the status is seen, before the answer goes on: by the time
             # the service has its answer, the log has the request.
             conditional = headers.get("if-none-match") == "*"
-            logged = Logged(operation(method, key, query, headers), key, conditional, status)
-            self.entries.append(logged)
+            listed = query.get("prefix", [""])[0]
+            entry = Logged(operation(method, key, query, headers), key, conditional, status, listed)
+            self.entries.append(entry)
+            self._ended()
 
         status = _Status(record)
         self._live |= {writer, up_writer}
         try:
-            await asyncio.gather(_send(reader, up_writer), _answer(up_reader, writer, status.feed))
+            length = None if "transfer-encoding" in headers else headers.get("content-length", "0")
+            whole = None if length is None else int(length)
+            await asyncio.gather(
+                _send(reader, up_writer, whole), _answer(up_reader, writer, status.feed)
+            )
         finally:
             for side in (writer, up_writer):
                 self._live.discard(side)
@@ -174,14 +211,21 @@ class _Status:
                 return
 
 
-async def _send(client: asyncio.StreamReader, server: asyncio.StreamWriter) -> None:
-    """The request body, until the client closes; then the server's side is cut, so a
-    client that died mid-request breaks the request off at the server too."""
+async def _send(
+    client: asyncio.StreamReader, server: asyncio.StreamWriter, length: int | None
+) -> None:
+    """The request body, until the client closes. A client that died mid-request breaks
+    the request off at the server too (its side is cut); a request sent whole (`length`
+    body bytes) is the server's to answer, so its answer is still read and logged: what
+    a client sent before it died is done by the server all the same."""
+    sent = 0
     with contextlib.suppress(OSError, asyncio.CancelledError, ValueError):
         while data := await client.read(256 * 1024):
+            sent += len(data)
             server.write(data)
             await server.drain()
-    server.transport.abort()
+    if length is None or sent < length:
+        server.transport.abort()
 
 
 async def _answer(

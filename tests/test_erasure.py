@@ -14,12 +14,14 @@ import socket
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
-from .conftest import Service, ServiceFactory, random_bytes, require_program
+from .conftest import Service, ServiceFactory, eventually, random_bytes, require_program
 from .conversations import AUTH, KEY, counter, fill, upload_to
+from .s3log import S3Log
 
 pytestmark = pytest.mark.every_s3_server  # deletes, versions and listings differ between servers
 
@@ -201,7 +203,9 @@ async def test_delete_and_replace_during_a_download(
     ranges = [(0, 8 * MiB - 1), (8 * MiB, len(original) - 1)]
     range_header = "bytes=0-8388607,8388608-" if ranged else None
     reader, writer = await open_slow_download(stored["url"], range_header)
-    await asyncio.sleep(0.5)  # the server is now stalled in the first part
+    # The download holds a transfer slot once the old file is open: it is under way
+    # (and soon stalled, the client reading nothing) in the first part.
+    await eventually(lambda: service.in_flight() == 1)
     assert (await delete(service, filename=stored["name"]))[0] == 204
     again = await upload_to(service.session, service.url, "dl", "big.bin", replacement)
     assert again["name"] == stored["name"]
@@ -221,12 +225,13 @@ async def test_delete_and_replace_during_a_download(
 # --- an erasure cut short by SIGKILL ------------------------------------------------------
 
 
-async def serve_args(service: Service, storage_kind: str) -> list[str]:
-    """`streamproxy serve` arguments for the storage a fixture service uses."""
+async def serve_args(service: Service, storage_kind: str, log: S3Log | None = None) -> list[str]:
+    """`streamproxy serve` arguments for the storage a fixture service uses (on S3, through
+    `log` when given)."""
     args = ["--storage", service.settings.storage, "--api-key", KEY]
     if storage_kind != "local":
         assert service.settings.s3_endpoint is not None
-        args += ["--s3-endpoint", service.settings.s3_endpoint]
+        args += ["--s3-endpoint", log.endpoint if log else service.settings.s3_endpoint]
     return args
 
 
@@ -243,7 +248,15 @@ async def test_erasure_survives_sigkill_and_finishes_when_run_again(
     calls = "unlink,unlinkat" if storage_kind == "local" else "sendto,write,writev"
     prefix: tuple[str, ...] = (require_program("strace", "strace"), "-f", "-qq", "--seccomp-bpf")
     prefix += ("-o", "/dev/null", "-e", f"trace={calls}", "-e", f"inject={calls}:delay_enter=5000")
-    server = await spawn(*await serve_args(filler, storage_kind), prefix=prefix)
+    # On S3 the server's requests go through the logging proxy: after the kill, it tells
+    # when the store has answered every request the server sent whole.
+    log = None
+    if storage_kind != "local":
+        assert filler.settings.s3_endpoint is not None
+        s3_port = urlsplit(filler.settings.s3_endpoint).port
+        assert s3_port is not None
+        log = await S3Log(s3_port).start()
+    server = await spawn(*await serve_args(filler, storage_kind, log), prefix=prefix)
     headers = {**AUTH, "X-Request-Id": "erase-first-try"}
     async with aiohttp.ClientSession() as session:
         params = {"conversationId": "gdpr"}
@@ -258,15 +271,12 @@ async def test_erasure_survives_sigkill_and_finishes_when_run_again(
         await server.process.wait()
         with pytest.raises(aiohttp.ClientError):
             await erasing
-    # A delete the dead server sent just before the kill may still be carried out by
-    # the store (S3): count what is left once it stops changing.
+    # A delete the dead server sent just before the kill is still carried out by the
+    # store (S3): count what is left once the store has answered every one of them.
+    if log is not None:
+        await log.settled()
+        await log.close()
     left = filler.stored_names() & names
-    for _ in range(50):
-        await asyncio.sleep(0.2)
-        now_left = filler.stored_names() & names
-        if now_left == left:
-            break
-        left = now_left
     assert 0 < len(left) < count, "the kill should land mid-erasure"
     assert any("[erase-first-try]" in line and "deleted gdpr_" in line for line in server.log)
     # Run again, on a fresh server: everything of the conversation goes, metadata too.

@@ -134,9 +134,12 @@ async def test_idle_keepalive_closes_and_a_later_head_has_its_own_deadline(
     # first byte, not from the first request, and stalls into a 408 like any other.
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(request)
-    await asyncio.sleep(0.6)  # with the first response read, the second request starts
+    # With the first response read, the second request starts (at once: an idle
+    # connection would close after the 1 s keep-alive timeout, and a pause of ours
+    # could last that long on a loaded machine).
+    answer = await asyncio.wait_for(reader.readuntil(b'{"status": "ok"}'), 15)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: 1")
-    answer = await read_until_closed(reader, 15)
+    answer += await read_until_closed(reader, 15)
     writer.close()
     first, _, second = answer.partition(b'{"status": "ok"}')
     assert first.startswith(b"HTTP/1.1 200"), answer

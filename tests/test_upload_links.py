@@ -294,8 +294,9 @@ async def test_refused_uploads_leave_the_link_usable(start_service: ServiceFacto
     _reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(head + PNG[:1000])
     await writer.drain()
+    await eventually(lambda: service.in_flight() == 1)  # the upload is under way
     writer.close()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: service.in_flight() == 0)  # and over, its temporary removed
     service.assert_nothing_stored()
     response = await put(service, link, PNG)
     assert response.status == 200

@@ -161,17 +161,16 @@ async def test_two_instances_racing_patches_one_gets_409_and_the_result_is_intac
     data = random_bytes(14 * MiB, seed=46)
     path = await create(first, len(data))
     sent = 7 * MiB
-    started = asyncio.Event()
 
     async def slow_body() -> AsyncIterator[bytes]:
         for start in range(0, sent, 512 * 1024):
             yield data[start : start + 512 * 1024]
-            started.set()
             await asyncio.sleep(0.05)
 
+    before = first.taken()
     slow = asyncio.ensure_future(patch(first, path, 0, slow_body()))
-    await started.wait()
-    await asyncio.sleep(0.3)  # the slow PATCH holds the lease now
+    # Bytes taken in: the slow PATCH holds the lease (a PATCH holds it before its body).
+    await eventually(lambda: first.taken() > before)
     status, answer, body = await patch(second, path, 0, data[:sent])
     assert status == 409 and b"offset_mismatch" in body
     status, answer, body = await slow

@@ -362,9 +362,11 @@ async def test_on_s3_an_append_that_does_not_let_go_is_fenced_by_a_take_over(
     older = await stall_patch(first.port, path, data, 100_000, 10_000)
 
     async def trickle() -> None:
-        for start in range(110_000, 600_000, 10_000):
-            await asyncio.sleep(0.2)  # under the half second of idleness that is asked
-            older.writer.write(data[start : start + 10_000])
+        # A piece every 50 ms, well under the half second of idleness that is asked (a
+        # loaded machine may stretch a pause several times over), for over 12 s.
+        for start in range(110_000, 600_000, 2_000):
+            await asyncio.sleep(0.05)
+            older.writer.write(data[start : start + 2_000])
             await older.writer.drain()
 
     trickling = asyncio.ensure_future(trickle())

@@ -223,9 +223,10 @@ async def test_two_patches_racing_on_one_upload_one_gets_409(service: Service) -
             yield data[start : start + 100_000]
             await asyncio.sleep(0.05)
 
+    before = service.taken()
     first = asyncio.ensure_future(patch(service, url, 0, slow_body()))  # type: ignore[arg-type]
-    await eventually(lambda: uploads_left(service) != [])
-    await asyncio.sleep(0.2)
+    # Bytes taken in: the first PATCH holds the upload (a PATCH holds it before its body).
+    await eventually(lambda: service.taken() > before)
     status, answer, body = await patch(service, url, 0, data[:1_000_000])
     assert status == 409 and b"offset_mismatch" in body
     status, answer, _ = await first
