@@ -257,8 +257,8 @@ class LocalUploadStore:
     async def linked(self, part_id: str) -> list[str]:
         return await self.storage.run_blocking(self.area.linked, part_id)
 
-    async def remove_orphans(self, now: float) -> int:
-        return await self.storage.run_blocking(self.area.remove_orphans, now)
+    async def remove_orphans(self, now: float) -> dict[str, int]:
+        return {"marker": await self.storage.run_blocking(self.area.remove_orphans, now)}
 
     async def remove_unreadable(self, upload_id: str) -> bool:
         def remove() -> bool:

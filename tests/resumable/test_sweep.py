@@ -1,5 +1,6 @@
 """The expiry sweep of resumable uploads keeps going past an upload it cannot read, and
-removes the markers that races with a removal left behind."""
+removes what races with a removal left behind: markers, and on S3 the bytes of a writer
+the removal fenced."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from streamproxy.resumable.store import UPLOAD_STORE
 from streamproxy.runtime.metrics import METRICS
 from streamproxy.runtime.retention import sweep_uploads
 
-from ..conftest import Service, ServiceFactory, eventually
+from ..conftest import Service, ServiceFactory, eventually, random_bytes
 from ..faultproxy import ALWAYS, Answer, FaultProxy, Hold, Match
-from ..s3support import S3Server, S3Store, until
+from ..s3support import BUCKET, S3Server, S3Store, until
 from ..webhooks import metric_value
 from .test_concat_unfinished import final, partial
 from .test_tus_routes import TUS, create, patch
-from .uploads import uploads_left
+from .uploads import upload_objects, uploads_left
+
+MiB = 1024 * 1024
 
 
 @pytest.mark.local_only  # the record is corrupted through the directory
@@ -137,5 +140,59 @@ async def test_on_s3_markers_a_removal_raced_past_are_swept_and_live_ones_stay(
             service.url, "streamproxy_retention_deleted_total", what="marker"
         )
         assert value == 2
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.s3_only  # the race is made at the S3 server's door (the fault proxy)
+async def test_on_s3_bytes_a_fenced_writer_left_are_swept_and_live_ones_stay(
+    start_service: ServiceFactory, s3_server: S3Server
+) -> None:
+    """An upload's removal has aborted its multipart upload and deleted its objects, and
+    is about to delete its info (held at the proxy): meanwhile a writer it fenced lands
+    what it had in flight, a new multipart upload of `data` with a part, and a tail.
+    Once the info goes they lie beside no info; the sweep aborts and deletes them, and
+    a live upload's multipart upload, tail and info stay."""
+    proxy = await FaultProxy(s3_server.port).start()
+    try:
+        service = await start_service(
+            s3_endpoint=proxy.endpoint, max_size=40 * MiB, s3_part_size=5 * MiB
+        )
+        store = service.store
+        assert isinstance(store, S3Store)
+        area = f"{store.prefix}.uploads/"
+        live = (await create(service, 7 * MiB))[1]
+        assert (await patch(service, live, 0, random_bytes(6 * MiB)))[0] == 204
+        live_id = live.rsplit("/", 1)[1]
+        live_objects = [key for key in upload_objects(service) if key.startswith(live_id)]
+        assert f"{live_id}/data (multipart)" in live_objects  # a part, and a tail
+        gone = (await create(service, 100))[1]
+        assert (await patch(service, gone, 0, b"z" * 10))[0] == 204
+        gone_id = gone.rsplit("/", 1)[1]
+
+        hold = Hold()
+        proxy.fail(Match("DELETE", path_end=f"{gone_id}/info"), hold)
+        removing = asyncio.ensure_future(status_of(service, "DELETE", gone, TUS))
+        await hold.reached.wait()  # listed, aborted and deleted all but the info
+        client, key = s3_server.client, f"{area}{gone_id}/data"
+        fenced = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        client.upload_part(Bucket=BUCKET, Key=key, UploadId=fenced, PartNumber=3, Body=b"p" * 1000)
+        client.put_object(Bucket=BUCKET, Key=f"{area}{gone_id}/tail.2.10", Body=b"t" * 5)
+        hold.release.set()
+        assert await removing == 204
+        assert [key for key in upload_objects(service) if key.startswith(gone_id)] == [
+            f"{gone_id}/data (multipart)",
+            f"{gone_id}/tail.2.10",
+        ]
+
+        await sweep(service)
+        assert uploads_left(service) == [live_id]
+        assert upload_objects(service) == live_objects
+        value = await metric_value(
+            service.url, "streamproxy_retention_deleted_total", what="leftover"
+        )
+        assert value == 2
+        await sweep(service)  # nothing more to find
+        assert upload_objects(service) == live_objects
     finally:
         await proxy.close()
