@@ -5,11 +5,13 @@ the removal fenced."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 import pytest
 
 from streamproxy.events import EVENTS
-from streamproxy.resumable.localstore import UploadArea
+from streamproxy.resumable.localstore import STALE_REMOVAL, UploadArea
 from streamproxy.resumable.store import UPLOAD_STORE
 from streamproxy.runtime.metrics import METRICS
 from streamproxy.runtime.retention import sweep_uploads
@@ -78,6 +80,43 @@ async def test_stop_markers_of_removed_uploads_are_swept_and_live_ones_stay(
     assert (
         await metric_value(service.url, "streamproxy_retention_deleted_total", what="marker") == 1
     )
+
+
+@pytest.mark.local_only  # the leftover is made through the directory
+async def test_a_removed_part_s_directory_a_link_landed_in_is_swept_once_old(
+    service: Service,
+) -> None:
+    """A final upload links a part just as the part is removed: the link's path was
+    looked up before the removal renamed the directory to `.new-<id>-removed`, and the
+    link lands there after the removal's delete listed it, so the directory stays. The
+    sweep deletes it once untouched for STALE_REMOVAL seconds; a younger one (a removal
+    may still be deleting it) and a creation in progress stay."""
+    part = await partial(service, None)
+    status, headers, _ = await final(service, part)
+    assert status == 201
+    final_id = headers["Location"].rsplit("/", 1)[1]
+    async with service.session.delete(part, headers=TUS) as answer:
+        assert answer.status == 204
+    uploads = service.root / ".uploads"
+    part_id = part.rsplit("/", 1)[1]
+    left = uploads / f".new-{part_id}-removed"
+    left.mkdir()
+    (left / f"final.{final_id}").touch()  # the racing link, after the removal's rmtree
+    long_ago = time.time() - STALE_REMOVAL - 5
+    os.utime(left, (long_ago, long_ago))
+    young = uploads / f".new-{'a' * len(part_id)}-removed"
+    creating = uploads / f".new-{'b' * len(part_id)}"
+    for directory in (young, creating):
+        directory.mkdir()
+        (directory / "info").touch()
+    os.utime(creating, (long_ago, long_ago))  # start-up's to judge, not the sweep's
+
+    await sweep(service)
+    assert not left.exists()
+    assert young.exists() and creating.exists()
+    assert uploads_left(service) == sorted([young.name, creating.name, final_id])
+    value = await metric_value(service.url, "streamproxy_retention_deleted_total", what="leftover")
+    assert value == 1
 
 
 async def status_of(service: Service, method: str, url: str, headers: dict[str, str]) -> int:
