@@ -83,9 +83,10 @@ and then writes without a lock: racing writers can both win, rarely (s3store.py 
 measurement). `s3store` / `s3append` are this design; `s3adapter` is its routes' store.
 
 Expiry: `--upload-expiry` (default 24 h) is the `lifetime` passed to `create` and
-`appended`; retention asks `UploadArea.expired(now)` (S3: lists the info objects),
+`appended`; retention asks `UploadArea.expired(now)` (S3: lists the area once),
 takes each lock and calls `remove` (S3: abort the multipart upload, delete info and
-tail), sending `upload.expired`; then `remove_orphans` deletes the markers a removal
-raced past (local: stop markers of gone uploads or untouched for a minute; S3: links and
-stop markers beside no info, s3orphans.py). `UploadArea.prepare` runs at start-up.
+tail), sending `upload.expired`; then `remove_orphans` deletes what a removal raced past
+(local: stop markers of gone uploads or untouched for a minute; S3, from the same
+listing: links, stop markers, parts, tails and multipart uploads beside no info,
+s3orphans.py). `UploadArea.prepare` runs at start-up.
 """

@@ -38,7 +38,9 @@ unfinished: it will never be stored), once, as it saves the failure, and retenti
 removal sends none again; a creation that fails so sends none (its 410 is the answer,
 and it leaves nothing behind). DELETE on a part is not refused for a final upload
 waiting for it, and such a part still takes PATCHes. Parts of
-deferred length that add up to more than the cap fail the final upload with 413. Once
+deferred length that add up to more than the cap fail the final upload with 413 and
+send `file.refused` with reason `size` (as `POST /files` does for a body over the cap),
+once, also when the creation finds it (known lengths: concat.py). Once
 assembled, the final upload no longer needs its parts. A final upload waiting for its
 parts expires `--upload-expiry` after its creation, its last write, as any upload does.
 """
@@ -58,7 +60,7 @@ from aiohttp import web
 from ..error_table import EXPIRED, TOO_LARGE
 from ..intake.entry import transfer
 from ..runtime.settings import SETTINGS
-from .complete import announce, complete, upload_data
+from .complete import announce, announce_too_large, complete, upload_data
 from .flow import cap, lifetime
 from .hashstate import ResumableMD5
 from .problems import BadHeader, Busy, Expired, NotFound, ResumableError
@@ -171,7 +173,9 @@ async def _settle_held(
     limit = cap(request, record) if record.upload_link else request.config_dict[SETTINGS].max_size
     if total > limit:
         detail = f"the parts add up to {total} bytes, over the limit of {limit} bytes"
-        return await _fail(held, TOO_LARGE.status, TOO_LARGE.code, detail)
+        failed = await _fail(held, TOO_LARGE.status, TOO_LARGE.code, detail)
+        await announce_too_large(request, failed.metadata, total)  # the creation's too
+        return failed
     try:
         record = await _copy_parts(request, store, held, record, total)
     except _PartGone as gone:

@@ -9,7 +9,8 @@ published by `StorageWriter.commit(names, info)`, never replacing a file.
 
 A completion refused for the file itself (415, 422) is final: the record keeps the
 refusal and replays it. Both ends send their event as `POST /files` does
-(`file.stored`, or `file.refused` with reason `type` or `virus`), once: retention's
+(`file.stored`, or `file.refused` with reason `type` or `virus`; `size` for a final
+upload whose parts add up to more than the cap: assembly.py, concat.py), once: retention's
 removal of the upload later sends no `upload.expired` for it (`announced`). One that failed
 for a passing reason (clamd or storage away, 503) leaves the upload COMPLETE: the
 client's next request at the end offset retries.
@@ -25,7 +26,14 @@ from typing import Any
 
 from aiohttp import web
 
-from ..error_table import EXPIRED, INFECTED, SCANNER_UNAVAILABLE, TYPE_NOT_ALLOWED, ApiError
+from ..error_table import (
+    EXPIRED,
+    INFECTED,
+    SCANNER_UNAVAILABLE,
+    TOO_LARGE,
+    TYPE_NOT_ALLOWED,
+    ApiError,
+)
 from ..events import EVENTS, file_data
 from ..http import uploadlinks
 from ..intake.entry import download_url
@@ -83,14 +91,24 @@ async def complete(request: web.Request, held: HeldUpload, record: UploadRecord)
 def upload_data(record: UploadRecord) -> dict[str, Any]:
     """An unfinished upload as event data (file.refused, upload.expired): what the
     client said of the file, and the bytes that had arrived."""
-    metadata = record.metadata
+    return metadata_data(record.metadata, record.offset)
+
+
+def metadata_data(metadata: dict[str, str], size: int | None) -> dict[str, Any]:
+    """Event data from what the client said of the file, and a size."""
     return {
         "name": file_name(metadata) or None,
         "type": file_type(metadata),
-        "size": record.offset,
+        "size": size,
         "conversationId": metadata.get("conversationId"),
         "channel": metadata.get("channel"),
     }
+
+
+async def announce_too_large(request: web.Request, metadata: dict[str, str], size: int) -> None:
+    """`file.refused` with reason `size` for a final upload whose parts add up to more
+    than the cap (`size`: their sum), as `POST /files` sends for a body over it."""
+    await announce(request, "file.refused", {**metadata_data(metadata, size), "reason": "size"})
 
 
 def _refused_data(record: UploadRecord, status: int) -> dict[str, Any]:
@@ -99,15 +117,16 @@ def _refused_data(record: UploadRecord, status: int) -> dict[str, Any]:
 
 def announced(record: UploadRecord) -> bool:
     """Was the upload's end sent as an event already: `file.stored` (COMMITTED),
-    `file.refused` (a refused completion, 415 or 422), or `upload.expired` (a final
-    upload whose part went, 410: assembly.py)? Retention's removal of such an upload
-    sends nothing more."""
+    `file.refused` (a refused completion, 415 or 422; a final upload whose parts add up
+    to more than the cap, 413), or `upload.expired` (a final upload whose part went,
+    410: assembly.py)? Retention's removal of such an upload sends nothing more."""
     if record.status is Status.COMMITTED:
         return True
     if record.status is not Status.FAILED or record.error is None:
         return False
     status = int(record.error["status"])
-    return status in FINAL_REFUSALS or (record.is_final and status == EXPIRED.status)
+    final_ends = (EXPIRED.status, TOO_LARGE.status)
+    return status in FINAL_REFUSALS or (record.is_final and status in final_ends)
 
 
 async def announce(request: web.Request, event_type: str, data: dict[str, Any]) -> None:

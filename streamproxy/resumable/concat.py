@@ -4,7 +4,8 @@ and what HEAD tells of one.
 
 The creation checks every part before anything is stored: 404 for an unknown or
 terminated part, 410 for an expired one, 400 for an upload that is not a partial one or
-that failed, 413 when the parts' known lengths add up to more than the cap. Then the
+that failed, 413 when the parts' known lengths add up to more than the cap (with
+`file.refused`, reason `size`, as `POST /files` sends for a body over it). Then the
 final upload's record, a link beside each unfinished part, and the assembly at once if
 every part is finished (assembly.py says when it runs otherwise). A part that goes away
 between the check and the links makes the creation fail the same way, and the final
@@ -28,9 +29,10 @@ from ..http import uploadlinks
 from ..intake.entry import max_size as intake_max_size
 from ..intake.entry import preflight
 from .assembly import Parts, read_parts, settle, unusable_part
+from .complete import announce_too_large
 from .flow import check_link, check_metadata, lifetime
 from .hashstate import ResumableMD5
-from .problems import BadHeader, Busy, NotFound, Refused
+from .problems import BadHeader, Busy, NotFound, Refused, TooLarge
 from .state import Protocol, Status, UploadRecord
 from .store import UploadStore
 
@@ -60,17 +62,21 @@ async def concatenate(
     check_metadata(metadata)
     preflight(request, links=link is not None)
     parts = await _check_parts(store, part_ids)
-    record = UploadRecord.create(
-        protocol=Protocol.TUS,
-        now=time.time(),
-        lifetime=lifetime(request),
-        md5_state=ResumableMD5().to_bytes(),
-        max_size=intake_max_size(request),
-        length=parts.length,
-        metadata=metadata,
-        parts=part_ids,
-        upload_link=uploadlinks.token_of(request) if link is not None else None,
-    )
+    try:
+        record = UploadRecord.create(
+            protocol=Protocol.TUS,
+            now=time.time(),
+            lifetime=lifetime(request),
+            md5_state=ResumableMD5().to_bytes(),
+            max_size=intake_max_size(request),
+            length=parts.length,
+            metadata=metadata,
+            parts=part_ids,
+            upload_link=uploadlinks.token_of(request) if link is not None else None,
+        )
+    except TooLarge:  # known lengths over the cap: refused as POST /files refuses one
+        await announce_too_large(request, metadata, parts.length or 0)
+        raise
     await store.create(record)
     try:
         for part in parts.records:

@@ -7,6 +7,7 @@
     <root>/.uploads/.stop/<id>   touched by a newer draft request: the holder, whatever
                                  process it is in, lets go (takeover.py)
     <root>/.uploads/.new-<id>/   a creation in progress, renamed into place when whole
+    <root>/.uploads/.new-<id>-removed/   a removal in progress (renamed, then deleted)
 
 The directory starts with a dot, so no download can reach it (as `.meta` and `.tmp`).
 
@@ -33,6 +34,13 @@ marker is removed by the newer request once it holds the lock or gives up, by a 
 that was asked as it lets go, with the upload, and, if all of those missed it (a
 process killed meanwhile), by retention's sweep (`remove_orphans`).
 
+A removal renames the upload's directory to `.new-<id>-removed` and deletes it. A link
+(`final.<id>`, written without the lock) whose path was looked up before the rename
+lands in that directory; if it lands after the delete listed the directory, the last
+rmdir fails and the directory stays (so does one whose removal's process died).
+Retention's sweep deletes such a directory once untouched for `STALE_REMOVAL` seconds
+(`remove_leftovers`); start-up deletes old ones too (`prepare`).
+
 The calls block (file I/O and fsync): the routes run them on the storage's worker thread.
 """
 
@@ -55,6 +63,11 @@ UPLOADS_DIR: Final = ".uploads"
 _STAGING: Final = ".new-"
 _FINAL_LINK: Final = "final."
 STOPS_DIR: Final = ".stop"
+_REMOVED: Final = "-removed"
+STALE_REMOVAL: Final = 60.0
+"""Seconds after which a removed upload's directory still there is swept: its removal
+deletes it right after the rename. (Were the sweep to meet one still being deleted, two
+`rmtree`s that ignore a missing entry would only share the work.)"""
 STALE_STOP: Final = 60.0
 """Seconds after which a stop marker nobody touched is swept: a waiting request touches
 its marker every few hundredths of a second, and waits for seconds (TAKE_OVER_WAIT)."""
@@ -297,13 +310,31 @@ class UploadArea:
                     removed += 1
         return removed
 
+    def remove_leftovers(self, now: float) -> int:
+        """Retention: directories of removed uploads their removal could not delete (a
+        link landed in one meanwhile, or the process died), untouched for
+        `STALE_REMOVAL` seconds; how many went. Creations in progress are not touched."""
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for entry in entries:
+            if not (entry.name.startswith(_STAGING) and entry.name.endswith(_REMOVED)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat(follow_symlinks=False).st_mtime < now - STALE_REMOVAL:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed += not os.path.lexists(entry.path)
+        return removed
+
     def appender(self, lock: UploadLock, record: UploadRecord) -> Appender:
         return Appender(self, lock, record)
 
     def remove(self, lock: UploadLock) -> None:
         """Cancel or expire: the directory goes (holding the lock, so no writer is inside)."""
         directory = self.path(lock.upload_id)
-        doomed = self.dir / f"{_STAGING}{lock.upload_id}-removed"
+        doomed = self.dir / f"{_STAGING}{lock.upload_id}{_REMOVED}"
         os.rename(directory, doomed)  # gone for readers at once, then deleted
         self.withdraw_stop(lock.upload_id)
         shutil.rmtree(doomed, ignore_errors=True)

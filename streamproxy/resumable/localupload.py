@@ -257,8 +257,14 @@ class LocalUploadStore:
     async def linked(self, part_id: str) -> list[str]:
         return await self.storage.run_blocking(self.area.linked, part_id)
 
-    async def remove_orphans(self, now: float) -> int:
-        return await self.storage.run_blocking(self.area.remove_orphans, now)
+    async def remove_orphans(self, now: float) -> dict[str, int]:
+        """Stop markers nobody withdrew, and removed uploads' directories a link landed
+        in (localstore.py)."""
+        area, run = self.area, self.storage.run_blocking
+        return {
+            "marker": await run(area.remove_orphans, now),
+            "leftover": await run(area.remove_leftovers, now),
+        }
 
     async def remove_unreadable(self, upload_id: str) -> bool:
         def remove() -> bool:

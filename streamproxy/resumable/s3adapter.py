@@ -160,6 +160,8 @@ class S3UploadStore:
         self.area = UploadArea(storage, ttl=ttl)
         self.take_over_wait = take_over_wait
         self.appends = RunningAppends(self._stops_asked, interval=_WATCH_EVERY, idle=_WATCH_EVERY)
+        self._listing: list[str] | None = None
+        """The area's listing `expired` took, for the same sweep's `remove_orphans`."""
 
     async def prepare(self, now: float) -> None:
         await self.area.prepare(now)
@@ -256,11 +258,15 @@ class S3UploadStore:
         return [stop for stop, yes in zip(held, found, strict=True) if yes]
 
     async def expired(self, now: float) -> list[str]:
-        return await self.area.expired(now)
+        """From one listing of the area, kept for this sweep's `remove_orphans`."""
+        self._listing = await self.area.listing()
+        return await self.area.expired(now, self._listing)
 
-    async def remove_orphans(self, now: float) -> int:
-        """Links and stop markers a removal raced past (s3orphans.py)."""
-        return await remove_orphans(self.area)
+    async def remove_orphans(self, now: float) -> dict[str, int]:
+        """Markers, parts and tails a removal raced past (s3orphans.py), from the
+        listing `expired` took in this sweep (a listing of its own if none)."""
+        keys, self._listing = self._listing, None
+        return await remove_orphans(self.area, keys)
 
     async def remove_unreadable(self, upload_id: str) -> bool:
         """For retention: an upload whose record cannot be read takes no lease."""

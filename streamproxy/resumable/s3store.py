@@ -10,7 +10,8 @@ The prefix starts with a dot, so no download can name it (as `.tmp`), and every 
 or multipart upload of an upload lives under `<id>/`, created only while its info
 exists: `remove` lists that prefix, so nothing a dead writer left survives it. (The
 markers other requests write without the lease, links and stop markers, can land just
-after that listing: retention sweeps those, s3orphans.py.)
+after that listing, and so can a part or tail a fenced writer had in flight: retention
+sweeps those, s3orphans.py.)
 
 The lock across instances is the lease in the record (state.Lease): taking it, renewing
 it and every other record write are conditional (`If-Match` on the info's ETag,
@@ -412,18 +413,24 @@ class UploadArea:
             keys += [item["Key"] for item in page.get("Contents", [])]
         return keys
 
-    async def ids(self) -> list[str]:
+    async def listing(self) -> list[str]:
+        """Every object key under the uploads area (retention's one listing per sweep)."""
         try:
-            keys = await self._keys(self.dir)
+            return await self._keys(self.dir)
         except S3_ERRORS as error:
             raise storage_error(error, "listing uploads") from error
+
+    async def ids(self, keys: list[str] | None = None) -> list[str]:
+        """The uploads with an info, from `keys` (a `listing()`) or a listing now."""
+        keys = await self.listing() if keys is None else keys
         found = {key.removeprefix(self.dir).partition("/") for key in keys}
         return sorted(upload_id for upload_id, _, leaf in found if leaf == "info")
 
-    async def expired(self, now: float) -> list[str]:
-        """Uploads for retention to remove: past their expiry, cancelled, or unreadable."""
+    async def expired(self, now: float, keys: list[str] | None = None) -> list[str]:
+        """Uploads for retention to remove: past their expiry, cancelled, or unreadable
+        (from `keys`, a `listing()`, if given)."""
         due = []
-        for upload_id in await self.ids():
+        for upload_id in await self.ids(keys):
             try:
                 record = await self.read(upload_id)
             except NotFound:

@@ -116,9 +116,11 @@ class UploadStore(Protocol):
     async def linked(self, part_id: str) -> list[str]:
         """The final uploads linked to a partial upload (none once it is removed)."""
 
-    async def remove_orphans(self, now: float) -> int:
+    async def remove_orphans(self, now: float) -> dict[str, int]:
         """Retention: remove what a removal or a take-over raced past and left behind
-        (stop markers, links) once its upload is gone; how many went."""
+        once its upload is gone; how many went, by the metric's label: `marker` (stop
+        markers, links), `leftover` (S3: parts, tails, multipart uploads a fenced writer
+        wrote; local: a removed upload's directory its removal could not delete)."""
 
     async def remove_unreadable(self, upload_id: str) -> bool:
         """Remove an upload whose record cannot be read (`hold` raises CorruptRecord on

@@ -93,7 +93,7 @@ class Metrics:
             "streamproxy_retention_deleted",
             "What retention removed: expired files, stale temporaries and multipart uploads, "
             "spent upload-link claims, expired resumable uploads, and the stop markers and "
-            "links removed uploads left behind.",
+            "links (marker) and bytes (leftover) removed uploads left behind.",
             ["what"],
             registry=registry,
         )

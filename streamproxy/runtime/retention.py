@@ -73,7 +73,8 @@ async def sweep_uploads(
     """Remove resumable uploads past `--upload-expiry` (or cancelled, or unreadable),
     sending `upload.expired` for each that expired unfinished (a cancelled one was the
     client's; a stored, refused or failed-final one was announced as it ended);
-    then the markers races left behind (`UploadStore.remove_orphans`).
+    then what races with removals left behind (`UploadStore.remove_orphans`: markers,
+    and leftovers of the removed uploads' bytes).
 
     Each is removed under its lock: one a request is writing right now (it renews the
     expiry) is left for the next sweep.
@@ -99,10 +100,10 @@ async def sweep_uploads(
     if removed:
         metrics.deleted.labels("upload").inc(removed)
         log.info("retention: %d expired resumable uploads removed", removed)
-    orphans = await uploads.remove_orphans(time.time())
-    if orphans:
-        metrics.deleted.labels("marker").inc(orphans)
-        log.info("retention: %d stop markers or links left by removed uploads deleted", orphans)
+    for what, count in (await uploads.remove_orphans(time.time())).items():
+        if count:
+            metrics.deleted.labels(what).inc(count)
+            log.info("retention: %d %ss left by removed uploads deleted", count, what)
     return removed
 
 

@@ -1,6 +1,7 @@
 """Resumable uploads send the events `POST /files` sends: file.stored at completion,
-file.refused for a type refused at completion, and upload.expired when one is swept or
-a final upload fails because a part went; each upload's end is announced once."""
+file.refused for a type or a virus refused at completion and for a final upload over
+the cap, and upload.expired when one is swept or a final upload fails because a part
+went; each upload's end is announced once."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamproxy.intake.mediatypes import parse_type_rule
+from streamproxy.intake.scan import ClamdAddress
 
 from ..conftest import Service, ServiceFactory, eventually, md5, random_bytes
+from ..test_scan import EICAR, Clamd
+from ..test_scan import clamd as clamd  # the fixture: a real clamd with the EICAR signature
 from ..webhooks import PNG, SECRET, Receiver, metric_value
-from .test_concat_unfinished import final, partial
+from .test_concat_unfinished import final, get, partial
 from .test_sweep import sweep
 from .test_tus_routes import TUS, create, head, patch
 
@@ -145,3 +149,64 @@ async def test_the_sweep_announces_no_upload_whose_end_was_announced(
     await sweep(service)
     assert await expired_sent(service) == 1
     await eventually(lambda: len(receiver.of_type("upload.expired")) == 1)
+
+
+async def refused_sent(service: Service) -> float:
+    """file.refused events emitted (spooled) so far."""
+    return await metric_value(service.url, "streamproxy_events_total", type="file.refused")
+
+
+async def test_a_virus_found_at_completion_sends_file_refused(
+    receiver: Receiver, start_service: ServiceFactory, clamd: Clamd
+) -> None:
+    service = await start_service(
+        webhook=(receiver.url,),
+        webhook_secret=SECRET,
+        clamd=ClamdAddress(path=str(clamd.socket)),
+    )
+    body = random_bytes(1000) + EICAR
+    _, url, _ = await create(service, len(body))
+    assert (await patch(service, url, 0, body[:600]))[0] == 204
+    assert (await patch(service, url, 600, body[600:]))[0] == 422
+    assert (await get(service, url))[0] == 422  # the refusal replayed: no event again
+    await eventually(lambda: len(receiver.of_type("file.refused")) == 1)
+    [refused] = receiver.of_type("file.refused")
+    assert refused["data"]["reason"] == "virus"
+    assert (refused["data"]["name"], refused["data"]["size"]) == ("clip.bin", len(body))
+    assert await refused_sent(service) == 1
+
+
+async def test_a_final_upload_over_the_cap_sends_file_refused_once(
+    receiver: Receiver, start_service: ServiceFactory
+) -> None:
+    """Parts that add up to more than the cap: refused with 413 and `file.refused`
+    (reason `size`, the parts' sum) as `POST /files` refuses a body over it: at the
+    creation when their lengths are known, at the assembly when they were deferred.
+    Later looks at the failed final and retention's removal of it send nothing more."""
+    service = await start_service(webhook=(receiver.url,), webhook_secret=SECRET, max_size=1000)
+    known = [await partial(service, 600), await partial(service, 600)]
+    status, _, body = await final(service, *known)
+    assert (status, body["error"]) == (413, "too_large")
+    await eventually(lambda: len(receiver.of_type("file.refused")) == 1)
+    [refused] = receiver.of_type("file.refused")
+    assert refused["data"]["reason"] == "size"
+    assert (refused["data"]["size"], refused["data"]["name"]) == (1200, "joined.bin")
+    assert refused["data"]["conversationId"] == "c9"
+
+    deferred = [await partial(service, None), await partial(service, None)]
+    status, headers, _ = await final(service, *deferred)
+    assert status == 201
+    final_url = headers["Location"]
+    for url in deferred:  # the PATCH that finishes the second part fails the final
+        status, _, _ = await patch(service, url, 0, random_bytes(600), **{"Upload-Length": "600"})
+        assert status == 204
+    assert (await head(service, final_url))[0] == 413
+    assert (await head(service, final_url))[0] == 413  # the failure again: no event again
+    await eventually(lambda: len(receiver.of_type("file.refused")) == 2)
+    second = receiver.of_type("file.refused")[1]
+    assert (second["data"]["reason"], second["data"]["size"]) == ("size", 1200)
+    expire_now(service, final_url)
+    await sweep(service)
+    assert await refused_sent(service) == 2
+    assert await expired_sent(service) == 0
+    assert receiver.of_type("file.stored") == []
