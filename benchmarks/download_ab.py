@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -44,6 +45,7 @@ class Row:
     pid: int = 0
     rates: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
+    client_us: list[float] = field(default_factory=list)
 
     def pids(self) -> list[int]:
         return process_tree(self.pid)
@@ -76,6 +78,7 @@ class Kind:
 async def turn(row: Row, script: str, kind: Kind, seconds: float) -> str:
     pids = row.pids()
     before = cpu_seconds(pids)
+    client_before = _children_cpu()
     outcome = await load.run_wrk(
         "wrk",
         f"http://127.0.0.1:{row.port}",
@@ -87,9 +90,20 @@ async def turn(row: Row, script: str, kind: Kind, seconds: float) -> str:
     if outcome.errors:
         raise RuntimeError(f"{row.label}: {outcome.error_sample}")
     cpu = cpu_seconds(pids) - before
+    requests = max(outcome.requests, 1)
     row.rates.append(outcome.requests / outcome.seconds)
-    row.cpu_us.append(cpu / max(outcome.requests, 1) * 1e6)
-    return f"{row.rates[-1]:,.0f} req/s, {row.cpu_us[-1]:.0f} server CPU us per request"
+    row.cpu_us.append(cpu / requests * 1e6)
+    row.client_us.append((_children_cpu() - client_before) / requests * 1e6)
+    return (
+        f"{row.rates[-1]:,.0f} req/s, CPU us per request: server {row.cpu_us[-1]:.0f},"
+        f" wrk {row.client_us[-1]:.0f}"
+    )
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the children waited for so far: wrk's (the servers run on)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def summary(row: Row, reference: Row | None, payload: int) -> str:
@@ -100,7 +114,7 @@ def summary(row: Row, reference: Row | None, payload: int) -> str:
         f"{row.label}: median {rate:,.0f} req/s ({min(row.rates):,.0f}-{max(row.rates):,.0f})"
         f" = {rate * payload / 1e6:,.0f} MB/s{ratio}; server CPU {cpu:.0f} us per request"
         f" ({min(row.cpu_us):.0f}-{max(row.cpu_us):.0f}) = {cpu * 1024**3 / payload / 1e6:.2f}"
-        " s/GiB"
+        f" s/GiB; wrk {statistics.median(row.client_us):.0f} us per request"
     )
 
 
@@ -121,6 +135,7 @@ async def run(rows: list[Row], nginx: Nginx | None, data: bytes, kind: Kind) -> 
             await turn(row, scripts[row.label], kind, 1)
             row.rates.clear()
             row.cpu_us.clear()
+            row.client_us.clear()
         for round_number in range(1, kind.rounds + 1):
             start = round_number % len(rows)
             for row in rows[start:] + rows[:start]:
