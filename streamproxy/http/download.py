@@ -10,7 +10,6 @@ itself is not used: its ETag is mtime-based and it answers several ranges with
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import secrets
@@ -45,7 +44,7 @@ from .preconditions import (
     precondition_fails,
 )
 from .ranges import ByteRange, Unsatisfiable, parse_range
-from .sendfile import SendfileUnavailable, corked, sendfile
+from .sendfile import SendfileUnavailable, sendfile
 
 log = logging.getLogger("streamproxy")
 
@@ -232,10 +231,7 @@ class FileDownload:
     ) -> None:
         """Send the body slice by slice, counting file bytes as each slice goes out."""
         request = self.request
-        with (
-            request.config_dict[TRANSFERS].slot("download"),
-            corked(request.transport) if local_file is not None else contextlib.nullcontext(),
-        ):
+        with request.config_dict[TRANSFERS].slot("download"):
             sent = request.config_dict[METRICS].sent
             try:
                 writer = await response.prepare(request)

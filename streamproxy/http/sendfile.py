@@ -10,10 +10,7 @@ when it must wait for writability, it waits on a duplicate of the socket
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
-from collections.abc import Iterator
 from typing import IO, cast
 
 # Bytes per sendfile call, and how often a fast client must let others run.
@@ -34,34 +31,6 @@ def socket_fd(transport: asyncio.BaseTransport | None) -> int:
     if sock is None:
         raise SendfileUnavailable("no socket")
     return int(sock.fileno())
-
-
-@contextlib.contextmanager
-def corked(transport: asyncio.BaseTransport | None) -> Iterator[None]:
-    """Hold the socket's partial frames (TCP_CORK, as nginx's `tcp_nopush`) while a
-    response's head and the first bytes of its file go in, so they leave as one
-    segment: the head alone would cost a segment of its own, and the client a wake-up
-    and a read. Released on the way out, which sends what is left; nothing (no TCP
-    socket, no TCP_CORK) is simply no cork."""
-    cork = getattr(socket, "TCP_CORK", None)
-    sock = None
-    if transport is not None and transport.get_extra_info("sslcontext") is None:
-        sock = transport.get_extra_info("socket")  # not under TLS: no sendfile there
-    if cork is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        yield
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
-    except OSError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        # A transport that closed took the socket along (its number may be reused).
-        if transport is not None and not transport.is_closing():
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
 async def _flush(transport: asyncio.WriteTransport, fd: int, timeout: float) -> None:
