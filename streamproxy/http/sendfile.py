@@ -1,10 +1,10 @@
 """Zero-copy file sending that works on asyncio's loop and on uvloop alike.
 
 uvloop has no `loop.sendfile`, and neither loop lets a caller watch a socket that
-a transport owns. So `os.sendfile` moves the file into the socket from the
-kernel's page cache once the transport's buffer is empty (bytes stay in order);
-when it must wait for writability, it waits on a duplicate of the socket
-(`dup(2)`: a new descriptor for the same socket), and sends through that.
+a transport owns. So the socket is duplicated (`dup(2)`: a new descriptor for
+the same socket), the transport's buffer is emptied so bytes stay in order, and
+`os.sendfile` moves the file into the socket from the kernel's page cache,
+waiting for writability on the duplicate when the socket buffer is full.
 """
 
 from __future__ import annotations
@@ -72,29 +72,17 @@ async def sendfile(
     *,
     idle_timeout: float,
 ) -> None:
-    """Send `count` bytes of `file` from `offset` down the transport's socket.
-
-    Until the first wait, the transport's own descriptor takes the calls: a client
-    that keeps up gets a range of a MiB or so in one system call, with no
-    duplicate made. Before anything is awaited the socket is duplicated and only
-    the duplicate is used from then on: the loop cannot watch the transport's
-    descriptor, and if the client leaves during the wait the transport closes that
-    descriptor, whose number the next connection may get.
-    """
-    out = socket_fd(transport)
+    """Send `count` bytes of `file` from `offset` down the transport's socket."""
+    fd = socket_fd(transport)
     transport = cast(asyncio.WriteTransport, transport)  # uvloop's is not a subclass
-    duplicate: int | None = None
+    duplicate = os.dup(fd)
     try:
-        if transport.get_write_buffer_size():
-            out = duplicate = os.dup(out)
-            await _flush(transport, duplicate, idle_timeout)
+        await _flush(transport, duplicate, idle_timeout)
         since_yield = 0
         while count > 0:
             try:
-                sent = os.sendfile(out, file.fileno(), offset, min(count, _CALL_BYTES))
+                sent = os.sendfile(duplicate, file.fileno(), offset, min(count, _CALL_BYTES))
             except BlockingIOError:
-                if duplicate is None:
-                    out = duplicate = os.dup(out)
                 await _writable(duplicate, idle_timeout)
                 since_yield = 0
                 continue
@@ -105,11 +93,8 @@ async def sendfile(
             offset += sent
             count -= sent
             since_yield += sent
-            if since_yield >= _YIELD_EVERY and count > 0:
-                if duplicate is None:
-                    out = duplicate = os.dup(out)
+            if since_yield >= _YIELD_EVERY:
                 since_yield = 0
                 await asyncio.sleep(0)
     finally:
-        if duplicate is not None:
-            os.close(duplicate)
+        os.close(duplicate)
