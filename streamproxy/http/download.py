@@ -11,6 +11,7 @@ itself is not used: its ETag is mtime-based and it answers several ranges with
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import secrets
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.helpers import ChainMapProxy
 
 from ..error_table import NOT_FOUND, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE
 from ..intake import naming
@@ -70,7 +72,12 @@ class Outcome(enum.Enum):
 
 def requested_name(request: web.Request) -> str:
     """The stored name asked for; a bad one is the one error mapping's 400."""
-    return naming.check_stored_name(request.query.get("filename"))
+    return _checked_name(request.query.get("filename"))
+
+
+# Downloads repeat names (every agent opens the media of a conversation): a name that
+# passed once is not checked and normalised again. A refused one raises, uncached.
+_checked_name = functools.lru_cache(maxsize=4096)(naming.check_stored_name)
 
 
 def content_disposition(meta: StoredMeta, attachment: bool) -> str:
@@ -89,6 +96,19 @@ def validator_headers(meta: StoredMeta) -> dict[str, str]:
         "Last-Modified": http_date(meta.info.created),
         "Cache-Control": "private, no-cache",
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def file_header_items(meta: StoredMeta, attachment: bool) -> tuple[tuple[str, str], ...]:
+    """The headers a 200 or 206 of this file always carries, made once per file and
+    disposition (the HTTP date, the quoted name): a function of the metadata alone."""
+    headers = validator_headers(meta)
+    headers["Accept-Ranges"] = "bytes"
+    headers["Content-Disposition"] = content_disposition(meta, attachment)
+    headers["X-Content-Type-Options"] = "nosniff"
+    if is_active(meta.info.type):
+        headers["Content-Security-Policy"] = ACTIVE_CONTENT_POLICY
+    return tuple(headers.items())
 
 
 class Segment(NamedTuple):
@@ -136,10 +156,13 @@ def multipart_body(media_type: str, size: int, ranges: Sequence[ByteRange]) -> B
 class FileDownload:
     """One download of an open stored file: decide the outcome, then answer it."""
 
-    __slots__ = ("attachment", "meta", "request", "stored")
+    __slots__ = ("attachment", "config", "meta", "request", "stored")
 
-    def __init__(self, request: web.Request, stored: StoredFile, attachment: bool) -> None:
+    def __init__(
+        self, request: web.Request, stored: StoredFile, attachment: bool, config: ChainMapProxy
+    ) -> None:
         self.request = request
+        self.config = config  # request.config_dict, made once
         self.stored = stored
         self.meta = stored.meta
         self.attachment = attachment
@@ -196,7 +219,7 @@ class FileDownload:
         if content is not None:
             # Small enough to have been read whole: one response, one write.
             data = content if outcome is Outcome.FULL else self.assemble(content, body)
-            self.request.config_dict[METRICS].sent.inc(body.file_bytes)
+            self.config[METRICS].sent.inc(body.file_bytes)
             return web.Response(status=outcome.status, headers=headers, body=data)
         response = web.StreamResponse(status=outcome.status, headers=headers)
         response.content_length = body.length
@@ -204,14 +227,7 @@ class FileDownload:
         return response
 
     def file_headers(self) -> dict[str, str]:
-        meta = self.meta
-        headers = validator_headers(meta)
-        headers["Accept-Ranges"] = "bytes"
-        headers["Content-Disposition"] = content_disposition(meta, self.attachment)
-        headers["X-Content-Type-Options"] = "nosniff"
-        if is_active(meta.info.type):
-            headers["Content-Security-Policy"] = ACTIVE_CONTENT_POLICY
-        return headers
+        return dict(file_header_items(self.meta, self.attachment))
 
     def shortcuts(self) -> tuple[bytes | None, IO[bytes] | None]:
         """The storage's optional shortcuts, read here and nowhere else: the whole content
@@ -230,9 +246,9 @@ class FileDownload:
         self, response: web.StreamResponse, body: Body, local_file: IO[bytes] | None
     ) -> None:
         """Send the body slice by slice, counting file bytes as each slice goes out."""
-        request = self.request
-        with request.config_dict[TRANSFERS].slot("download"):
-            sent = request.config_dict[METRICS].sent
+        request, config = self.request, self.config
+        with config[TRANSFERS].slot("download"):
+            sent = config[METRICS].sent
             try:
                 writer = await response.prepare(request)
                 assert writer is not None
@@ -257,7 +273,7 @@ class FileDownload:
         if not segment.length:
             return
         if local_file is not None:
-            timeout = self.request.config_dict[SETTINGS].client_timeout
+            timeout = self.config[SETTINGS].client_timeout
             try:
                 await sendfile(
                     self.request.transport,
@@ -275,14 +291,14 @@ class FileDownload:
 
 async def download(request: web.Request) -> web.StreamResponse:
     name = requested_name(request)
-    keys = request.config_dict[SETTINGS].signing_key
+    config = request.config_dict
+    keys = config[SETTINGS].signing_key
     if keys:
         signing.verify(name, request.query, keys)
-    storage = request.config_dict[STORAGE]
     attachment = request.query.get("download", "") in {"1", "true", "yes"}
     try:
-        async with storage.open(name) as stored:
-            return await FileDownload(request, stored, attachment).respond()
+        async with config[STORAGE].open(name) as stored:
+            return await FileDownload(request, stored, attachment, config).respond()
     except FileMissing:
         raise NOT_FOUND(f"no file named {name!r}") from None
 

@@ -58,6 +58,12 @@ class AccessLogger(AbstractAccessLogger):
     """`client "METHOD path" status bytes duration` (the query is left out: it may hold a
     signed link's signature), with the fields also as attributes for JSON lines."""
 
+    @property
+    def enabled(self) -> bool:
+        """Asked by aiohttp once per connection: off below INFO, so a request on that
+        connection is neither timed nor handed here (the level is set at start-up)."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
             return

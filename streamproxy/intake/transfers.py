@@ -21,6 +21,7 @@ class TransferSlots:
     def __init__(self, limit: int | None, gauge: Gauge | None = None) -> None:
         self.limit = limit
         self._gauge = gauge
+        self._children: dict[str, Gauge] = {}  # the gauge's child per kind, looked up once
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -36,16 +37,25 @@ class TransferSlots:
         self.check()
         self.in_flight += 1
         self._idle.clear()
-        if self._gauge is not None:
-            self._gauge.labels(kind).inc()
+        child = self._child(kind)
+        if child is not None:
+            child.inc()
         try:
             yield
         finally:
             self.in_flight -= 1
-            if self._gauge is not None:
-                self._gauge.labels(kind).dec()
+            if child is not None:
+                child.dec()
             if not self.in_flight:
                 self._idle.set()
+
+    def _child(self, kind: str) -> Gauge | None:
+        if self._gauge is None:
+            return None
+        child = self._children.get(kind)
+        if child is None:
+            child = self._children[kind] = self._gauge.labels(kind)
+        return child
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no transfer is in flight; False if some still are after `timeout`."""

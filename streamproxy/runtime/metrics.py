@@ -120,6 +120,11 @@ class Metrics:
         for kind in ("upload", "import", "download"):
             self.in_flight.labels(kind)
         ProcessCollector(registry=registry)
+        # Labelled children by their label values: `labels()` validates and locks on
+        # every call, a few microseconds a request; prometheus-client keeps every child
+        # it made anyway, so these hold nothing it would have let go.
+        self._request_children: dict[tuple[str, str, int], Histogram] = {}
+        self._storage_children: dict[str, Histogram] = {}
 
     @contextmanager
     def timed(self, operation: str) -> Iterator[None]:
@@ -132,7 +137,18 @@ class Metrics:
     def record(self, operation: str, started: float, *_: object) -> None:
         """A storage operation that began at `started` (perf_counter) has ended; extra
         arguments are ignored, so this can be a future's done callback."""
-        self.storage.labels(operation).observe(time.perf_counter() - started)
+        child = self._storage_children.get(operation)
+        if child is None:
+            child = self._storage_children[operation] = self.storage.labels(operation)
+        child.observe(time.perf_counter() - started)
+
+    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
+        """A request on `route` was answered with `status` after `seconds`."""
+        key = (route, method, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(route, method, str(status))
+        child.observe(seconds)
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
@@ -156,9 +172,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = error.status
         raise
     finally:
-        request.config_dict[METRICS].requests.labels(
-            route_label(request), request.method, str(status)
-        ).observe(time.perf_counter() - started)
+        request.config_dict[METRICS].request_done(
+            route_label(request), request.method, status, time.perf_counter() - started
+        )
 
 
 def _process_families(pid: int) -> Iterable[Metric]:

@@ -12,7 +12,6 @@ import errno
 import os
 import stat as stat_module
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -76,6 +75,31 @@ class LocalFileHandle(LocalFileSource):
 OpenedFile = InMemoryFile | LocalFileHandle
 
 
+class Opening:
+    """`LocalReader.open(name)`: from the cache on the loop, else on a storage thread
+    (then cached); closed on the way out. A class rather than an
+    `asynccontextmanager`: every download passes here."""
+
+    __slots__ = ("_name", "_opened", "_reader")
+
+    def __init__(self, reader: LocalReader, name: str) -> None:
+        self._reader = reader
+        self._name = name
+        self._opened: OpenedFile | None = None
+
+    async def __aenter__(self) -> OpenedFile:
+        reader, name = self._reader, self._name
+        opened = reader.cached(name)
+        if opened is None:
+            opened = await reader.open_uncached(name)
+        self._opened = opened
+        return opened
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._opened is not None:
+            self._opened.close()
+
+
 class LocalReader:
     """Opens stored files and their metadata; keeps recent ones in a `SmallFileCache`."""
 
@@ -83,6 +107,7 @@ class LocalReader:
         self, root: Path, *, run_blocking: RunBlocking, chunk_size: int, cache_size: int
     ) -> None:
         self.root = root
+        self._prefix = f"{root}{os.sep}"  # + a stored name (never a path): on the hot path
         self.meta_dir = root / META_DIR
         self._run_blocking = run_blocking
         self._chunk_size = chunk_size
@@ -146,40 +171,48 @@ class LocalReader:
         if self._cache is None:
             return None
         try:
-            status = os.stat(self.root / name, follow_symlinks=False)
+            status = os.stat(self._prefix + name, follow_symlinks=False)
         except OSError:
             return None
         return self._cache.get(name, Identity.of(status))
 
-    def _cached(self, name: str) -> OpenedFile | None:
-        """The file under `name` from the cache: its bytes, or opened on the loop."""
-        entry = self._cache_entry(name)
-        if entry is None:
+    def cached(self, name: str) -> OpenedFile | None:
+        """The file under `name` from the cache: its bytes after a `stat`, or for a large
+        one, opened on the loop and checked with the `fstat` of that descriptor."""
+        cache = self._cache
+        known = None if cache is None else cache.peek(name)
+        if known is None or cache is None:
             return None
-        if entry.content is not None:
+        if known.content is not None:
+            entry = self._cache_entry(name)
+            if entry is None or entry.content is None:
+                return None
             return InMemoryFile(entry.meta, entry.content)
         try:
-            fd = os.open(self.root / name, READ_FLAGS)
+            fd = os.open(self._prefix + name, READ_FLAGS)
         except OSError:
             return None
-        file = os.fdopen(fd, "rb", buffering=0)
-        if Identity.of(os.fstat(fd)) != entry.identity:  # replaced since the stat
-            file.close()
-            return None
-        return self._handle(entry.meta, file)
-
-    @asynccontextmanager
-    async def open(self, name: str) -> AsyncIterator[OpenedFile]:
-        opened = self._cached(name)
-        if opened is None:
-            opened, identity = await self._run_blocking(self._open_sync, name)
-            if self._cache is not None:
-                content = opened.content if isinstance(opened, InMemoryFile) else None
-                self._cache.put(name, CachedFile(identity, opened.meta, content))
         try:
-            yield opened
-        finally:
-            opened.close()
+            entry = cache.get(name, Identity.of(os.fstat(fd)))
+        except BaseException:
+            os.close(fd)
+            raise
+        if entry is None or entry.content is not None:  # replaced since it was cached
+            os.close(fd)
+            return None
+        return self._handle(entry.meta, os.fdopen(fd, "rb", buffering=0))
+
+    async def open_uncached(self, name: str) -> OpenedFile:
+        """Open `name` on a storage thread, and keep what the cache keeps of it."""
+        opened: OpenedFile
+        opened, identity = await self._run_blocking(self._open_sync, name)
+        if self._cache is not None:
+            content = opened.content if isinstance(opened, InMemoryFile) else None
+            self._cache.put(name, CachedFile(identity, opened.meta, content))
+        return opened
+
+    def open(self, name: str) -> Opening:
+        return Opening(self, name)
 
     def _stat_sync(self, name: str) -> StoredMeta:
         if not (self.root / name).is_file():

@@ -4,11 +4,12 @@ Chat downloads are many and repeated (a media message is opened by every agent
 and every reload), so the work of an open is worth keeping: the parsed metadata
 of any file and the whole content of a small one. Stored files never change
 under a name, so an entry stays right for as long as the same file is there.
-The check that it is the same file is one `stat` of the path on the event loop:
+The check that it is the same file is one `stat` of the path on the event loop
+(for a large file, the `fstat` of the descriptor the download needs anyway):
 a new file under the name (after a retention delete) has a new change time and
 usually a new inode, and a deleted one is simply not found. A hit then costs no
 trip to a worker thread: a small file needs no read at all, a large one is
-opened on the loop (its inode is in the kernel's caches: the stat just found it).
+opened on the loop (its inode is in the kernel's caches).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .base import StoredMeta
 
@@ -23,9 +25,9 @@ SMALL_FILE = 64 * 1024  # files up to this size are read whole when opened
 ENTRY_COST = 1024  # what one entry's metadata is charged against the capacity
 
 
-@dataclass(frozen=True)
-class Identity:
-    """What tells one file under a name from another that replaced it."""
+class Identity(NamedTuple):
+    """What tells one file under a name from another that replaced it (a tuple: made
+    and compared on every cached download)."""
 
     inode: int
     size: int
@@ -55,6 +57,11 @@ class SmallFileCache:
         self.capacity = capacity
         self._entries: OrderedDict[str, CachedFile] = OrderedDict()
         self._bytes = 0
+
+    def peek(self, name: str) -> CachedFile | None:
+        """The entry under `name`, unchecked and left where it is in the order: it
+        tells whether to stat the path (small) or open it (large) before `get`."""
+        return self._entries.get(name)
 
     def get(self, name: str, identity: Identity) -> CachedFile | None:
         entry = self._entries.get(name)
