@@ -93,6 +93,7 @@ class LocalWriter:
         first, self._first = self._first, ()
         if first:
             self._write_all(first)
+            self._written += sum(len(piece) for piece in first)
 
     def _observe_sync(self, pieces: Sequence[Piece]) -> None:
         for piece in pieces:
@@ -103,12 +104,16 @@ class LocalWriter:
             self._open_sync()
         self._write_all(pieces)
         self._written += sum(len(piece) for piece in pieces)
-        if (
-            self._staging.fsync
-            and start_writeback is not None
-            and self._written - self._written_back >= WRITEBACK_EVERY
-        ):
-            assert self._fd is not None
+        if not self._staging.fsync or start_writeback is None:
+            return
+        assert self._fd is not None
+        if self._written <= WRITEBACK_EVERY:
+            # A file still small: its batch goes to the disk now, from this thread (a
+            # batch of a few hundred KiB does not wait), so that the commit's fsync of a
+            # small file finds its earlier batches written already.
+            start_writeback(self._fd, self._written_back, self._written - self._written_back)
+            self._written_back = self._written
+        elif self._written - self._written_back >= WRITEBACK_EVERY:
             # On another thread: starting writeback can wait for the disk, and the
             # next batch should not. A descriptor of its own keeps it safe from this
             # file being closed meanwhile.
