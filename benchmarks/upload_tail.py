@@ -14,7 +14,10 @@ the fsync and the commit), and of that the commit alone (the final fsync, the li
 and the directory's fsync), from the server's own histogram in /metrics. Uploads of
 earlier rounds are deleted and the page cache written back (`sync`) before each
 round, so no round pays for another's writeback.
-Extra flags for `streamproxy serve` follow `--`.
+Extra flags for `streamproxy serve` follow `--`. With `--count N` each turn is N
+uploads one after the other (e.g. `--size 1M --count 32`, the suite's 1 MiB one at
+a time), reported as one figure: the rate over the turn, its CPU milliseconds per
+upload, and the median tail and commit of its uploads.
 
 With `--wrk SIZE` each turn is instead 3 s of wrk uploading SIZE bytes per request
 on 64 connections (the suite's small-upload scenario), and it reports requests per
@@ -133,19 +136,27 @@ class Checkout:
                 for inner in entry.iterdir():
                     inner.unlink()
 
-    def measure(self, size: int) -> str:
+    def measure(self, size: int, count: int = 1) -> str:
+        """`count` uploads one after the other; per upload: CPU (ms when count > 1)."""
         assert self.process is not None
         pids = process_tree(self.process.pid)
         cpu_before = cpu_seconds(pids)
-        commit_before = self.commit_seconds()
-        seconds, tail = upload(self.port, size)
-        self.cpu.append(cpu_seconds(pids) - cpu_before)
-        self.commits.append((self.commit_seconds() - commit_before) * 1000)
-        self.rates.append(size / seconds / 1e6)
-        self.tails.append(tail * 1000)
+        tails, commits, seconds = [], [], 0.0
+        for _ in range(count):
+            commit_before = self.commit_seconds()
+            took, tail = upload(self.port, size)
+            commits.append((self.commit_seconds() - commit_before) * 1000)
+            seconds += took
+            tails.append(tail * 1000)
+        cpu = cpu_seconds(pids) - cpu_before
+        self.cpu.append(cpu if count == 1 else cpu / count * 1000)
+        self.commits.append(statistics.median(commits))
+        self.rates.append(size * count / seconds / 1e6)
+        self.tails.append(statistics.median(tails))
+        unit = "s" if count == 1 else "ms per upload"
         return (
-            f"{self.rates[-1]:.0f} MB/s, tail {self.tails[-1]:.0f} ms"
-            f" (commit {self.commits[-1]:.0f} ms), cpu {self.cpu[-1]:.2f} s"
+            f"{self.rates[-1]:.0f} MB/s, tail {self.tails[-1]:.1f} ms"
+            f" (commit {self.commits[-1]:.1f} ms), cpu {self.cpu[-1]:.2f} {unit}"
         )
 
     def measure_wrk(self, size: int) -> str:
@@ -188,15 +199,17 @@ class Checkout:
                 return float(line.split()[-1])
         return 0.0
 
-    def summary(self) -> str:
+    def summary(self, count: int = 1) -> str:
+        unit = "s" if count == 1 else "ms per upload"
         return (
             f"{self.path}: median {statistics.median(self.rates):.0f} MB/s"
             f" ({min(self.rates):.0f}-{max(self.rates):.0f}),"
-            f" tail {statistics.median(self.tails):.0f} ms"
-            f" ({min(self.tails):.0f}-{max(self.tails):.0f}),"
-            f" commit {statistics.median(self.commits):.0f} ms"
-            f" ({min(self.commits):.0f}-{max(self.commits):.0f}),"
-            f" server cpu {statistics.median(self.cpu):.2f} s"
+            f" tail {statistics.median(self.tails):.1f} ms"
+            f" ({min(self.tails):.1f}-{max(self.tails):.1f}),"
+            f" commit {statistics.median(self.commits):.1f} ms"
+            f" ({min(self.commits):.1f}-{max(self.commits):.1f}),"
+            f" server cpu {statistics.median(self.cpu):.2f} {unit}"
+            f" ({min(self.cpu):.2f}-{max(self.cpu):.2f})"
         )
 
 
@@ -210,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", default="1G", help="bytes per upload (K, M, G suffixes)")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--count", type=int, default=1, help="uploads per turn, one at a time")
     parser.add_argument("--wrk", metavar="SIZE", help="small uploads with wrk instead")
     parser.add_argument("--tmpdir", help="where the storage directories go")
     parser.add_argument("serve_args", nargs="*", help="extra flags for streamproxy serve")
@@ -239,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                 if arguments.wrk:
                     result = checkout.measure_wrk(parse_size(arguments.wrk))
                 else:
-                    result = checkout.measure(size)
+                    result = checkout.measure(size, arguments.count)
                 print(f"round {round_number} {checkout.path}: {result}")
         for checkout in checkouts:
-            print(checkout.summary_wrk() if arguments.wrk else checkout.summary())
+            print(checkout.summary_wrk() if arguments.wrk else checkout.summary(arguments.count))
     finally:
         for checkout in checkouts:
             checkout.stop()

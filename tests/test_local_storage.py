@@ -19,7 +19,7 @@ import pytest
 from streamproxy.storage.base import FileInfo, FileMissing, LocalFileSource, now_utc
 from streamproxy.storage.local import LocalStorage
 from streamproxy.storage.localfs import META_XATTR
-from streamproxy.storage.localstaging import GroupSync
+from streamproxy.storage.localstaging import GroupSync, QueuedSync
 from streamproxy.storage.localwrite import HELD_BACK
 
 from .capabilities import find_program, skip_by_design
@@ -242,6 +242,33 @@ def test_grouped_directory_syncs_never_report_a_sync_that_failed(tmp_path: Path)
         for failure in failures:
             with pytest.raises(FileNotFoundError):
                 failure.result()
+
+
+async def test_queued_directory_syncs_settle_every_future_and_never_a_failed_one(
+    tmp_path: Path,
+) -> None:
+    """Futures queued from many threads all settle once an fsync covers them; when the
+    fsync fails, each queued future gets the error (none reads as a durable link)."""
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+
+        def submit(call: Callable[[], None]) -> None:
+            pool.submit(call)
+
+        queued = QueuedSync(directory, submit)
+
+        def queue_many(count: int) -> list[asyncio.Future[None]]:
+            futures = [loop.create_future() for _ in range(count)]
+            for future in futures:
+                pool.submit(queued.after_next_sync, loop, future)
+            return futures
+
+        await asyncio.gather(*queue_many(64))
+        directory.rmdir()  # now every fsync of it fails
+        outcomes = await asyncio.gather(*queue_many(16), return_exceptions=True)
+        assert all(isinstance(outcome, FileNotFoundError) for outcome in outcomes), outcomes
 
 
 async def test_a_batch_is_written_while_it_is_hashed(tmp_path: Path) -> None:

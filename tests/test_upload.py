@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.multipart import parse_content_disposition
 
 from streamproxy.error_table import ApiError
 from streamproxy.intake.mediatypes import TypePolicy
+from streamproxy.intake.multipart import parse_disposition
 from streamproxy.intake.multipart_parser import (
     FormEnd,
     FormLimits,
@@ -425,3 +428,31 @@ async def test_gzip_raw_body_is_decoded(service: Service) -> None:
         body = await response.json()
     assert (body["etag"], body["size"]) == (md5(data), len(data))
     assert await service.fetch("5_g.bin") == data
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'form-data; name="file"; filename="a.bin"',
+        'form-data; name="conversationId"',
+        'form-data; name=""; filename=""',
+        'form-data; name="f"; filename="/etc/passwd"',
+        'form-data; name="f"; filename="a\\"b"',
+        'form-data; name="f"; filename="a;b"',
+        'form-data; name="f"; filename="r\u00e9sum\u00e9 %41.pdf"',
+        'Form-Data; name="x"',
+        'form-data;name="x"',
+        'form-data; name="f"; filename="a"; filename*=UTF-8\'\'b',
+        'form-data; name="f"; filename="\\\\x"',
+        'form-data; name="a b"; filename=" x "',
+        'attachment; name="file"',
+        "",
+        None,
+    ],
+)
+def test_the_plain_disposition_shortcut_reads_as_aiohttp_does(header: str | None) -> None:
+    """The shortcut for `form-data; name="..."; filename="..."` gives what aiohttp's
+    parser gives, and every other shape still goes to that parser."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # aiohttp warns about the malformed ones
+        assert parse_disposition(header) == parse_content_disposition(header)

@@ -60,7 +60,7 @@ class LocalStorage(OneTimeClaims):
     ):
         self.root = Path(root).resolve()
         self._clean_on_start = clean_on_start
-        self.staging = StagingArea(self.root, fsync=fsync)
+        self.staging = StagingArea(self.root, fsync=fsync, submit=self.submit)
         self._reader = LocalReader(
             self.root, run_blocking=self.run_blocking, chunk_size=chunk_size, cache_size=cache_size
         )

@@ -9,19 +9,22 @@ The metadata goes into an extended attribute of the staged file (`attach`) where
 the file system has them: the fsync of the file then makes bytes and metadata
 durable together, and publishing (`claim`) is one `link` that fails if the name
 is taken, then one directory fsync, shared by the commits waiting for it at the
-same time (`GroupSync`). Where there are no extended attributes (or the metadata
-does not fit in one), a sidecar `.meta/NAME.json` is written, fsynced and linked
-first, claiming the name; the bytes follow, so a visible file always has its
-metadata either way.
+same time (`GroupSync`; an upload's writer waits for it on the event loop instead,
+`QueuedSync`, so that no thread sits waiting). Where there are no extended
+attributes (or the metadata does not fit in one), a sidecar `.meta/NAME.json` is
+written, fsynced and linked first, claiming the name; the bytes follow, so a visible
+file always has its metadata either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import itertools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -66,10 +69,73 @@ class GroupSync:
                 self._synced = covers
 
 
+def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # the commit was cancelled meanwhile
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+class QueuedSync:
+    """Group commit of one directory's fsyncs without a waiting thread per caller.
+
+    `GroupSync` keeps each caller's thread blocked until the shared fsync is done;
+    among dozens of small uploads that is dozens of threads woken together, each
+    taking the GIL back only to return. Here a caller whose link is done queues an
+    event-loop future and its thread moves on; one call on the storage threads runs
+    the fsyncs, each covering every future queued before it began, and settles them
+    (with its error, if it failed: none is told its link is durable when it is not).
+    """
+
+    def __init__(self, path: Path, submit: Callable[[Callable[[], None]], None]) -> None:
+        self._path = path
+        self._submit = submit
+        self._lock = threading.Lock()
+        self._queued: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._running = False
+
+    def after_next_sync(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:
+        """Settle `done` (on `loop`) once an fsync of the directory that started after
+        this call has finished. Called on a worker thread, after the change to cover."""
+        with self._lock:
+            self._queued.append((loop, done))
+            if self._running:
+                return
+            self._running = True
+        try:
+            self._submit(self._run)
+        except Exception:  # the storage is closing: run the fsync on this thread
+            self._run()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                queued, self._queued = self._queued, []
+                if not queued:
+                    self._running = False
+                    return
+            error: BaseException | None = None
+            try:
+                fsync_directory(self._path)
+            except OSError as failure:
+                error = failure
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+            for loop, future in queued:
+                by_loop.setdefault(loop, []).append(future)
+            for loop, futures in by_loop.items():
+                with suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                    loop.call_soon_threadsafe(_settle_all, futures, error)
+
+
 class StagingArea:
     """`.tmp` under a storage root, and the commit into the root; blocking calls only."""
 
-    def __init__(self, root: Path, *, fsync: bool) -> None:
+    def __init__(
+        self, root: Path, *, fsync: bool, submit: Callable[[Callable[[], None]], None]
+    ) -> None:
         self.root = root
         self.meta_dir = root / META_DIR
         self.tmp_dir = root / TMP_DIR
@@ -77,6 +143,7 @@ class StagingArea:
         self.unnamed = False  # unnamed temporaries work here: decided by `probe`
         self.xattrs = False  # metadata goes in an extended attribute: decided by `probe`
         self._root_sync = GroupSync(root)
+        self.root_synced = QueuedSync(root, submit)  # for `link_attached`
         self._meta_sync = GroupSync(self.meta_dir)
         self._proc_fd: int | None = None
         self._temporaries = itertools.count(1)
@@ -177,6 +244,15 @@ class StagingArea:
             return False
         if self.fsync:
             self._root_sync.sync()
+        return True
+
+    def link_attached(self, name: str, fd: int, path: Path | None) -> bool:
+        """`claim` for a file whose metadata is attached, less the directory fsync: the
+        caller has `root_synced` cover the link (with fsync on) before it answers."""
+        try:
+            self._link(fd, path, name)
+        except FileExistsError:
+            return False
         return True
 
     def _link(self, fd: int, path: Path | None, name: str) -> None:

@@ -93,6 +93,7 @@ class LocalWriter:
         first, self._first = self._first, ()
         if first:
             self._write_all(first)
+            self._written += sum(len(piece) for piece in first)
 
     def _observe_sync(self, pieces: Sequence[Piece]) -> None:
         for piece in pieces:
@@ -103,12 +104,16 @@ class LocalWriter:
             self._open_sync()
         self._write_all(pieces)
         self._written += sum(len(piece) for piece in pieces)
-        if (
-            self._staging.fsync
-            and start_writeback is not None
-            and self._written - self._written_back >= WRITEBACK_EVERY
-        ):
-            assert self._fd is not None
+        if not self._staging.fsync or start_writeback is None:
+            return
+        assert self._fd is not None
+        if self._written <= WRITEBACK_EVERY:
+            # A file still small: its batch goes to the disk now, from this thread (a
+            # batch of a few hundred KiB does not wait), so that the commit's fsync of a
+            # small file finds its earlier batches written already.
+            start_writeback(self._fd, self._written_back, self._written - self._written_back)
+            self._written_back = self._written
+        elif self._written - self._written_back >= WRITEBACK_EVERY:
             # On another thread: starting writeback can wait for the disk, and the
             # next batch should not. A descriptor of its own keeps it safe from this
             # file being closed meanwhile.
@@ -168,18 +173,27 @@ class LocalWriter:
         if on_end is not None:
             on_end()
 
-    def _commit_sync(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
+    def _commit_sync(
+        self, names: Iterable[str], info: FileInfo, linked: asyncio.Future[None]
+    ) -> tuple[StoredMeta, bool]:
+        """Publish; True with the meta when `linked` waits for the directory's fsync
+        (the metadata attached: one link, its fsync shared with other commits)."""
         if self._fd is None:
             self._open_sync()
         assert self._fd is not None
+        staging = self._staging
         try:
             metadata = info.to_json()
-            attached = self._staging.attach(self._fd, metadata)
-            if self._staging.fsync:
+            attached = staging.attach(self._fd, metadata)
+            if staging.fsync:
                 os.fsync(self._fd)  # the bytes, and the metadata when attached
             for name in names:
-                if self._staging.claim(name, metadata, self._fd, self._path, attached=attached):
-                    return StoredMeta(name, info)
+                if attached and staging.link_attached(name, self._fd, self._path):
+                    if staging.fsync:
+                        staging.root_synced.after_next_sync(self._loop, linked)
+                    return StoredMeta(name, info), staging.fsync
+                if not attached and staging.claim(name, metadata, self._fd, self._path):
+                    return StoredMeta(name, info), False
         except OSError as error:
             raise storage_error(error, "saving the file") from error
         finally:
@@ -202,8 +216,15 @@ class LocalWriter:
             raise StorageError(f"the upload is already {self.state.value}")
         self._handed_off = True
         settler = Settler(self._loop, parts=1)
-        self._writes.run(self._commit_sync, (iter(names), info), settler)
-        meta: StoredMeta = await settler.future
+        linked: asyncio.Future[None] = self._loop.create_future()
+        self._writes.run(self._commit_sync, (iter(names), info, linked), settler)
+        meta: StoredMeta
+        meta, waits = await settler.future
+        if waits:
+            try:
+                await linked
+            except OSError as error:
+                raise storage_error(error, "saving the file") from error
         self.state = WriterState.COMMITTED
         self._ended()
         return meta
