@@ -18,9 +18,9 @@ the end of its body the guard stands aside: body bytes are the pump's business.
 A plain body (Content-Length, not chunked, not compressed) goes past aiohttp's
 parser once its head is parsed: the parser copies every body byte into a new bytes
 object before queuing it, ~10% of an upload's CPU on the event loop's thread
-(benchmarks/RESULTS.md, 2026-12-01 09:xx). Its reads are queued on the request's
-reader as they came, up to the declared length; the next request on the connection
-gets a new parser, the old one never having seen the end of that body.
+(benchmarks/RESULTS.md, history, 2026-12-01 08:17). Its reads are queued on the
+request's reader as they came, up to the declared length; the next request on the
+connection gets a new parser, the old one never having seen the end of that body.
 
 A subclass plugged in by a site of our own, rather than a patch of aiohttp's
 class, so a host program that mounts the app keeps aiohttp as it is; it only

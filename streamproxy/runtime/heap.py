@@ -4,11 +4,12 @@ A body arrives as bytes objects of up to ~256 KB (the event loop's reads), each 
 until its batch is written and hashed. glibc's thresholds adjust themselves: blocks
 that size come from the top of the heap, and the top goes back to the kernel as soon
 as a few hundred KiB of it are free, so about one piece in five lands on pages the
-kernel must map and zero again: ~50,000 page faults per GiB uploaded, all on the event
-loop's thread (benchmarks/RESULTS.md, 2026-12-01 08:xx). Fixed thresholds keep blocks
-below 1 MiB in the heap and give its top back only past 8 MiB free: the faults go, and
-a process holds at most those 8 MiB more than it uses. `MALLOC_*` variables in the
-environment (glibc's own way to set these) win: then nothing is changed here.
+kernel must map and zero again: ~50,000 page faults per GiB uploaded, all on the
+event loop's thread (benchmarks/RESULTS.md, history, 2026-12-01 08:17). Fixed
+thresholds keep blocks below 1 MiB in the heap and give its top back only past 8 MiB
+free: the faults go, and a process holds at most those 8 MiB more than it uses.
+`MALLOC_*` variables in the environment (glibc's own way to set these) win: then
+nothing is changed here.
 """
 
 from __future__ import annotations
