@@ -1,12 +1,13 @@
 """One big upload, compared across checkouts: its rate, its CPU and its tail.
 
-    python -m benchmarks.upload_tail --checkout A --checkout B [--size 1G] [--rounds 6]
+    python -m benchmarks.upload_tail --checkout A --checkout B [--size 1G] [--rounds 6] [--raw]
 
 starts one streamproxy per checkout (its code imported from that directory), each on
 a temporary storage directory, and uploads one file at a time over a plain blocking
-socket (multipart, one pre-built block sent over and over), the checkouts taking
-turns round by round: on a machine shared with other work, what drifts over a minute
-hits every checkout alike, which a run of one checkout after the other cannot give.
+socket (multipart, one pre-built block sent over and over; `--raw`: a raw-body `PUT
+/files` instead), the checkouts taking turns round by round: on a machine shared with
+other work, what drifts over a minute hits every checkout alike, which a run of one
+checkout after the other cannot give.
 For each upload it records the rate, the server's CPU seconds and the tail: the
 time from the last `sendall` of the body to the response head, what the server
 still has to do once the client is done (the socket buffers' worth of bytes, then
@@ -14,6 +15,9 @@ the fsync and the commit), and of that the commit alone (the final fsync, the li
 and the directory's fsync), from the server's own histogram in /metrics. Uploads of
 earlier rounds are deleted and the page cache written back (`sync`) before each
 round, so no round pays for another's writeback.
+With `--aiohttp` the body is sent by the suite's own client instead (`load.upload`:
+aiohttp, 256 KiB blocks, what `python -m benchmarks` sends), whose CPU competes with
+the server's as in the suite; the tail is not measured then (shown as 0).
 Extra flags for `streamproxy serve` follow `--`. With `--count N` each turn is N
 uploads one after the other (e.g. `--size 1M --count 32`, the suite's 1 MiB one at
 a time), reported as one figure: the rate over the turn, its CPU milliseconds per
@@ -43,7 +47,7 @@ from pathlib import Path
 
 from . import load
 from .procstat import cpu_seconds, process_tree
-from .servers import Streamproxy
+from .servers import Streamproxy, StreamproxyRawPut
 
 BLOCK = os.urandom(1024 * 1024)
 UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3}
@@ -54,8 +58,9 @@ def parse_size(text: str) -> int:
     return int(text[:-1]) * unit if unit else int(text)
 
 
-def upload(port: int, size: int) -> tuple[float, float]:
-    """One multipart upload; (seconds in all, seconds from the last byte sent to the answer)."""
+def upload(port: int, size: int, raw: bool = False) -> tuple[float, float]:
+    """One upload, multipart or (`raw`) a raw-body PUT; (seconds in all, seconds from the
+    last byte sent to the answer)."""
     boundary = "tail" + secrets.token_hex(8)
     head = (
         f"--{boundary}\r\n"
@@ -70,6 +75,13 @@ def upload(port: int, size: int) -> tuple[float, float]:
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
         f"Content-Length: {len(head) + size + len(tail)}\r\n\r\n"
     ).encode()
+    if raw:
+        head = tail = b""
+        request = (
+            "PUT /files?conversationId=bench&fileName=big.bin HTTP/1.1\r\n"
+            "Host: 127.0.0.1\r\nConnection: close\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+        ).encode()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         started = time.perf_counter()
         sock.sendall(request + head)
@@ -86,6 +98,21 @@ def upload(port: int, size: int) -> tuple[float, float]:
     if not answer.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"upload failed: {answer[:300]!r}")
     return answered - started, answered - sent
+
+
+def upload_aiohttp(storage: Path, port: int, size: int, raw: bool) -> float:
+    """One upload by the suite's client (`load.upload`); the seconds it took."""
+    server = Streamproxy(storage, [])
+    server.port, server.base_url = port, f"http://127.0.0.1:{port}"
+    target = StreamproxyRawPut(server) if raw else server
+
+    async def run() -> float:
+        async with load.new_session() as session:
+            started = time.perf_counter()
+            await load.upload(session, target, "big.bin", size)
+            return time.perf_counter() - started
+
+    return asyncio.run(run())
 
 
 @dataclass
@@ -136,7 +163,7 @@ class Checkout:
                 for inner in entry.iterdir():
                     inner.unlink()
 
-    def measure(self, size: int, count: int = 1) -> str:
+    def measure(self, size: int, count: int = 1, raw: bool = False, client: str = "socket") -> str:
         """`count` uploads one after the other; per upload: CPU (ms when count > 1)."""
         assert self.process is not None
         pids = process_tree(self.process.pid)
@@ -144,7 +171,10 @@ class Checkout:
         tails, commits, seconds = [], [], 0.0
         for _ in range(count):
             commit_before = self.commit_seconds()
-            took, tail = upload(self.port, size)
+            if client == "aiohttp":
+                took, tail = upload_aiohttp(self.storage, self.port, size, raw), 0.0
+            else:
+                took, tail = upload(self.port, size, raw)
             commits.append((self.commit_seconds() - commit_before) * 1000)
             seconds += took
             tails.append(tail * 1000)
@@ -225,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--count", type=int, default=1, help="uploads per turn, one at a time")
     parser.add_argument("--wrk", metavar="SIZE", help="small uploads with wrk instead")
+    parser.add_argument("--raw", action="store_true", help="raw-body PUTs, not multipart")
+    parser.add_argument(
+        "--aiohttp", action="store_true", help="send with the suite's aiohttp client"
+    )
     parser.add_argument("--tmpdir", help="where the storage directories go")
     parser.add_argument("serve_args", nargs="*", help="extra flags for streamproxy serve")
     arguments = parser.parse_args(argv)
@@ -242,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 checkout.rates.clear()
                 checkout.cpu.clear()
             else:
-                upload(checkout.port, min(size, 64 * 1024 * 1024))  # warm-up, discarded
+                upload(checkout.port, min(size, 64 * 1024 * 1024), arguments.raw)  # warm-up
         for round_number in range(1, arguments.rounds + 1):
             # Rotate who goes first, so no checkout always follows the same one.
             turn = round_number % len(checkouts)
@@ -253,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 if arguments.wrk:
                     result = checkout.measure_wrk(parse_size(arguments.wrk))
                 else:
-                    result = checkout.measure(size, arguments.count)
+                    client = "aiohttp" if arguments.aiohttp else "socket"
+                    result = checkout.measure(size, arguments.count, arguments.raw, client)
                 print(f"round {round_number} {checkout.path}: {result}")
         for checkout in checkouts:
             print(checkout.summary_wrk() if arguments.wrk else checkout.summary(arguments.count))

@@ -17,7 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamproxy.error_table import HEADERS_TOO_LARGE
 
-from .conftest import ServerProcess, field_part, file_part, multipart_body
+from .conftest import (
+    ServerProcess,
+    field_part,
+    file_part,
+    md5,
+    multipart_body,
+    random_bytes,
+    read_response,
+)
 
 Spawn = Callable[..., Awaitable[ServerProcess]]
 
@@ -238,3 +246,33 @@ async def test_transfer_codings_other_than_chunked_get_501(spawn: Spawn, tmp_pat
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert (storage / "5_h.bin").read_bytes() == b"hello"
     assert await metric(server, "streamproxy_refusals_total", reason="not_implemented") == 3
+
+
+async def test_a_body_past_the_parser_then_a_pipelined_request(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """A plain Content-Length body skips aiohttp's parser once its head is parsed
+    (connections.py): the body ends where Content-Length says, even when the next
+    request's head and body follow in the same write, and that request is parsed as
+    a new one on the same connection."""
+    storage = tmp_path / "data"
+    server = await spawn("--storage", str(storage))
+    first = random_bytes(3 * 1024 * 1024 + 7, seed=3)  # many reads: most of it after the head
+    second = b"second body"
+
+    def put(name: str, body: bytes) -> bytes:
+        return (
+            f"PUT /files?conversationId=p&fileName={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+    writer.write(put("a.bin", first) + put("b.txt", second))
+    answers = [await read_response(reader), await read_response(reader)]
+    writer.close()
+    for answer, name, body in zip(answers, ("p_a.bin", "p_b.txt"), (first, second), strict=True):
+        head, _, text = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+        stored = json.loads(text)
+        assert (stored["name"], stored["size"], stored["etag"]) == (name, len(body), md5(body))
+        assert (storage / name).read_bytes() == body

@@ -15,11 +15,19 @@ Both answers are written straight to the transport (no request exists yet) with
 the JSON body errors.py formats, and the connection is closed. Between a head and
 the end of its body the guard stands aside: body bytes are the pump's business.
 
+A plain body (Content-Length, not chunked, not compressed) goes past aiohttp's
+parser once its head is parsed: the parser copies every body byte into a new bytes
+object before queuing it, ~10% of an upload's CPU on the event loop's thread
+(benchmarks/RESULTS.md, history, 2026-12-01 08:17). Its reads are queued on the
+request's reader as they came, up to the declared length; the next request on the
+connection gets a new parser, the old one never having seen the end of that body.
+
 A subclass plugged in by a site of our own, rather than a patch of aiohttp's
 class, so a host program that mounts the app keeps aiohttp as it is; it only
-uses the transport and timer calls that uvloop's loop has as well. It reads three
+uses the transport and timer calls that uvloop's loop has as well. It reads the
 attributes aiohttp keeps without a public name (`_loop`, `_request_count`,
-`_messages`); an aiohttp that renames them fails tests/test_hostile_clients.py.
+`_messages`, `_parser`, `_read_bufsize`, `_close`, `_force_close`); an aiohttp that
+renames them fails tests/test_hostile_clients.py.
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http import HttpRequestParser
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, RequestPayloadError
 
 from ..error_table import BAD_REQUEST, BY_STATUS, HEADERS_TOO_LARGE, TIMEOUT, ErrorKind
 from ..errors import json_error
@@ -92,6 +102,7 @@ class GuardedRequestHandler(web.RequestHandler):
         self._messages_seen = 0
         self._responses_done = 0
         self._lingering = False  # answered and half-closed: what arrives is discarded
+        self._direct_left = 0  # bytes of the body under way that go straight to self._body
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -103,6 +114,9 @@ class GuardedRequestHandler(web.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
+            return
+        if self._direct_left:
+            self._feed_direct(data)
             return
         if self._body is not None and self._body.is_eof():
             self._body = None  # that request's body is complete: a new head may begin
@@ -129,8 +143,40 @@ class GuardedRequestHandler(web.RequestHandler):
         self._head_bytes = 0
         self._head_tail = b""
         if self._messages:
-            body = self._messages[-1][1]
+            message, body = self._messages[-1]
             self._body = None if body.is_eof() else body
+            if self._body is not None:
+                self._direct_left = _direct_length(message, self._body)
+
+    def _feed_direct(self, data: bytes) -> None:
+        """Body bytes straight into the request's reader, not through aiohttp's parser,
+        which copies every byte of a body into a new bytes object first."""
+        if self._force_close or self._close or not data:
+            return
+        body = self._body
+        assert body is not None
+        rest = b""
+        if len(data) > self._direct_left:  # the next request follows in the same read
+            data, rest = data[: self._direct_left], data[self._direct_left :]
+        self._direct_left -= len(data)
+        body.feed_data(data)
+        if self._direct_left:
+            return
+        # The body is complete: its parser never saw it, so the next request gets a new one.
+        body.feed_eof()
+        self._body = None
+        self._parser = HttpRequestParser(
+            self,
+            self._loop,
+            self._read_bufsize,
+            max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size,
+            max_headers=self.max_headers,
+            payload_exception=RequestPayloadError,
+            max_msg_queue_size=MAX_MSG_QUEUE_SIZE,
+        )
+        if rest:
+            self.data_received(rest)
 
     def handle_error(
         self,
@@ -225,6 +271,22 @@ class GuardedRequestHandler(web.RequestHandler):
         self._lingering = True
         transport.write_eof()
         self._loop.call_later(_LINGER, self.force_close)
+
+
+def _direct_length(message: Any, body: StreamReader) -> int:
+    """How many bytes of `body` are still to come, when they may skip the parser: a plain
+    Content-Length body (not chunked, not compressed, no upgrade); else 0."""
+    if (
+        type(body) is not StreamReader
+        or message.chunked
+        or message.compression is not None
+        or message.upgrade
+    ):
+        return 0
+    length = message.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+        return 0
+    return max(0, int(length) - body.total_bytes)
 
 
 class GuardedSite(web.BaseSite):

@@ -18,6 +18,7 @@ from ..http.requestlog import AccessLogger
 from ..intake.transfers import TRANSFERS, TransferSlots
 from ..storage.base import STORAGE
 from .connections import GuardedSite, HeadLimits
+from .heap import fix_heap_thresholds
 from .metrics import METRICS
 from .settings import Settings
 
@@ -46,6 +47,7 @@ async def serve(
     `worker` is the index of a worker process under `--workers`: only the first
     one sweeps for retention.
     """
+    fix_heap_thresholds()
     app = create_app(settings, retention_sweep=worker in (None, 0))
     handler_options: dict[str, Any] = {
         "access_log_class": AccessLogger,
