@@ -50,6 +50,7 @@ from ..http.requestlog import new_request_id
 from .metrics import Metrics
 
 log = logging.getLogger("streamproxy")
+_parser_skip_works = True  # False once aiohttp's parser refused the arguments below
 
 _HEAD_END = b"\r\n\r\n"  # aiohttp's parser refuses bare-LF heads, so this is the end
 _LINGER = 2.0  # seconds a refused client may go on sending before the connection closes
@@ -103,6 +104,7 @@ class GuardedRequestHandler(web.RequestHandler):
         self._responses_done = 0
         self._lingering = False  # answered and half-closed: what arrives is discarded
         self._direct_left = 0  # bytes of the body under way that go straight to self._body
+        self._next_parser: HttpRequestParser | None = None  # for the request after it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -147,6 +149,10 @@ class GuardedRequestHandler(web.RequestHandler):
             self._body = None if body.is_eof() else body
             if self._body is not None:
                 self._direct_left = _direct_length(message, self._body)
+                if self._direct_left:
+                    self._next_parser = self._new_parser()
+                    if self._next_parser is None:
+                        self._direct_left = 0
 
     def _feed_direct(self, data: bytes) -> None:
         """Body bytes straight into the request's reader, not through aiohttp's parser,
@@ -165,16 +171,7 @@ class GuardedRequestHandler(web.RequestHandler):
         # The body is complete: its parser never saw it, so the next request gets a new one.
         body.feed_eof()
         self._body = None
-        self._parser = HttpRequestParser(
-            self,
-            self._loop,
-            self._read_bufsize,
-            max_line_size=self.max_line_size,
-            max_field_size=self.max_field_size,
-            max_headers=self.max_headers,
-            payload_exception=RequestPayloadError,
-            max_msg_queue_size=MAX_MSG_QUEUE_SIZE,
-        )
+        self._parser, self._next_parser = self._next_parser, None
         if rest:
             self.data_received(rest)
 
@@ -271,6 +268,29 @@ class GuardedRequestHandler(web.RequestHandler):
         self._lingering = True
         transport.write_eof()
         self._loop.call_later(_LINGER, self.force_close)
+
+    def _new_parser(self) -> HttpRequestParser | None:
+        """A parser for the request after a body that skips the old one; made before
+        the skip starts, so an aiohttp whose parser takes other arguments keeps its own
+        path (None: no skip) instead of failing at the end of a body; said once."""
+        global _parser_skip_works
+        if not _parser_skip_works:
+            return None
+        try:
+            return HttpRequestParser(
+                self,
+                self._loop,
+                self._read_bufsize,
+                max_line_size=self.max_line_size,
+                max_field_size=self.max_field_size,
+                max_headers=self.max_headers,
+                payload_exception=RequestPayloadError,
+                max_msg_queue_size=MAX_MSG_QUEUE_SIZE,
+            )
+        except (TypeError, AttributeError):
+            _parser_skip_works = False
+            log.warning("aiohttp's request parser changed: bodies go through it", exc_info=True)
+            return None
 
 
 def _direct_length(message: Any, body: StreamReader) -> int:
