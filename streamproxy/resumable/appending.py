@@ -81,8 +81,11 @@ class _Body:
     so every byte received is kept and acknowledged, and the route answers after.
     """
 
-    def __init__(self, request: web.Request, room: int, idle: float, stop: AppendStop) -> None:
+    def __init__(
+        self, request: web.Request, offset: int, room: int, idle: float, stop: AppendStop
+    ) -> None:
         self._content = request.content
+        self._offset = offset
         self._room = room
         self._idle = idle
         self._stop = stop
@@ -112,7 +115,8 @@ class _Body:
             received += len(chunk)
             if received > self._room:
                 raise TooLarge(
-                    f"the request carries more than the {self._room} bytes the upload has left"
+                    f"the request carries more than the {self._room} bytes the upload has left",
+                    size=self._offset + received,
                 )
             yield chunk
             if self.broken is not None:
@@ -142,7 +146,10 @@ async def append_body(
     settings = request.config_dict[SETTINGS]
     room = record.room(max_size(request))  # an upload link's cap, if smaller
     if request.content_length is not None and request.content_length > room:
-        raise TooLarge(f"{request.content_length} bytes, but the upload has {room} left")
+        raise TooLarge(
+            f"{request.content_length} bytes, but the upload has {room} left",
+            size=record.offset + request.content_length,
+        )
     if not request.body_exists:
         return record
     md5 = ResumableMD5.from_bytes(record.md5_state)
@@ -163,7 +170,7 @@ async def append_body(
         )
         writer = target.writer
         assert writer is not None
-        body = _Body(request, room, settings.client_timeout, held.stop)
+        body = _Body(request, record.offset, room, settings.client_timeout, held.stop)
         try:
             await pump.pump(body.chunks(), final=False)
             if checksum is not None and body.broken is None:

@@ -9,9 +9,13 @@ published by `StorageWriter.commit(names, info)`, never replacing a file.
 
 A completion refused for the file itself (415, 422) is final: the record keeps the
 refusal and replays it. Both ends send their event as `POST /files` does
-(`file.stored`, or `file.refused` with reason `type` or `virus`; `size` for a final
-upload whose parts add up to more than the cap: assembly.py, concat.py), once: retention's
-removal of the upload later sends no `upload.expired` for it (`announced`). One that failed
+(`file.stored`, or `file.refused` with reason `type` or `virus`), once: retention's
+removal of the upload later sends no `upload.expired` for it (`announced`). So does an
+upload refused for its size (`file.refused`, reason `size`): a creation declaring a
+length over the cap (flow.py: nothing is created), an upload that takes a length or
+bytes over the cap, or (the draft) bytes past its length, which fails it for good
+(`refuse_too_large`), a final upload whose parts add up to more than the cap
+(assembly.py, concat.py). One that failed
 for a passing reason (clamd or storage away, 503) leaves the upload COMPLETE: the
 client's next request at the end offset retries.
 """
@@ -45,6 +49,7 @@ from ..runtime.settings import SETTINGS
 from ..storage.base import STORAGE, FileInfo, StoredMeta, now_utc
 from .appending import file_name, file_type
 from .hashstate import ResumableMD5
+from .problems import TooLarge
 from .state import Status, UploadRecord
 from .store import HeldUpload
 
@@ -106,9 +111,21 @@ def metadata_data(metadata: dict[str, str], size: int | None) -> dict[str, Any]:
 
 
 async def announce_too_large(request: web.Request, metadata: dict[str, str], size: int) -> None:
-    """`file.refused` with reason `size` for a final upload whose parts add up to more
-    than the cap (`size`: their sum), as `POST /files` sends for a body over it."""
+    """`file.refused` with reason `size`, as `POST /files` sends for a body over the cap:
+    a creation declaring a length over it (nothing is created), an upload refused for
+    good by `refuse_too_large`, a final upload whose parts add up to more (their sum)."""
     await announce(request, "file.refused", {**metadata_data(metadata, size), "reason": "size"})
+
+
+async def refuse_too_large(request: web.Request, held: HeldUpload, error: TooLarge) -> None:
+    """The upload can never be stored, for its size: FAILED with 413 `too_large` for
+    good (later requests replay it) and `file.refused` with reason `size` sent now, once;
+    retention's removal of it sends nothing more (`announced`). `size`: the bytes it
+    would hold (a declared length, or its offset plus what the request sent)."""
+    record = held.record
+    await held.save(record.failed(TOO_LARGE.status, TOO_LARGE.code, error.detail))
+    size = error.size if error.size is not None else record.offset
+    await announce_too_large(request, record.metadata, size)
 
 
 def _refused_data(record: UploadRecord, status: int) -> dict[str, Any]:
@@ -117,16 +134,18 @@ def _refused_data(record: UploadRecord, status: int) -> dict[str, Any]:
 
 def announced(record: UploadRecord) -> bool:
     """Was the upload's end sent as an event already: `file.stored` (COMMITTED),
-    `file.refused` (a refused completion, 415 or 422; a final upload whose parts add up
-    to more than the cap, 413), or `upload.expired` (a final upload whose part went,
-    410: assembly.py)? Retention's removal of such an upload sends nothing more."""
+    `file.refused` (a refused completion, 415 or 422; any upload failed with 413: over
+    the cap, a draft upload's bytes past its length, a final upload whose parts add up
+    to more than the cap), or `upload.expired` (a final upload whose part went, 410:
+    assembly.py)? Retention's removal of such an upload sends nothing more."""
     if record.status is Status.COMMITTED:
         return True
     if record.status is not Status.FAILED or record.error is None:
         return False
     status = int(record.error["status"])
-    final_ends = (EXPIRED.status, TOO_LARGE.status)
-    return status in FINAL_REFUSALS or (record.is_final and status in final_ends)
+    if status in FINAL_REFUSALS or status == TOO_LARGE.status:
+        return True
+    return record.is_final and status == EXPIRED.status
 
 
 async def announce(request: web.Request, event_type: str, data: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from .headers import (
     parse_sf_integer,
     parse_upload_complete,
 )
-from .problems import BadHeader, LengthMismatch, TooLarge
+from .problems import BadHeader, LengthMismatch
 from .state import Protocol, Status, UploadRecord
 from .store import HeldUpload, UploadStore
 from .tus import UnsupportedMediaType
@@ -112,12 +112,15 @@ def _answer(
 async def _append(
     request: web.Request, held: HeldUpload, record: UploadRecord, complete: bool
 ) -> UploadRecord:
-    try:
-        return await flow.append(request, held, record, finish=complete)
-    except TooLarge:
-        if held.record.length is not None:  # past the length: the draft calls it invalid
-            await held.save(held.record.failed(413, "too_large", "bytes past the length"))
-        raise
+    """Bytes past the upload's known length (413) fail the upload for good, unlike tus:
+    the draft has the resource reject the request ("MUST prevent the offset from
+    exceeding the upload length ... and reject the request"), a client "SHOULD NOT
+    attempt to retry or resume the upload" after a 4xx, and the length may never
+    change. So that 413 replays on every later request, and it is the upload's end:
+    `file.refused` with reason `size` is sent then, once (flow.append), and retention's
+    removal sends no `upload.expired` for it. Bytes over the cap (no length known) and
+    a length declared over it fail the upload so in both protocols."""
+    return await flow.append(request, held, record, finish=complete, past_length_fails=True)
 
 
 async def create(request: web.Request, protocol: Protocol, store: UploadStore) -> web.Response:
@@ -164,7 +167,7 @@ async def patch(request: web.Request, protocol: Protocol, store: UploadStore) ->
         if at_end and record.status is Status.COMPLETE:
             record = await flow.retry_completion(request, held)
         elif not (at_end and record.status is Status.COMMITTED):  # else: replay
-            record = record.check_append(offset, time.time(), max_size=cap, length=length)
+            record = await flow.check_append(request, held, offset, max_size=cap, length=length)
             record = await _append(request, held, record, complete)
     await after_part_finished(request, store, record)  # a tus partial upload, finished
     return _answer(request, protocol, record, 204)

@@ -17,10 +17,16 @@ from ..intake.entry import max_size, preflight, transfer, upload_response
 from ..intake.naming import BadName, check_conversation_id
 from ..runtime.settings import SETTINGS
 from .appending import append_body, file_name
-from .complete import FINAL_REFUSALS, complete, stored_meta
+from .complete import (
+    FINAL_REFUSALS,
+    announce_too_large,
+    complete,
+    refuse_too_large,
+    stored_meta,
+)
 from .hashstate import ResumableMD5
 from .headers import Checksum
-from .problems import NotFound, Refused
+from .problems import NotFound, Refused, TooLarge
 from .state import Protocol, Status, UploadRecord
 from .store import HeldUpload, UploadStore
 
@@ -65,17 +71,21 @@ async def create(
     link = await check_link(request, metadata, partial=partial)
     if not partial:
         check_metadata(metadata)
-    record = UploadRecord.create(
-        protocol=protocol,
-        now=time.time(),
-        lifetime=lifetime(request),
-        md5_state=ResumableMD5().to_bytes(),
-        max_size=max_size(request),
-        length=length,
-        metadata=metadata,
-        partial=partial,
-        upload_link=uploadlinks.token_of(request) if link is not None else None,
-    )
+    try:
+        record = UploadRecord.create(
+            protocol=protocol,
+            now=time.time(),
+            lifetime=lifetime(request),
+            md5_state=ResumableMD5().to_bytes(),
+            max_size=max_size(request),
+            length=length,
+            metadata=metadata,
+            partial=partial,
+            upload_link=uploadlinks.token_of(request) if link is not None else None,
+        )
+    except TooLarge as error:  # a length over the cap: refused as POST /files refuses one
+        await announce_too_large(request, metadata, error.size or 0)
+        raise
     await store.create(record)
     return record
 
@@ -103,6 +113,20 @@ def cap(request: web.Request, record: UploadRecord) -> int:
     return max_size(request)
 
 
+async def check_append(
+    request: web.Request, held: HeldUpload, offset: int, *, max_size: int, length: int | None
+) -> UploadRecord:
+    """Whether an append at `offset` (declaring `length`) may go ahead on the held
+    upload: `UploadRecord.check_append`. A length declared over the cap (tus
+    `Upload-Length` after `Upload-Defer-Length`; the draft's, or one `Upload-Complete:
+    ?1` implies) fails the upload for good, announced once: the file cannot be stored."""
+    try:
+        return held.record.check_append(offset, time.time(), max_size=max_size, length=length)
+    except TooLarge as error:
+        await refuse_too_large(request, held, error)
+        raise
+
+
 async def append(
     request: web.Request,
     held: HeldUpload,
@@ -110,9 +134,16 @@ async def append(
     *,
     checksum: Checksum | None = None,
     finish: bool = False,
+    past_length_fails: bool = False,
 ) -> UploadRecord:
     """The body after `record` (checked by the caller), then completion when the
-    upload is whole: tus when the offset reaches the length, the draft when asked."""
+    upload is whole: tus when the offset reaches the length, the draft when asked.
+
+    413: bytes over the cap while the length is not known fail the upload for good
+    (the file is bigger than the cap: `refuse_too_large`, `file.refused` once). Bytes
+    past a known length fail it so only with `past_length_fails` (the draft: the
+    resource is then invalid; draft.py); tus keeps the upload as it was, and the
+    client may send the right bytes again (no event: the upload is still alive)."""
     cap(request, record)
     # An upload made through a link needs no API key (the routes let its requests in).
     preflight(request, links=record.upload_link is not None)
@@ -123,6 +154,10 @@ async def append(
             record = await append_body(
                 request, held, record, checksum=checksum, lifetime=lifetime(request)
             )
+        except TooLarge as error:
+            if held.record.length is None or past_length_fails:
+                await refuse_too_large(request, held, error)
+            raise
         except ApiError as error:
             if error.status in FINAL_REFUSALS:  # the type rules, from the first bytes
                 await held.save(held.record.failed(error.status, error.code, error.detail))

@@ -121,6 +121,12 @@ class TooLarge(ResumableError):
 
     kind = TOO_LARGE
 
+    def __init__(self, detail: str, *, size: int | None = None) -> None:
+        super().__init__(detail)
+        self.size = size
+        """The bytes the upload would hold (a declared length, or its offset plus what
+        the request sent), when known: the `size` of the `file.refused` it may send."""
+
 
 class AlreadyComplete(ResumableError):
     """An append to an upload that is complete (draft -05's completed-upload, 400)."""

@@ -22,9 +22,10 @@ Decisions, from tus 1.0.0 and the draft (interop 6 = draft -05, interop 8 = -09 
   the draft from `Upload-Length` or `Upload-Complete: ?1` (offset + content). Once known
   it never changes: another value is 400 (inconsistent-upload-length), and so is a
   length below the bytes already received. Over the cap is 413, at creation or while
-  a deferred-length upload grows. Bytes past the length are 413 and not appended (tus
-  leaves the upload as it was; the draft says the resource becomes invalid: the routes
-  call failed() for draft uploads).
+  a deferred-length upload grows (the routes then call failed(): the file can never be
+  stored). Bytes past the length are 413 and not appended (tus leaves the upload as it
+  was; the draft has the resource reject them, and a client not resume after a 4xx:
+  the routes call failed() for draft uploads).
 - Completion: tus completes when the offset reaches the length; the draft when a request
   carries `Upload-Complete: ?1` (finish() sets a deferred length to the offset). A tus
   partial upload (concatenation) completes but is never committed on its own.
@@ -221,7 +222,9 @@ class UploadRecord:
             raise AlreadyComplete("the upload is already complete")
         offset = self.offset + count
         if self.length is not None and offset > self.length:
-            raise TooLarge(f"{offset - self.length} bytes past the upload's length {self.length}")
+            raise TooLarge(
+                f"{offset - self.length} bytes past the upload's length {self.length}", size=offset
+            )
         head = self.head
         if len(head) < HEAD_SIZE and len(head) == self.offset:
             head = (head + first[: HEAD_SIZE - len(head)])[:HEAD_SIZE]
@@ -319,4 +322,4 @@ def _check_length(length: int, max_size: int) -> None:
     if length < 0:
         raise LengthMismatch(f"a length cannot be negative ({length})")
     if length > max_size:
-        raise TooLarge(f"{length} bytes is over the limit of {max_size} bytes")
+        raise TooLarge(f"{length} bytes is over the limit of {max_size} bytes", size=length)

@@ -136,7 +136,9 @@ async def patch(request: web.Request, store: UploadStore) -> web.Response:
         if at_end and record.status is Status.COMPLETE and not record.partial:
             record = await flow.retry_completion(request, held)
         elif not (at_end and record.status is Status.COMMITTED):  # else: replay
-            record = record.check_append(offset, time.time(), max_size=max_size, length=length)
+            record = await flow.check_append(
+                request, held, offset, max_size=max_size, length=length
+            )
             record = await flow.append(request, held, record, checksum=checksum)
     await after_part_finished(request, store, record)  # the part is let go of by now
     return web.Response(status=204, headers=_offset_headers(record))
