@@ -525,3 +525,15 @@ async def spawn() -> AsyncIterator[Callable[..., Awaitable[ServerProcess]]]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.process.pid, signal.SIGKILL)
         await server.process.wait()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Any]:
+    """A running webhook receiver (tests/webhooks.py); closed after the services of the
+    test, as it is set up first. Imported here, not at the top: webhooks imports this."""
+    from .webhooks import Receiver
+
+    hook = Receiver()
+    await hook.start()
+    yield hook
+    await hook.stop()

@@ -53,15 +53,6 @@ pytestmark = pytest.mark.every_s3_server  # the event spool on S3 is conditional
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """A running receiver; closed after the services of the test (it is set up first)."""
-    hook = Receiver()
-    await hook.start()
-    yield hook
-    await hook.stop()
-
-
-@pytest.fixture
 async def dead_receiver() -> AsyncIterator[Receiver]:
     """A receiver whose port answers nothing until the test starts it."""
     hook = Receiver()

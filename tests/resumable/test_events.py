@@ -6,7 +6,6 @@ went; each upload's end is announced once."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,14 +21,6 @@ from .test_sweep import sweep
 from .test_tus_routes import TUS, create, head, patch
 
 pytestmark = pytest.mark.local_only  # the routes' storage-neutral part; S3 runs the same code
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver()
-    await hook.start()
-    yield hook
-    await hook.stop()
 
 
 async def test_completion_sends_file_stored(

@@ -16,10 +16,7 @@ Every test runs on local storage and on S3 (moto): the records live in either.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from streamproxy.resumable.store import UPLOAD_STORE
 
@@ -31,14 +28,6 @@ from .test_tus_routes import create, head, patch
 DRAFT8 = {"Upload-Draft-Interop-Version": "8"}
 DRAFT_PATCH = {**DRAFT8, "Content-Type": "application/partial-upload"}
 CAP = 1000
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver()
-    await hook.start()
-    yield hook
-    await hook.stop()
 
 
 async def sent(service: Service, event_type: str) -> float:
