@@ -11,24 +11,22 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .errors import error_middleware
 from .events import EVENTS, EventBus, events_lifecycle
 from .events.spools import open_spool
 from .fetch.client import FETCH_CLIENT, FetchClient, fetch_client_lifecycle
 from .fetch.handler import from_url
 from .http import download, erasure, health, listing, upload
 from .http.cors import install_cors
-from .http.framing import framing_middleware
 from .http.limits import limits
 from .http.openapi import openapi_json
 from .http.rawupload import raw_upload
-from .http.requestlog import echo_request_id, request_id_middleware
+from .http.stack import install_stack
 from .http.uploadlinks import create_link
 from .intake.scan import SCANNER, Scanner
 from .intake.transfers import TRANSFERS, TransferSlots
 from .page import add_page_routes
 from .resumable.routes import add_resumable_routes
-from .runtime.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
+from .runtime.metrics import METRICS, Metrics, metrics_handler
 from .runtime.retention import retention_lifecycle
 from .runtime.settings import SETTINGS, Settings
 from .storage import open_storage
@@ -78,14 +76,7 @@ def create_app(
     first worker under `--workers`).
     """
     settings = settings or Settings()
-    app = web.Application(
-        middlewares=[
-            request_id_middleware,
-            metrics_middleware,
-            error_middleware,
-            framing_middleware,
-        ]
-    )
+    app = web.Application()
     metrics = Metrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics
@@ -109,8 +100,8 @@ def create_app(
     add_resumable_routes(app, settings.base_path)
     if settings.ui:
         add_page_routes(app.router, settings.base_path)
-    app.on_response_prepare.append(echo_request_id)
-    install_cors(app, settings.cors_origin)
+    # One middleware and one prepare hook: request id, metrics, errors, framing, CORS.
+    install_stack(app, metrics, install_cors(app, settings.cors_origin))
     app.cleanup_ctx.append(fetch_client_lifecycle)
     if retention_sweep:
         app.cleanup_ctx.append(retention_lifecycle)

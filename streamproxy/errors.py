@@ -1,9 +1,9 @@
 """The one place where failures become responses: every error is JSON, as API.md says.
 
 Handlers raise an `ApiError` from error_table.py's table (or let storage and parsing
-errors escape); the middleware here turns each into `{"message", "error", "detail"}`
-with the right status, applies `--compat-status`, and turns anything unexpected into
-a logged 500 with a request id.
+errors escape); `error_response`, called by the one middleware (http/stack.py), turns
+each into `{"message", "error", "detail"}` with the right status, applies
+`--compat-status`, and turns anything unexpected into a logged 500 with a request id.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .error_table import (
     ApiError,
 )
 from .intake.naming import BadName
-from .runtime.metrics import METRICS, Handler
+from .runtime.metrics import METRICS
 from .runtime.settings import SETTINGS
 from .storage.base import FileMissing, StorageFull, StorageUnavailable
 
@@ -33,7 +33,7 @@ log = logging.getLogger("streamproxy")
 
 UPLOAD_MESSAGE = "An error occurred while uploading file."
 
-# Set by the request-id middleware; errors and log lines carry it.
+# Set by the request stack (http/stack.py) first thing; errors and log lines carry it.
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 # Route names whose errors carry Hybrid Chat's upload message and obey --compat-status.
@@ -146,21 +146,13 @@ def as_api_error(request: web.Request, error: Exception) -> ApiError:
     return INTERNAL("an unexpected error happened; it was logged with this request's id")
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as error:
-        if error.status < 400 or request.writer.output_size:
-            raise
+async def error_response(request: web.Request, error: Exception) -> web.Response:
+    """The JSON answer to an error a handler raised before any of its response went out
+    (the request stack's job); a refusal that must close the connection is sent now."""
+    if isinstance(error, web.HTTPException):
         return response_for(request, _from_http_exception(request, error))
-    except Exception as error:
-        if request.writer.output_size:
-            # Headers are out, so no error response can follow: aiohttp drops the
-            # connection, which tells the client the body is incomplete.
-            raise
-        api_error = as_api_error(request, error)
-        response = response_for(request, api_error)
-        if api_error.close:
-            await send_and_close(request, response)
-        return response
+    api_error = as_api_error(request, error)
+    response = response_for(request, api_error)
+    if api_error.close:
+        await send_and_close(request, response)
+    return response

@@ -4,8 +4,9 @@ One object, `CorsPolicy`, owns the whole decision, so no handler has to think
 about browsers. It answers preflights (`OPTIONS` carrying `Origin` and
 `Access-Control-Request-Method`) for every route before any handler or API-key
 check runs, since preflights never carry a key; and it adds its headers to
-every actual response in `on_response_prepare`, the one place that also sees
-error responses and downloads a handler prepared itself (sendfile).
+every actual response as it is prepared, the one place that also sees error
+responses and downloads a handler prepared itself (sendfile); http/stack.py calls
+both.
 
 An origin not listed gets no CORS header and its request runs as if the flag
 were not given; the browser then blocks the page from reading the answer.
@@ -20,7 +21,7 @@ from aiohttp import hdrs, web
 from prometheus_client import Counter
 from yarl import URL
 
-from ..runtime.metrics import METRICS, Handler
+from ..runtime.metrics import METRICS
 
 ANY_ORIGIN = "*"
 
@@ -185,11 +186,12 @@ async def _methods_for(request: web.Request, router: web.UrlDispatcher) -> set[s
 CORS: web.AppKey[CorsPolicy] = web.AppKey("cors", CorsPolicy)
 
 
-def install_cors(app: web.Application, origins: Iterable[str]) -> None:
-    """Answer preflights and add CORS headers for these origins; no origins: do nothing."""
+def install_cors(app: web.Application, origins: Iterable[str]) -> CorsPolicy | None:
+    """The policy for these origins, kept on the app; no origins: None, and nothing here
+    runs. The request stack (http/stack.py) answers preflights and adds the headers."""
     origins = tuple(origins)
     if not origins:
-        return
+        return None
     preflights = Counter(
         "streamproxy_cors_preflights",
         "CORS preflights: answered, refused (origin not listed) or no_route; the last two "
@@ -197,20 +199,5 @@ def install_cors(app: web.Application, origins: Iterable[str]) -> None:
         ["result"],
         registry=app[METRICS].registry if METRICS in app else None,
     )
-    policy = CorsPolicy(origins, preflights)
-    app[CORS] = policy
-    router = app.router
-
-    @web.middleware
-    async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if is_preflight(request):
-            answer = await policy.preflight(request, router)
-            if answer is not None:
-                return answer
-        return await handler(request)
-
-    async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-        policy.decorate(request, response)
-
-    app.middlewares.append(cors_preflight)
-    app.on_response_prepare.append(add_cors_headers)
+    policy = app[CORS] = CorsPolicy(origins, preflights)
+    return policy

@@ -14,7 +14,6 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 
 from ..error_table import NOT_IMPLEMENTED
-from ..runtime.metrics import Handler
 
 
 def transfer_codings(request: web.BaseRequest) -> list[str]:
@@ -27,12 +26,12 @@ def transfer_codings(request: web.BaseRequest) -> list[str]:
     ]
 
 
-@web.middleware
-async def framing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def refuse_codings(request: web.BaseRequest) -> None:
+    """Raise 501 for any transfer coding but a lone `chunked` (the request stack calls
+    this only when the request has a `Transfer-Encoding`)."""
     codings = transfer_codings(request)
     if codings and codings != ["chunked"]:
         raise NOT_IMPLEMENTED(
             f"transfer coding {', '.join(codings)!r} is not supported; send the body "
             "chunked or with a Content-Length"
         )
-    return await handler(request)

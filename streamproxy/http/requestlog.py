@@ -17,7 +17,6 @@ from aiohttp.abc import AbstractAccessLogger
 
 from ..errors import REQUEST_ID
 from ..runtime.logs import current_request_id
-from ..runtime.metrics import Handler
 
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -34,21 +33,18 @@ def new_request_id() -> str:
 
 def assign_request_id(request: web.Request) -> str:
     """The client's id when it looks like one, else a new one; kept on the request."""
-    if REQUEST_ID not in request:
-        offered = request.headers.get("X-Request-Id", "")
-        request[REQUEST_ID] = offered if _ID_RE.match(offered) else new_request_id()
-    current_request_id.set(request[REQUEST_ID])  # each request runs in a task of its own
-    return request[REQUEST_ID]
+    request_id = request.get(REQUEST_ID)
+    if request_id is None:
+        offered = request.headers.get("X-Request-Id")
+        request_id = offered if offered and _ID_RE.match(offered) else new_request_id()
+        request[REQUEST_ID] = request_id
+    current_request_id.set(request_id)  # each request runs in a task of its own
+    return request_id
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    assign_request_id(request)
-    return await handler(request)
-
-
-async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: also covers responses a handler prepared itself (downloads)."""
+def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Called as each response is prepared (http/stack.py), downloads a handler prepared
+    itself included."""
     request_id = request.get(REQUEST_ID)
     if request_id:
         response.headers["X-Request-Id"] = request_id

@@ -160,23 +160,6 @@ def route_label(request: web.Request) -> str:
     return route.name or ("unmatched" if route.resource is None else route.resource.canonical)
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as error:
-        status = error.status
-        raise
-    finally:
-        request.config_dict[METRICS].request_done(
-            route_label(request), request.method, status, time.perf_counter() - started
-        )
-
-
 def _process_families(pid: int) -> Iterable[Metric]:
     return ProcessCollector(pid=lambda: pid, registry=None).collect()
 
