@@ -98,7 +98,7 @@ class LocalStagedUpload:
         try:
             metadata = info.to_json()
             for name in names:
-                if staging.claim(name, metadata, fd, self._data):
+                if staging.claim_with_sidecar(name, metadata, fd, self._data):
                     return StoredMeta(name, info)
         except OSError as error:
             raise storage_error(error, "saving the file") from error

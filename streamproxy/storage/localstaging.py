@@ -7,13 +7,14 @@ cheaper). Elsewhere a named file in `.tmp` stands in.
 
 The metadata goes into an extended attribute of the staged file (`attach`) where
 the file system has them: the fsync of the file then makes bytes and metadata
-durable together, and publishing (`claim`) is one `link` that fails if the name
-is taken, then one directory fsync, shared by the commits waiting for it at the
-same time (`GroupSync`; an upload's writer waits for it on the event loop instead,
-`QueuedSync`, so that no thread sits waiting). Where there are no extended
-attributes (or the metadata does not fit in one), a sidecar `.meta/NAME.json` is
-written, fsynced and linked first, claiming the name; the bytes follow, so a visible
-file always has its metadata either way.
+durable together, and publishing (`link_attached`) is one `link` that fails if the
+name is taken, then one directory fsync, shared by the commits waiting for it at
+the same time (`QueuedSync`: the writer waits for it on the event loop, so that no
+thread sits waiting). Where there are no extended attributes (or the metadata does
+not fit in one), and for a completed resumable upload (which links its own data
+file), a sidecar `.meta/NAME.json` is written, fsynced and linked first, claiming
+the name (`claim_with_sidecar`, its directory fsyncs grouped by `GroupSync`); the
+bytes follow, so a visible file always has its metadata either way.
 """
 
 from __future__ import annotations
@@ -228,27 +229,10 @@ class StagingArea:
             raise
         return True
 
-    def claim(
-        self, name: str, metadata: bytes, fd: int, path: Path | None, *, attached: bool = False
-    ) -> bool:
-        """Publish under `name`; False if the name is taken. The staged file is fsynced.
-
-        With the metadata `attached` (by `attach`, before that fsync), the file carries
-        it and one link publishes both. Otherwise see `claim_with_sidecar`.
-        """
-        if not attached:
-            return self.claim_with_sidecar(name, metadata, fd, path)
-        try:
-            self._link(fd, path, name)
-        except FileExistsError:
-            return False
-        if self.fsync:
-            self._root_sync.sync()
-        return True
-
     def link_attached(self, name: str, fd: int, path: Path | None) -> bool:
-        """`claim` for a file whose metadata is attached, less the directory fsync: the
-        caller has `root_synced` cover the link (with fsync on) before it answers."""
+        """Publish a staged file whose metadata is attached (`attach`, before its fsync)
+        under `name`: one link; False if the name is taken. Less the directory fsync:
+        the caller has `root_synced` cover the link (with fsync on) before it answers."""
         try:
             self._link(fd, path, name)
         except FileExistsError:

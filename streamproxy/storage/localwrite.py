@@ -192,7 +192,8 @@ class LocalWriter:
                     if staging.fsync:
                         staging.root_synced.after_next_sync(self._loop, linked)
                     return StoredMeta(name, info), staging.fsync
-                if not attached and staging.claim(name, metadata, self._fd, self._path):
+                sidecar = not attached
+                if sidecar and staging.claim_with_sidecar(name, metadata, self._fd, self._path):
                     return StoredMeta(name, info), False
         except OSError as error:
             raise storage_error(error, "saving the file") from error
