@@ -109,7 +109,9 @@ def _children_cpu() -> float:
 def summary(row: Row, reference: Row | None, payload: int) -> str:
     rate = statistics.median(row.rates)
     cpu = statistics.median(row.cpu_us)
-    ratio = f", {rate / statistics.median(reference.rates):.2f}x nginx" if reference else ""
+    ratio = (
+        f", {rate / statistics.median(reference.rates):.2f}x {reference.label}" if reference else ""
+    )
     return (
         f"{row.label}: median {rate:,.0f} req/s ({min(row.rates):,.0f}-{max(row.rates):,.0f})"
         f" = {rate * payload / 1e6:,.0f} MB/s{ratio}; server CPU {cpu:.0f} us per request"

@@ -1,10 +1,11 @@
 """The harness: start the servers, make the fixtures, run each scenario against each
 server (warm-up first, then rounds with the servers in rotating order), and measure.
 
-Every run is measured the same way: uploads of earlier runs are deleted and the page
-cache written back (`sync`) first, so no run pays for another's writeback; idle RSS is
-sampled; then server CPU (the whole process tree, from /proc), client CPU (this
-process and the tools it ran, from getrusage) and the server's RSS every ~50 ms.
+Every run is measured the same way: uploads of earlier runs are deleted (small ones
+set aside, see `Bench.clean`) and the page cache written back (`sync`) first, so no
+run pays for another's writeback; idle RSS is sampled; then server CPU (the whole
+process tree, from /proc), client CPU (this process and the tools it ran, from
+getrusage) and the server's RSS every ~50 ms.
 """
 
 from __future__ import annotations
@@ -42,10 +43,18 @@ from .servers import (
     StreamproxyRawPut,
     StreamproxyTwoWorkers,
 )
-from .system import describe_machine, ensure_programs, git_revision, load_average
+from .system import (
+    describe_machine,
+    dirty_bytes,
+    ensure_programs,
+    git_revision,
+    load_average,
+    raise_file_limit,
+)
 
 RUN_TIMEOUT = 600.0
 SYNC_THRESHOLD = 32 * 1024 * 1024
+SET_ASIDE_BELOW = 1024 * 1024  # uploaded files smaller than this are moved, not deleted
 
 
 @dataclass
@@ -153,6 +162,7 @@ class Bench:
         self.session = session
         self.programs = programs
         self.fixtures: dict[str, dict[str, str]] = {}
+        self._set_aside = itertools.count()  # unique names for the files set aside
         self._counter = itertools.count()
 
     def unique(self, prefix: str) -> str:
@@ -189,13 +199,27 @@ class Bench:
         self.fixtures[server.name] = names
 
     async def clean(self, server: Server) -> None:
-        """Delete what earlier runs uploaded (not the fixtures), and write back the cache."""
+        """Clear what earlier runs uploaded (not the fixtures), and write back the cache.
+
+        Large files are deleted, so their page cache is reused. Small ones are moved
+        aside until the suite ends: on ext4 without a journal (this VM's root file
+        system; RESULTS.md's Machine table says which) each new inode is allocated
+        past every inode deleted in the last minute, looking each one up, so deleting
+        the 15,000 files of a 5 KB run cost every file the next run created ~1 ms
+        of kernel CPU (`recently_deleted` in `find_inode_bit`), whichever server it was.
+        """
         keep = set(self.fixtures.get(server.name, {}).values())
+        aside = server.workdir / "set-aside"
 
         def remove() -> None:
+            aside.mkdir(exist_ok=True)
             for path in server.uploaded_files():
-                if path.name.removesuffix(".json") not in keep:
-                    with contextlib.suppress(FileNotFoundError):
+                if path.name.removesuffix(".json") in keep:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_size < SET_ASIDE_BELOW:
+                        path.rename(aside / f"{next(self._set_aside)}-{path.name}")
+                    else:
                         path.unlink()
             # Deleting drops most dirty pages; write back the rest. (A sync costs most of
             # a second on this VM even when nothing is dirty, so only when it matters.)
@@ -357,7 +381,7 @@ class Harness:
         started_at = datetime.now(UTC)
         started = time.perf_counter()
         programs = ensure_programs(["nginx", "wrk"], install=options.install)
-        machine = describe_machine(programs)
+        machine = describe_machine(programs, Path(options.tmpdir or tempfile.gettempdir()))
         load_before = load_average()
         scenarios = select(build_scenarios(self.profile), options.scenarios)
         raise_file_limit()
@@ -424,21 +448,3 @@ class Harness:
             complete=complete,
             profiles=[asdict(profile) for profile in self.profiles],
         )
-
-
-def raise_file_limit() -> None:
-    """500 slow clients and 256 concurrent uploads need more descriptors than 1024."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-
-def dirty_bytes() -> int:
-    """Page cache waiting to be written back (Dirty + Writeback in /proc/meminfo)."""
-    total = 0
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(("Dirty:", "Writeback:")):
-                total += int(line.split()[1]) * 1024
-    return total

@@ -6,10 +6,12 @@ as root and they are missing; otherwise the scenarios that need them say so.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -103,8 +105,34 @@ def git_revision(repo: Path) -> str:
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
-def describe_machine(programs: dict[str, str | None]) -> dict[str, str]:
-    """What RESULTS.md says about the machine and the software under test."""
+def file_system(path: Path) -> str:
+    """The file system under `path`, and for ext4 whether it has a journal: without one,
+    ext4 looks up every inode deleted in the last minute each time it creates a file
+    (see `harness.Bench.clean`)."""
+    path = path.resolve()
+    device, mount, kind = "?", "", "unknown"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        where = Path(fields[1])
+        if (where == path or where in path.parents) and len(fields[1]) >= len(mount):
+            device, mount, kind = fields[0], fields[1], fields[2]
+    if kind == "ext4":
+        journal = any(Path("/proc/fs/jbd2").glob(f"{Path(device).name}-*"))
+        kind += "" if journal else ", without a journal"
+    return f"{kind} ({device} on {mount})"
+
+
+def describe_machine(
+    programs: dict[str, str | None], storage: Path | None = None
+) -> dict[str, str]:
+    """What RESULTS.md says about the machine and the software under test (and the file
+    system under `storage`, where the servers store locally)."""
     nginx = programs.get("nginx")
     wrk = programs.get("wrk")
     nginx_version = _first_line([nginx, "-v"]) if nginx else "not installed"
@@ -114,6 +142,7 @@ def describe_machine(programs: dict[str, str | None]) -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "RAM": memory_total(),
         "kernel": platform.release(),
+        **({"storage file system": file_system(storage)} if storage else {}),
         "Python": platform.python_version(),
         "aiohttp": package_version("aiohttp"),
         "uvloop": package_version("uvloop"),
@@ -124,3 +153,21 @@ def describe_machine(programs: dict[str, str | None]) -> dict[str, str]:
         "httptools": package_version("httptools"),
         "wrk": re.sub(r"\s*Copyright.*$", "", wrk_version),
     }
+
+
+def raise_file_limit() -> None:
+    """500 slow clients and 256 concurrent uploads need more descriptors than 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def dirty_bytes() -> int:
+    """Page cache waiting to be written back (Dirty + Writeback in /proc/meminfo)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(("Dirty:", "Writeback:")):
+                total += int(line.split()[1]) * 1024
+    return total

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import load
+from .harness import SET_ASIDE_BELOW
 from .procstat import cpu_seconds, process_tree
 from .servers import Streamproxy, StreamproxyRawPut
 
@@ -156,12 +157,18 @@ class Checkout:
             self.process.wait(timeout=30)
 
     def clear(self) -> None:
+        """Delete the uploads; small ones are set aside instead (see harness.Bench.clean)."""
+        aside = self.storage.parent / f"{self.storage.name}-set-aside"
+        aside.mkdir(exist_ok=True)
         for entry in self.storage.iterdir():
-            if not entry.name.startswith("."):
+            if entry.name.startswith("."):
+                if entry.is_dir():
+                    for inner in entry.iterdir():
+                        inner.unlink()
+            elif entry.stat().st_size < SET_ASIDE_BELOW:
+                entry.rename(aside / f"{secrets.token_hex(8)}-{entry.name}")
+            else:
                 entry.unlink()
-            elif entry.is_dir():
-                for inner in entry.iterdir():
-                    inner.unlink()
 
     def measure(self, size: int, count: int = 1, raw: bool = False, client: str = "socket") -> str:
         """`count` uploads one after the other; per upload: CPU (ms when count > 1)."""

@@ -65,6 +65,7 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
     text = report.read_text()
     assert "one 4 MiB upload" in text
     assert "not the committed results" in text
+    assert re.search(r"\| storage file system \| \w+", text)  # ext4 without a journal matters
     # streamproxy's rows say what they do and carry figures and a ratio to nginx
     for server in ("streamproxy", "streamproxy-raw"):
         does = r"[^|]*MD5, fsync[^|]*"
