@@ -32,6 +32,7 @@ from pathlib import Path
 from . import load
 from .procstat import cpu_seconds, process_tree
 from .servers import Nginx
+from .system import ensure_programs
 from .upload_tail import Checkout, parse_size
 
 
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmpdir", help="where the storage directories go")
     parser.add_argument("serve_args", nargs="*", help="extra flags for streamproxy serve")
     arguments = parser.parse_args(argv)
+    ensure_programs(["wrk", "nginx"] if arguments.nginx else ["wrk"])
     size = parse_size(arguments.size)
     small = arguments.kind == "small"
     kind = Kind(

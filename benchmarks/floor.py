@@ -31,6 +31,7 @@ from pathlib import Path
 from . import load
 from .download_ab import Kind, Row, store, summary, turn
 from .servers import FastAPIPeer, Nginx, Server
+from .system import ensure_programs
 from .upload_tail import Checkout, parse_size
 
 
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tmpdir", help="where the storage directories go")
     arguments = parser.parse_args(argv)
+    ensure_programs(["wrk"] if arguments.kind == "upload" else ["wrk", "nginx"])
     workdir = Path(tempfile.mkdtemp(prefix="floor-", dir=arguments.tmpdir))
     paths = arguments.checkout or [Path(__file__).resolve().parent.parent]
     checkouts = [
