@@ -18,6 +18,7 @@ from pathlib import Path
 from .harness import Harness, Options, SuiteResult
 from .report import write_report
 from .scenarios import FULL, QUICK, build_scenarios
+from .warmpages import GiB, warm_memory
 
 SERVER_NAMES = (
     "nginx",
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARGS",
         help="extra flags for streamproxy serve, e.g. '--chunk-size 1M'",
     )
+    parser.add_argument(
+        "--warm-memory",
+        type=float,
+        metavar="GIB",
+        help="memory touched before the first run, free page reporting paused meanwhile "
+        "(benchmarks/warmpages.py; default 16, quick 1, 0: leave the machine as it is)",
+    )
     parser.add_argument("--tmpdir", help="where the servers store (default: the system's)")
     parser.add_argument("--note", default="", help="a line for the report and its history")
     parser.add_argument("--output", type=Path, help="the Markdown report to write")
@@ -91,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             note=arguments.note,
             py_spy=arguments.py_spy,
         )
-        result = run(options)
+        warm = arguments.warm_memory
+        result = run(
+            options, int((1 if arguments.quick else 16) * GiB if warm is None else warm * GiB)
+        )
     official = result.complete and result.profile == "full" and result.rounds >= 3
     if not arguments.from_json:
         # The full run's raw figures sit beside RESULTS.md (re-render with --from-json).
@@ -108,12 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(options: Options) -> SuiteResult:
+def run(options: Options, warm: int = 0) -> SuiteResult:
+    """The suite on uvloop, with `warm` bytes of memory touched first (see warmpages)."""
     try:
         import uvloop
 
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:
         runner = asyncio.Runner()
-    with runner:
-        return runner.run(Harness(options).run())
+    with warm_memory(warm) as memory, runner:
+        result = runner.run(Harness(options).run())
+    result.machine["memory"] = memory
+    return result

@@ -34,6 +34,7 @@ from .procstat import cpu_seconds, process_tree
 from .servers import Nginx
 from .system import ensure_programs
 from .upload_tail import Checkout, parse_size
+from .warmpages import GiB, warm_memory
 
 
 @dataclass
@@ -185,24 +186,28 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows: list[Row] = []
     nginx = Nginx(workdir, shutil.which("nginx") or "/usr/sbin/nginx") if arguments.nginx else None
-    try:
-        for index, checkout in enumerate(checkouts):
-            checkout.storage.mkdir(parents=True)
-            checkout.start(arguments.serve_args)
-            assert checkout.process is not None
-            path = store(checkout.port, data)
-            rows.append(Row(f"{index}:{checkout.path}", checkout.port, path, checkout.process.pid))
-        os.sync()
-        asyncio.run(run(rows, nginx, data, kind))
-        with open("/proc/loadavg") as loadavg:
-            print("load average:", " ".join(loadavg.read().split()[:3]))
-        reference = rows[0] if nginx is not None else None
-        for row in rows:
-            print(summary(row, reference, kind.payload))
-    finally:
-        for checkout in checkouts:
-            checkout.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with warm_memory(4 * GiB) as memory:
+        print(memory, file=sys.stderr)
+        try:
+            for index, checkout in enumerate(checkouts):
+                checkout.storage.mkdir(parents=True)
+                checkout.start(arguments.serve_args)
+                assert checkout.process is not None
+                path = store(checkout.port, data)
+                rows.append(
+                    Row(f"{index}:{checkout.path}", checkout.port, path, checkout.process.pid)
+                )
+            os.sync()
+            asyncio.run(run(rows, nginx, data, kind))
+            with open("/proc/loadavg") as loadavg:
+                print("load average:", " ".join(loadavg.read().split()[:3]))
+            reference = rows[0] if nginx is not None else None
+            for row in rows:
+                print(summary(row, reference, kind.payload))
+        finally:
+            for checkout in checkouts:
+                checkout.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

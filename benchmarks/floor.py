@@ -33,6 +33,7 @@ from .download_ab import Kind, Row, store, summary, turn
 from .servers import FastAPIPeer, Nginx, Server
 from .system import ensure_programs
 from .upload_tail import Checkout, parse_size
+from .warmpages import GiB, warm_memory
 
 
 class FloorPeer(Server):
@@ -134,19 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     checkouts = [
         Checkout(path.resolve(), workdir / f"storage-{index}") for index, path in enumerate(paths)
     ]
-    try:
-        for checkout in checkouts:
-            checkout.storage.mkdir(parents=True)
-            checkout.start([])
-        rows = asyncio.run(run(workdir, checkouts, arguments))
-        with open("/proc/loadavg") as loadavg:
-            print("load average:", " ".join(loadavg.read().split()[:3]))
-        for row in rows:
-            print(summary(row, rows[0], 5000 if arguments.kind == "upload" else 1024 * 1024))
-    finally:
-        for checkout in checkouts:
-            checkout.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with warm_memory(4 * GiB) as memory:
+        print(memory, file=sys.stderr)
+        try:
+            for checkout in checkouts:
+                checkout.storage.mkdir(parents=True)
+                checkout.start([])
+            rows = asyncio.run(run(workdir, checkouts, arguments))
+            with open("/proc/loadavg") as loadavg:
+                print("load average:", " ".join(loadavg.read().split()[:3]))
+            for row in rows:
+                print(summary(row, rows[0], 5000 if arguments.kind == "upload" else 1024 * 1024))
+        finally:
+            for checkout in checkouts:
+                checkout.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -229,11 +229,15 @@ def method_notes(result: SuiteResult) -> list[str]:
         "(aiohttp's client is the bottleneck there); 5 KB uploads, 5 KB downloads and the "
         f"range GETs with wrk (2 threads, keep-alive, {wrk_seconds} s per run). "
         "Slow clients trickle from a separate Python process, 16 KiB every 250 ms each.",
-        f"- Each scenario: a warm-up run per server first, discarded — on this VM the first "
-        f"touch of a memory page is slow (fresh page cache and heap), which makes early runs "
-        f"noisy — then {result.rounds} measured round(s), the servers in rotating order. "
-        "Before every run the files earlier runs uploaded are deleted (so the page cache "
-        "reuses pages already touched), and dirty pages are written back when over 32 MiB.",
+        f"- Each scenario: a warm-up run per server first, discarded, then {result.rounds} "
+        "measured round(s), the servers in rotating order. On this VM the first touch of a "
+        "memory page is slow (~4 s per GiB) and free page reporting hands freed memory back "
+        "to the host within seconds, so before the first run the suite pauses the reporting "
+        "(as root) and touches the memory it will use (`warmpages.py`; the Machine table's "
+        "`memory` row says what was done). Before every run the files earlier runs uploaded "
+        "are moved aside when under 1 MiB (deleting them would slow every later file "
+        "creation on an ext4 without a journal) and deleted when larger, and dirty pages "
+        "are written back when over 32 MiB.",
         "- Rates: MB/s is 10⁶ payload bytes (the file, not envelopes or headers) per "
         "second; req/s counts 2xx answers. Median and min-max over the rounds; "
         "`x nginx` is the median over nginx's median in the same run.",

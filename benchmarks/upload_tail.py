@@ -49,6 +49,7 @@ from . import load
 from .harness import SET_ASIDE_BELOW
 from .procstat import cpu_seconds, process_tree
 from .servers import Streamproxy, StreamproxyRawPut
+from .warmpages import GiB, warm_memory
 
 BLOCK = os.urandom(1024 * 1024)
 UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3}
@@ -275,34 +276,38 @@ def main(argv: list[str] | None = None) -> int:
     checkouts = [
         Checkout(path.resolve(), workdir / f"storage-{index}") for index, path in enumerate(paths)
     ]
-    try:
-        for checkout in checkouts:
-            checkout.start(arguments.serve_args)
-            if arguments.wrk:
-                checkout.measure_wrk(parse_size(arguments.wrk))  # warm-up, discarded
-                checkout.rates.clear()
-                checkout.cpu.clear()
-            else:
-                upload(checkout.port, min(size, 64 * 1024 * 1024), arguments.raw)  # warm-up
-        for round_number in range(1, arguments.rounds + 1):
-            # Rotate who goes first, so no checkout always follows the same one.
-            turn = round_number % len(checkouts)
-            for checkout in checkouts[turn:] + checkouts[:turn]:
-                for other in checkouts:
-                    other.clear()
-                os.sync()
+    with warm_memory(8 * GiB) as memory:
+        print(memory, file=sys.stderr)
+        try:
+            for checkout in checkouts:
+                checkout.start(arguments.serve_args)
                 if arguments.wrk:
-                    result = checkout.measure_wrk(parse_size(arguments.wrk))
+                    checkout.measure_wrk(parse_size(arguments.wrk))  # warm-up, discarded
+                    checkout.rates.clear()
+                    checkout.cpu.clear()
                 else:
-                    client = "aiohttp" if arguments.aiohttp else "socket"
-                    result = checkout.measure(size, arguments.count, arguments.raw, client)
-                print(f"round {round_number} {checkout.path}: {result}")
-        for checkout in checkouts:
-            print(checkout.summary_wrk() if arguments.wrk else checkout.summary(arguments.count))
-    finally:
-        for checkout in checkouts:
-            checkout.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+                    upload(checkout.port, min(size, 64 * 1024 * 1024), arguments.raw)  # warm-up
+            for round_number in range(1, arguments.rounds + 1):
+                # Rotate who goes first, so no checkout always follows the same one.
+                turn = round_number % len(checkouts)
+                for checkout in checkouts[turn:] + checkouts[:turn]:
+                    for other in checkouts:
+                        other.clear()
+                    os.sync()
+                    if arguments.wrk:
+                        result = checkout.measure_wrk(parse_size(arguments.wrk))
+                    else:
+                        client = "aiohttp" if arguments.aiohttp else "socket"
+                        result = checkout.measure(size, arguments.count, arguments.raw, client)
+                    print(f"round {round_number} {checkout.path}: {result}")
+            for checkout in checkouts:
+                print(
+                    checkout.summary_wrk() if arguments.wrk else checkout.summary(arguments.count)
+                )
+        finally:
+            for checkout in checkouts:
+                checkout.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
