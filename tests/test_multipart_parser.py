@@ -1,5 +1,5 @@
-"""The form parser on large pieces: the bytes held back at a piece's end only when they
-may begin a delimiter."""
+"""The form parser on large pieces: the delimiter found by `bytesearch` (libc's memmem
+above a size), and the bytes held back at a piece's end only when they may begin one."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from streamproxy.intake import bytesearch
 from streamproxy.intake.multipart_parser import FormLimits, FormParser, PartData, PartEnd
 
 from .conftest import file_part, multipart_body, random_bytes
@@ -15,6 +16,23 @@ BOUNDARY = "big"
 DELIMITER = b"\r\n--" + BOUNDARY.encode()
 # Where the file's bytes begin in a form of one file part.
 HEAD = len(multipart_body(BOUNDARY, [file_part(b"")])) - len(DELIMITER + b"--\r\n")
+
+
+def test_find_is_bytes_find() -> None:
+    """Around and above the size where the foreign search takes over, with the needle,
+    its prefixes and near-misses planted anywhere, at the start and at the end."""
+    rng = random.Random(7)
+    needle = b"\r\n--" + b"0123456789abcdef" * 2
+    sizes = [0, 1, bytesearch.MIN_FOREIGN - 1, bytesearch.MIN_FOREIGN, 70_000]
+    for size in sizes + [rng.randrange(1, 100_000) for _ in range(200)]:
+        haystack = bytearray(random_bytes(size, seed=size))
+        for _ in range(rng.randrange(4)):
+            planted = needle[: rng.randrange(1, len(needle) + 1)]
+            at = rng.choice([0, max(0, size - len(planted)), rng.randrange(size + 1)])
+            haystack[at : at + len(planted)] = planted
+        data = bytes(haystack)
+        assert bytesearch.find(data, needle) == data.find(needle), size
+        assert bytesearch.find(data + needle, needle) == (data + needle).find(needle)
 
 
 def _body_of(content: bytes, cuts: list[int]) -> tuple[bytes, int]:

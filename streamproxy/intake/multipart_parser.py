@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .bytesearch import find
+
 CRLF = b"\r\n"
 _MAX_PADDING = 256  # transport padding (spaces) allowed after a boundary line
 
@@ -206,7 +208,7 @@ class FormParser:
                 events.append(PartData(tail[:index]))
             rest = index + len(delimiter) - len(tail)
         else:
-            index = piece.find(delimiter)
+            index = find(piece, delimiter)
             if index < 0:
                 # None here: pass on all but the bytes that may begin one, which wait.
                 if len(piece) < self._keep:
