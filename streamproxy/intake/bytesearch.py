@@ -3,8 +3,9 @@
 Every byte of a multipart upload is searched for the delimiter, on the event
 loop's thread. CPython 3.11's `bytes.find` (Horspool with a 64-bit bloom filter,
 or two-way) reads a 24-byte delimiter through random 256 KiB pieces at ~4 GB/s
-here, glibc's `memmem` (Horspool on byte pairs) at ~8-14 GB/s: in the server,
-0.30 -> 0.18 CPU seconds per GiB (benchmarks/RESULTS.md, history, 2026-12-02).
+here, glibc's `memmem` (Horspool on byte pairs) at ~8-14 GB/s; in the server, where
+the bytes arrive out of this core's cache, 0.35 -> ~0.28 CPU seconds per GiB
+(benchmarks/RESULTS.md, history, 2026-12-02).
 Small pieces keep `bytes.find`, whose call costs less than the foreign one; without
 `memmem` (or ctypes) every piece does.
 """
