@@ -7,8 +7,9 @@ it what the client sends. That keeps every framing rule (and every bound on the
 envelope) in one place that a test can drive byte by byte.
 
 Body bytes are not copied: each piece fed in is searched for the delimiter where
-it lies and handed back as views of itself. Only the last few bytes of a piece
-(where a delimiter might begin) wait for the next one.
+it lies and handed back as itself or views of it. Only the last bytes of a piece
+that may begin a delimiter wait for the next one: rarely any, as they must begin
+with CR and match the delimiter's start.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import enum
 from dataclasses import dataclass
 
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from .bytesearch import find
 
 CRLF = b"\r\n"
 _MAX_PADDING = 256  # transport padding (spaces) allowed after a boundary line
@@ -91,7 +94,8 @@ class FormParser:
         # Envelope bytes not parsed yet. The first boundary has no CRLF before it:
         # pretend it does.
         self._buffer = bytearray(CRLF)
-        self._tail = b""  # in a body: its last bytes, held back in case a delimiter begins there
+        # In a body: its last bytes when they may begin a delimiter, held back for the next piece.
+        self._tail = b""
         self.at = At.PREAMBLE
         self._parts = 0
 
@@ -194,30 +198,29 @@ class FormParser:
         return True
 
     def _body(self, piece: bytes, events: list[Event]) -> bytes:
-        """Body bytes of `piece` as views; at the delimiter, the part ends and the rest
+        """Body bytes of `piece`, whole or as views; at the delimiter, the part ends and the rest
         of the piece is returned for the envelope (else b"")."""
-        delimiter, keep, tail = self._delimiter, self._keep, self._tail
+        delimiter, tail = self._delimiter, self._tail
         # A delimiter that begins in the tail and ends in this piece?
-        index = (tail + piece[:keep]).find(delimiter) if tail else -1
+        index = (tail + piece[: self._keep]).find(delimiter) if tail else -1
         if 0 <= index < len(tail):
             if index:
                 events.append(PartData(tail[:index]))
             rest = index + len(delimiter) - len(tail)
         else:
-            index = piece.find(delimiter)
+            index = find(piece, delimiter)
             if index < 0:
-                # None here: pass on all but the last `keep` bytes, which wait.
-                if len(piece) >= keep:
-                    if tail:
-                        events.append(PartData(tail))
-                    if len(piece) > keep:
-                        events.append(PartData(memoryview(piece)[: len(piece) - keep]))
-                    self._tail = piece[len(piece) - keep :]
-                else:
-                    joint = tail + piece
-                    if len(joint) > keep:
-                        events.append(PartData(joint[: len(joint) - keep]))
-                    self._tail = joint[-keep:]
+                # None here: pass on all but the bytes that may begin one, which wait.
+                if len(piece) < self._keep:
+                    piece, tail = tail + piece, b""
+                elif tail:
+                    events.append(PartData(tail))
+                held = self._held(piece)
+                if held == len(piece):
+                    events.append(PartData(piece))  # nearly always: the piece itself, whole
+                elif held:
+                    events.append(PartData(memoryview(piece)[:held]))
+                self._tail = piece[held:]
                 return b""
             if tail:
                 events.append(PartData(tail))
@@ -228,3 +231,18 @@ class FormParser:
         events.append(_PART_END)
         self.at = At.DELIMITER
         return piece[rest:]
+
+    def _held(self, data: bytes) -> int:
+        """Where the end of `data` that may begin a delimiter starts (len(data): none).
+
+        Only a suffix that is a prefix of the delimiter (so it starts with CR) must
+        wait for the next piece; in most pieces there is none, and the piece goes on
+        whole, as one event.
+        """
+        delimiter = self._delimiter
+        at = data.find(b"\r", max(0, len(data) - self._keep))
+        while at >= 0:
+            if delimiter.startswith(data[at:]):
+                return at
+            at = data.find(b"\r", at + 1)
+        return len(data)
