@@ -121,6 +121,7 @@ def open_pump(
         on_bytes=request.config_dict[METRICS].received.labels(kind).inc,
         scanner=request.config_dict[SCANNER] if scan else None,
         chunk_size=settings.chunk_size,
+        max_batch=request.config_dict[TRANSFERS].batch_size(settings.chunk_size),
         start=start,
         listener=listener,
     )

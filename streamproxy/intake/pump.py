@@ -4,9 +4,11 @@ Every upload path enters it through `intake.open_pump`. It counts bytes
 against the cap, hashes (MD5, plus any extra digest such as the SHA-256 a WhatsApp
 webhook announces), sniffs the type from the first bytes and checks the type
 rules, while the writer stages the bytes. Pieces are handed over in batches of
-about `--chunk-size`; at most `WRITES_IN_FLIGHT` batches wait for the writer while
-the next is read, which bounds memory per upload, keeps the disk side busy, and
-is the backpressure: a slow disk slows the client down, it never grows a buffer.
+about `--chunk-size` (larger as a big file goes on while few transfers run: see
+`transfers.TransferSlots.batch_size`); at most `WRITES_IN_FLIGHT` batches wait for
+the writer while the next is read, which bounds memory per upload, keeps the disk
+side busy, and is the backpressure: a slow disk slows the client down, it never
+grows a buffer.
 
 As an async context manager, it guarantees that every way out (cap hit, source
 broken, client gone, disk full, cancellation) ends in exactly one of commit or abort;
@@ -124,6 +126,7 @@ class Pump:
         on_bytes: Callable[[int], None] | None = None,
         scanner: Scanner | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_batch: int = 0,
         start: Progress | None = None,
         listener: PumpListener | None = None,
     ) -> None:
@@ -138,6 +141,7 @@ class Pump:
         self._digests = (self._md5, *extra_digests)
         self._on_bytes = on_bytes
         self._chunk_size = chunk_size
+        self._max_batch = max(chunk_size, max_batch)
         self._scanner = scanner
         self._scan: ClamdStream | None = None
         self._writer: StorageWriter | None = None
@@ -247,7 +251,7 @@ class Pump:
                 batched += size
                 if self.media_type is None:
                     self._take_head(piece)
-                if batched >= self._chunk_size:
+                if batched >= self._batch_target():
                     await self._hand_over(writer, batch, in_flight)
                     batch, batched = [], 0
                     if len(in_flight) >= WRITES_IN_FLIGHT:
@@ -266,6 +270,12 @@ class Pump:
                 # Let the writes finish (the writer's abort waits for them anyway),
                 # and keep their own errors from masking the one that got us here.
                 write.add_done_callback(_consume_result)
+
+    def _batch_target(self) -> int:
+        """`chunk_size`, growing with the file (a quarter of what came so far) up to
+        `max_batch`: a small file's batches still overlap its arrival, a big one makes
+        fewer and larger trips to the worker threads."""
+        return max(self._chunk_size, min(self._max_batch, self.size >> 2))
 
     async def _hand_over(
         self,

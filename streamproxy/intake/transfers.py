@@ -16,6 +16,15 @@ from prometheus_client import Gauge
 
 from ..error_table import BUSY
 
+# A transfer that starts with at most one other in flight hands its bytes to the
+# writer in batches this many times `--chunk-size`: fewer, larger trips to the worker
+# threads let one big stream keep both cores busy (hash beside write), and memory is
+# no concern with so few transfers. At most two transfers ever have the larger
+# batches at once (a third starts with both counted), so the bound per transfer
+# under load, where memory matters, is unchanged.
+FEW_TRANSFERS = 2
+FEW_TRANSFERS_BATCH = 4
+
 
 class TransferSlots:
     def __init__(self, limit: int | None, gauge: Gauge | None = None) -> None:
@@ -48,6 +57,10 @@ class TransferSlots:
                 child.dec()
             if not self.in_flight:
                 self._idle.set()
+
+    def batch_size(self, chunk_size: int) -> int:
+        """Bytes per hand-off to the writer for a transfer whose slot is held now."""
+        return chunk_size * (FEW_TRANSFERS_BATCH if self.in_flight <= FEW_TRANSFERS else 1)
 
     def _child(self, kind: str) -> Gauge | None:
         if self._gauge is None:
