@@ -24,6 +24,7 @@ from ..error_table import over_the_cap
 from ..events import EVENTS, file_data
 from ..http import signing, uploadlinks
 from ..http.auth import check_api_key
+from ..http.linktokens import UploadLink
 from ..http.preconditions import etag_header
 from ..runtime.metrics import METRICS
 from ..runtime.settings import SETTINGS, Settings
@@ -66,9 +67,11 @@ def preflight(request: web.Request, declared_overhead: int = 0, *, links: bool =
 
 def max_size(request: web.Request) -> int:
     """The cap on this upload: the service's, or a smaller one its upload link sets."""
-    cap: int = request.config_dict[SETTINGS].max_size
-    link = uploadlinks.link_of(request)
-    return cap if link is None else min(cap, link.max_size)
+    return _cap(request.config_dict[SETTINGS], uploadlinks.link_of(request))
+
+
+def _cap(settings: Settings, link: UploadLink | None) -> int:
+    return settings.max_size if link is None else min(settings.max_size, link.max_size)
 
 
 @contextmanager
@@ -101,11 +104,12 @@ def open_pump(
     and `scan=False`: clamd takes one stream, so that upload is scanned once, whole, at
     completion.
     """
-    bus = request.config_dict.get(EVENTS)
+    config = request.config_dict  # a new proxy each time it is asked for: once here
+    bus = config.get(EVENTS)
     listener = (
         UploadEvents(request, conversation_id, channel) if bus is not None and bus.enabled else None
     )
-    settings = request.config_dict[SETTINGS]
+    settings = config[SETTINGS]
     policy = TypePolicy(settings.allow_type, settings.deny_type)
     link = uploadlinks.link_of(request)
     if link is not None:
@@ -113,14 +117,14 @@ def open_pump(
         policy = replace(policy, also_allow=tuple(map(parse_type_rule, link.allow_type)))
         filename = link.file_name or filename
     return Pump(
-        storage if storage is not None else request.config_dict[STORAGE],
-        max_size=max_size(request),
+        storage if storage is not None else config[STORAGE],
+        max_size=_cap(settings, link),
         policy=policy,
         declared_type=declared_type,
         filename=filename,
         extra_digests=extra_digests,
-        on_bytes=request.config_dict[METRICS].received.labels(kind).inc,
-        scanner=request.config_dict[SCANNER] if scan else None,
+        on_bytes=config[METRICS].received.labels(kind).inc,
+        scanner=config[SCANNER] if scan else None,
         chunk_size=settings.chunk_size,
         start=start,
         listener=listener,
