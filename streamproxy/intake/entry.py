@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -74,11 +74,9 @@ def _cap(settings: Settings, link: UploadLink | None) -> int:
     return settings.max_size if link is None else min(settings.max_size, link.max_size)
 
 
-@contextmanager
-def transfer(request: web.Request, kind: Kind) -> Iterator[None]:
+def transfer(request: web.Request, kind: Kind) -> AbstractContextManager[None]:
     """Hold a transfer slot for the whole upload (503 `busy` when none is free)."""
-    with request.config_dict[TRANSFERS].slot(kind):
-        yield
+    return request.config_dict[TRANSFERS].slot(kind)
 
 
 def open_pump(
@@ -123,7 +121,7 @@ def open_pump(
         declared_type=declared_type,
         filename=filename,
         extra_digests=extra_digests,
-        on_bytes=config[METRICS].received.labels(kind).inc,
+        on_bytes=config[METRICS].received_by(kind),
         scanner=config[SCANNER] if scan else None,
         chunk_size=settings.chunk_size,
         start=start,

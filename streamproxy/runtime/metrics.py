@@ -124,6 +124,7 @@ class Metrics:
         # it made anyway, so these hold nothing it would have let go.
         self._request_children: dict[tuple[str, str, int], Histogram] = {}
         self._storage_children: dict[str, Histogram] = {}
+        self._received_children: dict[str, Counter] = {}
 
     def timed(self, operation: str) -> Timed:
         return Timed(self, operation)
@@ -135,6 +136,13 @@ class Metrics:
         if child is None:
             child = self._storage_children[operation] = self.storage.labels(operation)
         child.observe(time.perf_counter() - started)
+
+    def received_by(self, kind: str) -> Callable[[float], None]:
+        """What counts the file bytes received for an upload of this kind."""
+        child = self._received_children.get(kind)
+        if child is None:
+            child = self._received_children[kind] = self.received.labels(kind)
+        return child.inc
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
         """A request on `route` was answered with `status` after `seconds`."""
