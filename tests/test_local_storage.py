@@ -11,12 +11,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from streamproxy.storage.base import FileInfo, FileMissing, LocalFileSource, now_utc
+from streamproxy.storage import localstaging
+from streamproxy.storage.base import (
+    FileInfo,
+    FileMissing,
+    LocalFileSource,
+    StorageError,
+    now_utc,
+)
 from streamproxy.storage.local import LocalStorage
 from streamproxy.storage.localfs import META_XATTR
 from streamproxy.storage.localstaging import GroupSync, QueuedSync
@@ -244,11 +252,11 @@ def test_grouped_directory_syncs_never_report_a_sync_that_failed(tmp_path: Path)
                 failure.result()
 
 
-async def test_queued_directory_syncs_settle_every_future_and_never_a_failed_one(
+async def test_queued_directory_syncs_report_to_every_caller_and_never_a_failed_one(
     tmp_path: Path,
 ) -> None:
-    """Futures queued from many threads all settle once an fsync covers them; when the
-    fsync fails, each queued future gets the error (none reads as a durable link)."""
+    """Reports queued from many threads are all called once an fsync covers them; when
+    the fsync fails, each queued report gets the error (none reads as a durable link)."""
     directory = tmp_path / "dir"
     directory.mkdir()
     loop = asyncio.get_running_loop()
@@ -259,16 +267,49 @@ async def test_queued_directory_syncs_settle_every_future_and_never_a_failed_one
 
         queued = QueuedSync(directory, submit)
 
+        def settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
         def queue_many(count: int) -> list[asyncio.Future[None]]:
             futures = [loop.create_future() for _ in range(count)]
             for future in futures:
-                pool.submit(queued.after_next_sync, loop, future)
+                report = partial(loop.call_soon_threadsafe, settle, future)
+                pool.submit(queued.after_next_sync, report)
             return futures
 
         await asyncio.gather(*queue_many(64))
         directory.rmdir()  # now every fsync of it fails
         outcomes = await asyncio.gather(*queue_many(16), return_exceptions=True)
         assert all(isinstance(outcome, FileNotFoundError) for outcome in outcomes), outcomes
+
+
+async def test_a_commit_whose_directory_fsync_fails_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit answers only once the directory's fsync covers its link: when that
+    fsync fails, the commit fails (a 500), it never reads as durable."""
+    storage = LocalStorage(tmp_path / "data")
+    await storage.start()
+    if not (storage.staging.xattrs and storage.staging.fsync):
+        await storage.close()
+        pytest.skip("the metadata goes to sidecars here")
+
+    def failing(path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(localstaging, "fsync_directory", failing)
+    info = FileInfo("text/plain", 2, hashlib.md5(b"ok").hexdigest(), now_utc())
+    try:
+        writer = await storage.create_writer(lambda piece: None)
+        await writer.write([b"ok"])
+        with pytest.raises(StorageError, match="saving the file failed"):
+            await writer.commit(["a.txt"], info)
+        await writer.abort()
+    finally:
+        await storage.close()
 
 
 async def test_a_batch_is_written_while_it_is_hashed(tmp_path: Path) -> None:

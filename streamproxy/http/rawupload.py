@@ -14,8 +14,6 @@ the file: `application/octet-stream`, or `application/x-www-form-urlencoded`
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-
 from aiohttp import web
 
 from ..error_table import BAD_REQUEST
@@ -52,15 +50,12 @@ async def raw_upload(request: web.Request) -> web.Response:
     conversation_id = check_conversation_id(request.query["conversationId"])
     filename = clean_client_name(request.query.get("fileName", ""))
     with transfer(request, "upload"):
-        async with AsyncExitStack() as cleanup:
-            pump = await cleanup.enter_async_context(
-                open_pump(
-                    request,
-                    "upload",
-                    declared_type=declared_type(request.headers.get("Content-Type")),
-                    filename=filename,
-                )
-            )
+        async with open_pump(
+            request,
+            "upload",
+            declared_type=declared_type(request.headers.get("Content-Type")),
+            filename=filename,
+        ) as pump:
             await pump.pump(body_pieces(request.content, settings.client_timeout))
             if not pump.size and not pump.filename:
                 raise BAD_REQUEST(

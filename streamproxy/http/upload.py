@@ -11,18 +11,16 @@ a full house) is refused first, also in answer to `Expect: 100-continue`.
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-
 from aiohttp import HttpVersion11, web
 
 from ..error_table import BAD_REQUEST, ApiError
 from ..errors import response_for, send_and_close
 from ..intake.entry import commit, open_pump, preflight, transfer, upload_response
 from ..intake.mediatypes import normalize_media_type
-from ..intake.multipart import FormLimits, FormReader, boundary_from
+from ..intake.multipart import FormLimits, FormPart, FormReader, boundary_from
 from ..intake.naming import check_conversation_id, clean_client_name
-from ..intake.pump import Pump
 from ..runtime.settings import SETTINGS
+from ..storage.base import StoredMeta
 from .rawupload import is_raw, raw_upload
 from .requestlog import assign_request_id
 from .uploadlinks import refuse_used_link
@@ -71,34 +69,45 @@ async def upload(request: web.Request) -> web.Response:
             limits=FORM_LIMITS,
             idle_timeout=settings.client_timeout,
         )
-        async with AsyncExitStack() as cleanup:
-            pump: Pump | None = None
-            while (part := await form.next_part()) is not None:
-                if part.name == "file":
-                    if pump is not None:
-                        raise BAD_REQUEST("the form has more than one part named 'file'")
-                    pump = await cleanup.enter_async_context(
-                        open_pump(
-                            request,
-                            "upload",
-                            declared_type=normalize_media_type(part.content_type),
-                            filename=clean_client_name(part.filename or ""),
-                            conversation_id=conversation_id,  # for a refusal's event
-                        )
-                    )
-                    await pump.pump(part.chunks())
-                    if not pump.size and not pump.filename:
-                        # What a browser sends for a file input left empty.
-                        raise BAD_REQUEST(
-                            "no file was sent: the file part has no name and no bytes"
-                        )
-                elif part.name == "conversationId":
-                    conversation_id = check_conversation_id(await part.text())
-                else:
-                    await part.discard()
-            if pump is None:
-                raise BAD_REQUEST("the form has no part named 'file'")
-            if conversation_id is None:
-                raise BAD_REQUEST("conversationId is required, as a form field or in the query")
-            meta = await commit(request, pump, conversation_id)
+        while (part := await form.next_part()) is not None:
+            if part.name == "file":
+                meta = await _store(request, form, part, conversation_id)
+                break
+            conversation_id = await _field(part, conversation_id)
+        else:
+            raise BAD_REQUEST("the form has no part named 'file'")
     return upload_response(request, meta)
+
+
+async def _store(
+    request: web.Request, form: FormReader, file: FormPart, conversation_id: str | None
+) -> StoredMeta:
+    """Pump the file part into storage, read the parts after it, and commit; the pump is
+    open from the file part to the commit, so every way out of here aborts it."""
+    async with open_pump(
+        request,
+        "upload",
+        declared_type=normalize_media_type(file.content_type),
+        filename=clean_client_name(file.filename or ""),
+        conversation_id=conversation_id,  # for a refusal's event
+    ) as pump:
+        await pump.pump(file.chunks())
+        if not pump.size and not pump.filename:
+            # What a browser sends for a file input left empty.
+            raise BAD_REQUEST("no file was sent: the file part has no name and no bytes")
+        while (part := await form.next_part()) is not None:
+            if part.name == "file":
+                raise BAD_REQUEST("the form has more than one part named 'file'")
+            conversation_id = await _field(part, conversation_id)
+        if conversation_id is None:
+            raise BAD_REQUEST("conversationId is required, as a form field or in the query")
+        return await commit(request, pump, conversation_id)
+
+
+async def _field(part: FormPart, conversation_id: str | None) -> str | None:
+    """A part other than the file: `conversationId` read (it wins over the query's),
+    anything else read past; the conversation id so far."""
+    if part.name == "conversationId":
+        return check_conversation_id(await part.text())
+    await part.discard()
+    return conversation_id

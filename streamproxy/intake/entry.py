@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from ..error_table import over_the_cap
 from ..events import EVENTS, file_data
 from ..http import signing, uploadlinks
 from ..http.auth import check_api_key
+from ..http.linktokens import UploadLink
 from ..http.preconditions import etag_header
 from ..runtime.metrics import METRICS
 from ..runtime.settings import SETTINGS, Settings
@@ -35,6 +36,7 @@ from .scan import SCANNER
 from .transfers import TRANSFERS
 
 SUCCESS_MESSAGE = "File uploaded successfully."
+_JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps would make on every call
 
 # How an upload path is counted: the `kind` label of the transfer and byte metrics.
 Kind = Literal["upload", "import"]
@@ -65,16 +67,16 @@ def preflight(request: web.Request, declared_overhead: int = 0, *, links: bool =
 
 def max_size(request: web.Request) -> int:
     """The cap on this upload: the service's, or a smaller one its upload link sets."""
-    cap: int = request.config_dict[SETTINGS].max_size
-    link = uploadlinks.link_of(request)
-    return cap if link is None else min(cap, link.max_size)
+    return _cap(request.config_dict[SETTINGS], uploadlinks.link_of(request))
 
 
-@contextmanager
-def transfer(request: web.Request, kind: Kind) -> Iterator[None]:
+def _cap(settings: Settings, link: UploadLink | None) -> int:
+    return settings.max_size if link is None else min(settings.max_size, link.max_size)
+
+
+def transfer(request: web.Request, kind: Kind) -> AbstractContextManager[None]:
     """Hold a transfer slot for the whole upload (503 `busy` when none is free)."""
-    with request.config_dict[TRANSFERS].slot(kind):
-        yield
+    return request.config_dict[TRANSFERS].slot(kind)
 
 
 def open_pump(
@@ -100,11 +102,12 @@ def open_pump(
     and `scan=False`: clamd takes one stream, so that upload is scanned once, whole, at
     completion.
     """
-    bus = request.config_dict.get(EVENTS)
+    config = request.config_dict  # a new proxy each time it is asked for: once here
+    bus = config.get(EVENTS)
     listener = (
         UploadEvents(request, conversation_id, channel) if bus is not None and bus.enabled else None
     )
-    settings = request.config_dict[SETTINGS]
+    settings = config[SETTINGS]
     policy = TypePolicy(settings.allow_type, settings.deny_type)
     link = uploadlinks.link_of(request)
     if link is not None:
@@ -112,14 +115,14 @@ def open_pump(
         policy = replace(policy, also_allow=tuple(map(parse_type_rule, link.allow_type)))
         filename = link.file_name or filename
     return Pump(
-        storage if storage is not None else request.config_dict[STORAGE],
-        max_size=max_size(request),
+        storage if storage is not None else config[STORAGE],
+        max_size=_cap(settings, link),
         policy=policy,
         declared_type=declared_type,
         filename=filename,
         extra_digests=extra_digests,
-        on_bytes=request.config_dict[METRICS].received.labels(kind).inc,
-        scanner=request.config_dict[SCANNER] if scan else None,
+        on_bytes=config[METRICS].received_by(kind),
+        scanner=config[SCANNER] if scan else None,
         chunk_size=settings.chunk_size,
         max_batch=request.config_dict[TRANSFERS].batch_size(settings.chunk_size),
         start=start,
@@ -171,7 +174,7 @@ def upload_response(request: web.Request, meta: StoredMeta) -> web.Response:
         "url": download_url(request, settings, meta),
     }
     return web.Response(
-        body=json.dumps(body, ensure_ascii=False).encode(),
+        body=_JSON.encode(body).encode(),
         content_type="application/json",
         headers={"ETag": etag_header(meta.info.etag)},
     )

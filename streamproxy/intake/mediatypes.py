@@ -7,6 +7,7 @@ content are recognised so downloads can defuse them.
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 from dataclasses import dataclass
@@ -97,11 +98,22 @@ def is_active(media_type: str) -> bool:
 
 def extension_of(filename: str) -> str:
     """The lower-case extension with its dot (`.pdf`), or `""`."""
-    return PurePosixPath(filename).suffix.lower()
+    if "/" in filename:
+        return PurePosixPath(filename).suffix.lower()
+    # What PurePosixPath's suffix is for a name with no slash, without building a path.
+    dot = filename.rfind(".")
+    return filename[dot:].lower() if 0 < dot < len(filename) - 1 else ""
 
 
 def type_from_extension(filename: str) -> str | None:
-    guessed, _ = _TABLE.guess_type("x" + extension_of(filename), strict=False)
+    return _type_of_extension(extension_of(filename))
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_of_extension(extension: str) -> str | None:
+    """Remembered: the table is complete once this module is imported, and every upload
+    whose type is sniffed asks (`guess_type` parses its argument as a URL)."""
+    guessed, _ = _TABLE.guess_type("x" + extension, strict=False)
     return guessed
 
 

@@ -85,6 +85,21 @@ _BINARY_BYTES = frozenset([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(
 _NOT_BINARY = bytes(byte for byte in range(256) if byte not in _BINARY_BYTES)
 
 
+def _by_first_byte(patterns: tuple[_Pattern, ...]) -> dict[int, tuple[_Pattern, ...]]:
+    """The patterns by their first byte, in table order: only the few that start with a
+    resource's first byte can match it, so only those are tried. (Every mask keeps the
+    first byte whole, so a masked pattern's first byte must match exactly too.)"""
+    table: dict[int, list[_Pattern]] = {}
+    for mask, pattern, media_type in patterns:
+        if mask is not None and mask[0] != 0xFF:
+            raise ValueError(f"a mask that changes the first byte: {pattern!r}")
+        table.setdefault(pattern[0], []).append((mask, pattern, media_type))
+    return {first: tuple(entries) for first, entries in table.items()}
+
+
+_PATTERNS_BY_FIRST_BYTE = _by_first_byte(_BINARY_PATTERNS)
+
+
 def _matches(data: bytes, mask: bytes | None, pattern: bytes) -> bool:
     if len(data) < len(pattern):
         return False
@@ -96,6 +111,8 @@ def _matches(data: bytes, mask: bytes | None, pattern: bytes) -> bool:
 def _sniff_markup(data: bytes) -> str | None:
     """HTML, XML and SVG by their first tag, skipping leading whitespace."""
     stripped = data.lstrip(_WS)
+    if not stripped.startswith(b"<"):  # every tag below begins so
+        return None
     upper = stripped[:64].upper()
     for tag in _HTML_TAGS:
         if upper.startswith(tag):
@@ -142,7 +159,7 @@ def sniff_bytes(data: bytes) -> str:
     markup = _sniff_markup(header)
     if markup:
         return markup
-    for mask, pattern, media_type in _BINARY_PATTERNS:
+    for mask, pattern, media_type in _PATTERNS_BY_FIRST_BYTE.get(header[0], ()):
         if _matches(header, mask, pattern):
             return media_type
     family_match = _sniff_mp4_family(header)

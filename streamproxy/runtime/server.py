@@ -17,6 +17,7 @@ from ..app import create_app
 from ..http.requestlog import AccessLogger
 from ..intake.transfers import TRANSFERS, TransferSlots
 from ..storage.base import STORAGE
+from .collector import pace_collector
 from .connections import GuardedSite, HeadLimits
 from .heap import fix_heap_thresholds
 from .metrics import METRICS
@@ -84,6 +85,7 @@ async def serve(
             settings.max_size,
             type(loop).__module__.split(".")[0],
         )
+        pace_collector()
         if ready is not None:
             ready(urls)
         await stop.wait()

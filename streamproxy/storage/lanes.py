@@ -36,12 +36,13 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 class Settler:
     """Settles one event-loop future once `parts` calls on worker threads have reported:
-    with the first error among them, else with the last result reported."""
+    with the first error among them, else with the last result reported other than None."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, parts: int) -> None:
         self.future: asyncio.Future[Any] = loop.create_future()
         self._loop = loop
         self._remaining = parts
+        self._result: Any = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._started = self._dropped = False
@@ -59,15 +60,23 @@ class Settler:
             self._dropped = not self._started
             return self._dropped
 
+    def add_part(self) -> None:
+        """One more part will report: called by a part that has not reported yet (a
+        commit that hands its last step, the directory's fsync, to another thread)."""
+        with self._lock:
+            self._remaining += 1
+
     def report(self, result: Any, error: BaseException | None) -> None:
         """Called on a worker thread when one part is done."""
         with self._lock:
             self._remaining -= 1
             if error is not None and self._error is None:
                 self._error = error
+            if result is not None:
+                self._result = result
             if self._remaining:
                 return
-        self._loop.call_soon_threadsafe(_settle, self.future, result, self._error)
+        self._loop.call_soon_threadsafe(_settle, self.future, self._result, self._error)
 
 
 @dataclass

@@ -9,8 +9,8 @@ The metadata goes into an extended attribute of the staged file (`attach`) where
 the file system has them: the fsync of the file then makes bytes and metadata
 durable together, and publishing (`link_attached`) is one `link` that fails if the
 name is taken, then one directory fsync, shared by the commits waiting for it at
-the same time (`QueuedSync`: the writer waits for it on the event loop, so that no
-thread sits waiting). Where there are no extended attributes (or the metadata does
+the same time (`QueuedSync`: the writer's commit hears of it on the event loop, so
+that no thread sits waiting). Where there are no extended attributes (or the metadata does
 not fit in one), and for a completed resumable upload (which links its own data
 file), a sidecar `.meta/NAME.json` is written, fsynced and linked first, claiming
 the name (`claim_with_sidecar`, its directory fsyncs grouped by `GroupSync`); the
@@ -19,7 +19,6 @@ bytes follow, so a visible file always has its metadata either way.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import itertools
 import logging
@@ -70,14 +69,9 @@ class GroupSync:
                 self._synced = covers
 
 
-def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():  # the commit was cancelled meanwhile
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
+SyncReport = Callable[[BaseException | None], None]
+"""Told, on a storage thread, that an fsync covering a change has finished (None) or
+failed (its error)."""
 
 
 class QueuedSync:
@@ -85,24 +79,26 @@ class QueuedSync:
 
     `GroupSync` keeps each caller's thread blocked until the shared fsync is done;
     among dozens of small uploads that is dozens of threads woken together, each
-    taking the GIL back only to return. Here a caller whose link is done queues an
-    event-loop future and its thread moves on; one call on the storage threads runs
-    the fsyncs, each covering every future queued before it began, and settles them
-    (with its error, if it failed: none is told its link is durable when it is not).
+    taking the GIL back only to return. Here a caller whose link is done queues a
+    report and its thread moves on; one call on the storage threads runs the fsyncs,
+    each covering every report queued before it began, and calls those reports (with
+    its error, if it failed: none is told its link is durable when it is not). A
+    writer's report is the last part of its commit's `Settler`, so the event loop
+    hears of a commit once, when it is durable.
     """
 
     def __init__(self, path: Path, submit: Callable[[Callable[[], None]], None]) -> None:
         self._path = path
         self._submit = submit
         self._lock = threading.Lock()
-        self._queued: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._queued: list[SyncReport] = []
         self._running = False
 
-    def after_next_sync(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:
-        """Settle `done` (on `loop`) once an fsync of the directory that started after
-        this call has finished. Called on a worker thread, after the change to cover."""
+    def after_next_sync(self, report: SyncReport) -> None:
+        """Call `report` once an fsync of the directory that started after this call has
+        finished. Called on a worker thread, after the change to cover."""
         with self._lock:
-            self._queued.append((loop, done))
+            self._queued.append(report)
             if self._running:
                 return
             self._running = True
@@ -123,12 +119,9 @@ class QueuedSync:
                 fsync_directory(self._path)
             except OSError as failure:
                 error = failure
-            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-            for loop, future in queued:
-                by_loop.setdefault(loop, []).append(future)
-            for loop, futures in by_loop.items():
-                with suppress(RuntimeError):  # that loop is closed: nobody waits any more
-                    loop.call_soon_threadsafe(_settle_all, futures, error)
+            for report in queued:
+                with suppress(RuntimeError):  # its loop is closed: nobody waits any more
+                    report(error)
 
 
 class StagingArea:

@@ -173,11 +173,9 @@ class LocalWriter:
         if on_end is not None:
             on_end()
 
-    def _commit_sync(
-        self, names: Iterable[str], info: FileInfo, linked: asyncio.Future[None]
-    ) -> tuple[StoredMeta, bool]:
-        """Publish; True with the meta when `linked` waits for the directory's fsync
-        (the metadata attached: one link, its fsync shared with other commits)."""
+    def _commit_sync(self, names: Iterable[str], info: FileInfo, settler: Settler) -> StoredMeta:
+        """Publish. With the metadata attached, one link, whose directory fsync (shared
+        with other commits) becomes the last part of the commit's `settler`."""
         if self._fd is None:
             self._open_sync()
         assert self._fd is not None
@@ -190,11 +188,12 @@ class LocalWriter:
             for name in names:
                 if attached and staging.link_attached(name, self._fd, self._path):
                     if staging.fsync:
-                        staging.root_synced.after_next_sync(self._loop, linked)
-                    return StoredMeta(name, info), staging.fsync
+                        settler.add_part()
+                        staging.root_synced.after_next_sync(partial(settler.report, None))
+                    return StoredMeta(name, info)
                 sidecar = not attached
                 if sidecar and staging.claim_with_sidecar(name, metadata, self._fd, self._path):
-                    return StoredMeta(name, info), False
+                    return StoredMeta(name, info)
         except OSError as error:
             raise storage_error(error, "saving the file") from error
         finally:
@@ -217,15 +216,11 @@ class LocalWriter:
             raise StorageError(f"the upload is already {self.state.value}")
         self._handed_off = True
         settler = Settler(self._loop, parts=1)
-        linked: asyncio.Future[None] = self._loop.create_future()
-        self._writes.run(self._commit_sync, (iter(names), info, linked), settler)
-        meta: StoredMeta
-        meta, waits = await settler.future
-        if waits:
-            try:
-                await linked
-            except OSError as error:
-                raise storage_error(error, "saving the file") from error
+        self._writes.run(self._commit_sync, (iter(names), info, settler), settler)
+        try:
+            meta: StoredMeta = await settler.future
+        except OSError as error:  # the directory's fsync: the link may not last
+            raise storage_error(error, "saving the file") from error
         self.state = WriterState.COMMITTED
         self._ended()
         return meta

@@ -27,7 +27,10 @@ class TimedWriter:
         """Passed on at once (a writer may queue writes), timed until it is done."""
         started = time.perf_counter()
         done = asyncio.ensure_future(self._inner.write(pieces))
-        done.add_done_callback(partial(self._metrics.record, "write", started))
+        if done.done():  # a small first write, held back by the writer: nothing to wait for
+            self._metrics.record("write", started)
+        else:
+            done.add_done_callback(partial(self._metrics.record, "write", started))
         return done
 
     async def commit(self, names: Iterable[str], info: FileInfo) -> StoredMeta:
