@@ -124,7 +124,7 @@ def open_pump(
         on_bytes=config[METRICS].received_by(kind),
         scanner=config[SCANNER] if scan else None,
         chunk_size=settings.chunk_size,
-        max_batch=request.config_dict[TRANSFERS].batch_size(settings.chunk_size),
+        max_batch=config[TRANSFERS].batch_size(settings.chunk_size),
         start=start,
         listener=listener,
     )
