@@ -39,7 +39,13 @@ ISSUE13_NOTE = (
     "is the same process sent the raw-body `PUT /files?conversationId=..&fileName=..` "
     "(no multipart envelope), `streamproxy-nofsync` a process with `--fsync false` (still "
     "MD5 and sniffing); nginx's PUT neither hashes nor fsyncs, FastAPI's `UploadFile` "
-    "neither fsyncs nor sniffs."
+    "neither fsyncs nor sniffs. The last column is what no server that computes the MD5 "
+    "could beat on this machine, from this run's figures: one upload's MD5 is serial, so "
+    "its rate is at most the Machine table's MD5 rate on one core; many uploads share two "
+    "cores, so together they are at most 2 / (MD5 + nginx's own CPU + the client's CPU, "
+    "per GiB); and the CPU per GiB is at least nginx's plus MD5's. For 5 KB uploads and "
+    "ranges the bound is the aiohttp floor, which `python -m benchmarks.floor` measures "
+    "(see the history)."
 )
 PROFILES_NOTE = (
     "One extra run per streamproxy row after the measured rounds, under two py-spy "

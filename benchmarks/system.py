@@ -7,6 +7,7 @@ as root and they are missing; otherwise the scenarios that need them say so.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -15,6 +16,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # program -> the Debian package that provides it
@@ -128,6 +130,31 @@ def file_system(path: Path) -> str:
     return f"{kind} ({device} on {mount})"
 
 
+MD5_ROW = "MD5, one core (hashlib)"
+
+
+def md5_rate(size: int = 64 << 20, passes: int = 3) -> float:
+    """Bytes per second hashlib's MD5 digests on one core, the best of `passes`.
+
+    One stream's MD5 is serial, so this is the ceiling of any server that hashes one
+    upload, however it pipelines the rest; the report's bounds come from it.
+    """
+    data = os.urandom(size)
+    hashlib.md5(data[: 1 << 20], usedforsecurity=False).digest()  # warm the code
+    best = float("inf")
+    for _ in range(passes):
+        started = time.perf_counter()
+        hashlib.md5(data, usedforsecurity=False).digest()
+        best = min(best, time.perf_counter() - started)
+    return size / best
+
+
+def md5_from_machine(machine: dict[str, str]) -> float | None:
+    """The MD5 rate (bytes per second) a Machine table recorded, if it did."""
+    match = re.match(r"([\d,]+) MB/s", machine.get(MD5_ROW, ""))
+    return float(match.group(1).replace(",", "")) * 1e6 if match else None
+
+
 def describe_machine(
     programs: dict[str, str | None], storage: Path | None = None
 ) -> dict[str, str]:
@@ -143,6 +170,7 @@ def describe_machine(
         "RAM": memory_total(),
         "kernel": platform.release(),
         **({"storage file system": file_system(storage)} if storage else {}),
+        MD5_ROW: f"{(rate := md5_rate()) / 1e6:,.0f} MB/s ({(1 << 30) / rate:.2f} CPU s per GiB)",
         "Python": platform.python_version(),
         "aiohttp": package_version("aiohttp"),
         "uvloop": package_version("uvloop"),

@@ -72,7 +72,12 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
         row = rf"\| {server} \| {does} \| \*\*[\d.,]+\*\* MB/s \| [\d.,-]+ \| \d+\.\d\dx \|"
         assert re.search(row, text), server
     # issue 13's raw-PUT target is graded from the same run
-    assert re.search(r"\| one 1 GiB upload \(raw PUT\) vs nginx PUT \| ≥ 0.85x \| \d+\.\d\dx", text)
+    raw_row = r"\| one 1 GiB upload \(raw PUT\) vs nginx PUT \| ≥ 0.85x \| \d+\.\d\dx[^\n]*"
+    graded = re.search(raw_row, text)
+    assert graded
+    # with the bound no hashing server could beat here: MD5 on one core, measured first
+    assert re.search(r"\| MD5, one core \(hashlib\) \| [\d,]+ MB/s", text)
+    assert re.search(r"\| ≤ \d+\.\d\dx \(MD5 on one core\) \|$", graded.group(0))
 
 
 @pytest.mark.s3_only
