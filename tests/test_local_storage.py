@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -276,7 +275,12 @@ async def test_queued_directory_syncs_report_to_every_caller_and_never_a_failed_
         def queue_many(count: int) -> list[asyncio.Future[None]]:
             futures = [loop.create_future() for _ in range(count)]
             for future in futures:
-                report = partial(loop.call_soon_threadsafe, settle, future)
+
+                def report(
+                    error: BaseException | None, future: asyncio.Future[None] = future
+                ) -> None:
+                    loop.call_soon_threadsafe(settle, future, error)
+
                 pool.submit(queued.after_next_sync, report)
             return futures
 
