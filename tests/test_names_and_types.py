@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 
 import pytest
 
 from streamproxy.intake import naming
 from streamproxy.intake.mediatypes import (
     TypePolicy,
+    extension_of,
     is_active,
     normalize_media_type,
     parse_type_rule,
+    type_from_extension,
 )
 from streamproxy.intake.sniff import choose_type, sniff_bytes
 
@@ -143,3 +146,33 @@ def test_candidates_keep_the_extension() -> None:
 )
 def test_clean_client_names(raw: str, clean: str) -> None:
     assert naming.clean_client_name(raw) == clean
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "report.PDF",
+        "a.b.c",
+        ".bashrc",
+        "trailing.",
+        "..",
+        ".",
+        "",
+        "noext",
+        "dir/x.png",
+        "dir.d/noext",
+        "a/.hidden",
+        "x..y",
+        "été.JPEG",
+        "a b.tar.gz",
+    ],
+)
+def test_the_extension_is_what_a_path_would_say(name: str) -> None:
+    """extension_of avoids building a path for a plain name; the answer must not change."""
+    assert extension_of(name) == PurePosixPath(name).suffix.lower()
+
+
+def test_the_type_from_an_extension_is_case_blind_and_repeatable() -> None:
+    assert type_from_extension("scan.PDF") == type_from_extension("scan.pdf") == "application/pdf"
+    assert type_from_extension("noext") is None
+    assert type_from_extension("noext") is None  # asked again: the remembered answer

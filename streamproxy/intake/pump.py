@@ -237,6 +237,7 @@ class Pump:
         in_flight: collections.deque[asyncio.Future[None]] = collections.deque()
         batch: list[Piece] = []
         batched = 0
+        target = self._batch_target()  # set again as each batch goes: not per piece
         try:
             async for piece in chunks:
                 size = len(piece)
@@ -251,9 +252,10 @@ class Pump:
                 batched += size
                 if self.media_type is None:
                     self._take_head(piece)
-                if batched >= self._batch_target():
+                if batched >= target:
                     await self._hand_over(writer, batch, in_flight)
                     batch, batched = [], 0
+                    target = self._batch_target()
                     if len(in_flight) >= WRITES_IN_FLIGHT:
                         await in_flight.popleft()
             if self.media_type is None and final:
@@ -272,9 +274,9 @@ class Pump:
                 write.add_done_callback(_consume_result)
 
     def _batch_target(self) -> int:
-        """`chunk_size`, growing with the file (a quarter of what came so far) up to
-        `max_batch`: a small file's batches still overlap its arrival, a big one makes
-        fewer and larger trips to the worker threads."""
+        """The next batch's size: `chunk_size`, growing with the file (a quarter of what
+        came so far) up to `max_batch`: a small file's batches still overlap its
+        arrival, a big one makes fewer and larger trips to the worker threads."""
         return max(self._chunk_size, min(self._max_batch, self.size >> 2))
 
     async def _hand_over(
