@@ -31,19 +31,27 @@ def test_find_is_bytes_find() -> None:
             at = rng.choice([0, max(0, size - len(planted)), rng.randrange(size + 1)])
             haystack[at : at + len(planted)] = planted
         data = bytes(haystack)
-        assert bytesearch.find(data, needle) == data.find(needle), size
+        expected = data.find(needle)
+        assert bytesearch.find(data, needle) == expected, size
         assert bytesearch.find(data + needle, needle) == (data + needle).find(needle)
+        # A body read straight into a buffer comes as writable views (searched in place),
+        # a view of bytes is read-only (copied first): the same answers.
+        assert bytesearch.find(memoryview(haystack), needle) == expected, size
+        assert bytesearch.find(memoryview(bytearray(b"x" + data))[1:], needle) == expected
+        assert bytesearch.find(memoryview(data), needle) == expected, size
 
 
-def _body_of(content: bytes, cuts: list[int]) -> tuple[bytes, int]:
+def _body_of(content: bytes, cuts: list[int], *, views: bool = False) -> tuple[bytes, int]:
     """The file part's bytes as the parser hands them on, fed a form cut at `cuts`; and
-    how many PartData events it took."""
+    how many PartData events it took. `views`: each piece a writable memoryview of a
+    buffer, as a body read by runtime/directbody.py comes."""
     body = multipart_body(BOUNDARY, [file_part(content)])
     parser = FormParser(BOUNDARY.encode(), FormLimits())
     events = []
     start = 0
     for cut in [*cuts, len(body)]:
-        events += parser.feed(body[start:cut])
+        piece = body[start:cut]
+        events += parser.feed(memoryview(bytearray(piece)) if views else piece)
         start = cut
     events += parser.feed(b"")
     data = b"".join(bytes(event.data) for event in events if isinstance(event, PartData))
@@ -51,10 +59,12 @@ def _body_of(content: bytes, cuts: list[int]) -> tuple[bytes, int]:
     return data, sum(isinstance(event, PartData) for event in events)
 
 
+@pytest.mark.parametrize("views", [False, True], ids=["bytes", "views"])
 @pytest.mark.parametrize("seed", range(40))
-def test_large_pieces_with_delimiter_starts_at_their_ends(seed: int) -> None:
+def test_large_pieces_with_delimiter_starts_at_their_ends(seed: int, views: bool) -> None:
     """Pieces of tens of KiB whose ends hold CR, CRLF, the delimiter's start but one
-    byte and near-misses: the file's bytes come through exactly, at any cut."""
+    byte and near-misses: the file's bytes come through exactly, at any cut, whether
+    the pieces are bytes or views of buffers."""
     rng = random.Random(seed)
     content = bytearray(random_bytes(200_000, seed=seed))
     head = HEAD
@@ -67,15 +77,17 @@ def test_large_pieces_with_delimiter_starts_at_their_ends(seed: int) -> None:
         content[max(0, at) : max(0, at) + len(planted)] = planted
     assert DELIMITER not in content
     end = head + len(content)  # and the closing delimiter cut anywhere
-    data, _ = _body_of(bytes(content), [*cuts, end + rng.randrange(len(DELIMITER) + 1)])
+    cuts.append(end + rng.randrange(len(DELIMITER) + 1))
+    data, _ = _body_of(bytes(content), cuts, views=views)
     assert data == bytes(content)
 
 
-def test_a_piece_with_nothing_to_hold_goes_on_whole() -> None:
+@pytest.mark.parametrize("views", [False, True], ids=["bytes", "views"])
+def test_a_piece_with_nothing_to_hold_goes_on_whole(views: bool) -> None:
     """One event per piece when no piece ends in what may begin a delimiter."""
     content = random_bytes(64 * 1024 * 8, seed=3).replace(b"\r", b"x")
     head = HEAD
     cuts = list(range(head, head + len(content), 64 * 1024))
-    data, pieces = _body_of(content, cuts)
+    data, pieces = _body_of(content, cuts, views=views)
     assert data == content
     assert pieces == len(cuts)

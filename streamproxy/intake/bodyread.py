@@ -14,8 +14,12 @@ from aiohttp import StreamReader
 
 from ..error_table import BAD_REQUEST, client_stalled
 
+# A piece of a body: bytes, or a view of the buffer a large plain body was read into
+# (runtime/directbody.py), though aiohttp's reader says bytes.
+BodyPiece = bytes | memoryview
 
-async def read_within(read: Awaitable[bytes], idle_timeout: float) -> bytes:
+
+async def read_within(read: Awaitable[BodyPiece], idle_timeout: float) -> BodyPiece:
     """One read of the body within the idle timeout; its failures as the client's errors."""
     try:
         async with asyncio.timeout(idle_timeout):
@@ -30,7 +34,7 @@ async def read_within(read: Awaitable[bytes], idle_timeout: float) -> bytes:
         raise
 
 
-async def next_chunk(content: StreamReader) -> bytes:
+async def next_chunk(content: StreamReader) -> BodyPiece:
     """aiohttp's next non-empty chunk (it yields empty ones at HTTP chunk ends); b"" at the end."""
     while True:
         data, _ = await content.readchunk()
@@ -38,7 +42,7 @@ async def next_chunk(content: StreamReader) -> bytes:
             return data
 
 
-async def body_pieces(content: StreamReader, idle_timeout: float) -> AsyncIterator[bytes]:
+async def body_pieces(content: StreamReader, idle_timeout: float) -> AsyncIterator[BodyPiece]:
     """The whole body, as the pieces aiohttp received (decoded when it was compressed)."""
     while data := await read_within(next_chunk(content), idle_timeout):
         yield data

@@ -38,11 +38,23 @@ def _load_memmem() -> _Memmem | None:
 _memmem = _load_memmem()
 
 
-def find(haystack: bytes, needle: bytes) -> int:
-    """`haystack.find(needle)`: the index of the first occurrence, or -1."""
-    if _memmem is None or len(haystack) < MIN_FOREIGN or type(haystack) is not bytes:
-        return haystack.find(needle)
-    start = ctypes.cast(ctypes.c_char_p(haystack), ctypes.c_void_p).value  # no copy
-    assert start is not None
+def find(haystack: bytes | memoryview, needle: bytes) -> int:
+    """`haystack.find(needle)`: the index of the first occurrence, or -1. A memoryview
+    (a body read straight into a buffer: runtime/directbody.py) is searched in place
+    when it is writable, as those are; a read-only one is copied first."""
+    start = _address(haystack) if _memmem is not None and len(haystack) >= MIN_FOREIGN else None
+    if start is None:
+        return (haystack if type(haystack) is bytes else bytes(haystack)).find(needle)
+    assert _memmem is not None
     at = _memmem(start, len(haystack), needle, len(needle))
     return -1 if at is None else at - start
+
+
+def _address(data: bytes | memoryview) -> int | None:
+    """Where `data`'s bytes are, without copying them; None for a read-only view."""
+    if type(data) is bytes:
+        return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(data))
+    except (TypeError, ValueError):  # read-only or not contiguous
+        return None

@@ -24,7 +24,7 @@ from aiohttp.multipart import parse_content_disposition
 from multidict import CIMultiDictProxy
 
 from ..error_table import BAD_REQUEST
-from .bodyread import next_chunk, read_within
+from .bodyread import BodyPiece, next_chunk, read_within
 from .multipart_parser import (
     At,
     Event,
@@ -151,7 +151,7 @@ class FormReader:
         except MalformedForm as error:
             raise BAD_REQUEST(str(error)) from None
 
-    async def _piece(self) -> bytes:
+    async def _piece(self) -> BodyPiece:
         """The next piece of the body as aiohttp received it (no joining); b"" at the end."""
         if self._eof:
             return b""

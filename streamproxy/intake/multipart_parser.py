@@ -99,7 +99,7 @@ class FormParser:
         self.at = At.PREAMBLE
         self._parts = 0
 
-    def feed(self, data: bytes) -> list[Event]:
+    def feed(self, data: bytes | memoryview) -> list[Event]:
         """Parse the next bytes of the body; `b""` says the body ended."""
         ended = not data
         events: list[Event] = []
@@ -197,7 +197,7 @@ class FormParser:
         self.at = At.BODY
         return True
 
-    def _body(self, piece: bytes, events: list[Event]) -> bytes:
+    def _body(self, piece: bytes | memoryview, events: list[Event]) -> bytes | memoryview:
         """Body bytes of `piece`, whole or as views; at the delimiter, the part ends and the rest
         of the piece is returned for the envelope (else b"")."""
         delimiter, tail = self._delimiter, self._tail
@@ -220,7 +220,7 @@ class FormParser:
                     events.append(PartData(piece))  # nearly always: the piece itself, whole
                 elif held:
                     events.append(PartData(memoryview(piece)[:held]))
-                self._tail = piece[held:]
+                self._tail = bytes(piece[held:])
                 return b""
             if tail:
                 events.append(PartData(tail))
@@ -232,7 +232,7 @@ class FormParser:
         self.at = At.DELIMITER
         return piece[rest:]
 
-    def _held(self, data: bytes) -> int:
+    def _held(self, data: bytes | memoryview) -> int:
         """Where the end of `data` that may begin a delimiter starts (len(data): none).
 
         Only a suffix that is a prefix of the delimiter (so it starts with CR) must
@@ -240,9 +240,11 @@ class FormParser:
         whole, as one event.
         """
         delimiter = self._delimiter
-        at = data.find(b"\r", max(0, len(data) - self._keep))
+        start = max(0, len(data) - self._keep)
+        end = bytes(data[start:])  # a few dozen bytes; a memoryview piece has no find
+        at = end.find(b"\r")
         while at >= 0:
-            if delimiter.startswith(data[at:]):
-                return at
-            at = data.find(b"\r", at + 1)
+            if delimiter.startswith(end[at:]):
+                return start + at
+            at = end.find(b"\r", at + 1)
         return len(data)

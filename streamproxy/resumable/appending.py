@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from ..error_table import BAD_REQUEST, ApiError, client_stalled
+from ..intake.bodyread import BodyPiece, next_chunk
 from ..intake.entry import max_size, open_pump
 from ..intake.mediatypes import normalize_media_type
 from ..intake.naming import clean_client_name
@@ -91,7 +92,7 @@ class _Body:
         self._stop = stop
         self.broken: Exception | None = None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[BodyPiece]:
         received = 0
         while True:
             if self._stop.asked():
@@ -101,7 +102,7 @@ class _Body:
                 try:
                     async with asyncio.timeout(self._idle) as timeout:
                         with self._stop.reading(timeout):  # a stop request ends the wait now
-                            chunk = await self._content.readany()
+                            chunk = await next_chunk(self._content)  # one read, not joined
                 except TimeoutError:
                     if not self._stop.asked():  # (a stop request moves the timeout to now)
                         self.broken = _Stalled()
@@ -122,7 +123,7 @@ class _Body:
             if self.broken is not None:
                 return
 
-    def _received_already(self) -> bytes:
+    def _received_already(self) -> BodyPiece:
         """On a stop: the body this process has received and not yet read (kept too)."""
         try:
             return self._content.read_nowait()

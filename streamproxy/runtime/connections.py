@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -47,6 +48,7 @@ from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, RequestPayloadError
 from ..error_table import BAD_REQUEST, BY_STATUS, HEADERS_TOO_LARGE, TIMEOUT, ErrorKind
 from ..errors import json_error
 from ..http.requestlog import new_request_id
+from .directbody import BUFFER_SIZE, DirectBody
 from .metrics import Metrics
 
 log = logging.getLogger("streamproxy")
@@ -54,6 +56,9 @@ _parser_skip_works = True  # False once aiohttp's parser refused the arguments b
 
 _HEAD_END = b"\r\n\r\n"  # aiohttp's parser refuses bare-LF heads, so this is the end
 _LINGER = 2.0  # seconds a refused client may go on sending before the connection closes
+# A plain body at least this long is read by a `DirectBody`, into buffers of its own;
+# a shorter one is not worth swapping the connection's protocol twice.
+DIRECT_BODY_MIN = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,11 +96,19 @@ class GuardedRequestHandler(web.RequestHandler):
     """
 
     def __init__(
-        self, manager: web.Server, *, limits: HeadLimits, metrics: Metrics, **kwargs: Any
+        self,
+        manager: web.Server,
+        *,
+        limits: HeadLimits,
+        metrics: Metrics,
+        body_buffer: Callable[[], int] = lambda: BUFFER_SIZE,
+        **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._limits = limits
         self._metrics = metrics
+        # A DirectBody's buffer size, asked as a large plain body starts (0: not one)
+        self._body_buffer = body_buffer
         self._head_bytes = 0  # of the head under way
         self._head_tail = b""  # its last 3 bytes: a blank line split across reads
         self._head_deadline: asyncio.TimerHandle | None = None
@@ -105,6 +118,7 @@ class GuardedRequestHandler(web.RequestHandler):
         self._lingering = False  # answered and half-closed: what arrives is discarded
         self._direct_left = 0  # bytes of the body under way that go straight to self._body
         self._next_parser: HttpRequestParser | None = None  # for the request after it
+        self._direct_body = False  # a DirectBody has the connection until the body's end
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -115,8 +129,8 @@ class GuardedRequestHandler(web.RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return
+        if self._lingering or self._direct_body:
+            return  # (a DirectBody's: aiohttp's resume_reading() passes b"" here)
         if self._direct_left:
             self._feed_direct(data)
             return
@@ -153,6 +167,35 @@ class GuardedRequestHandler(web.RequestHandler):
                     self._next_parser = self._new_parser()
                     if self._next_parser is None:
                         self._direct_left = 0
+                    elif self._direct_left >= DIRECT_BODY_MIN:
+                        self._read_body_directly(self._body)
+
+    def _read_body_directly(self, body: StreamReader) -> None:
+        """Hand the connection to a `DirectBody` until the body ends (direct_body_done)."""
+        assert self.transport is not None
+        buffer_size = self._body_buffer()
+        if not buffer_size:
+            return
+        reader = DirectBody(self, body, self._direct_left, buffer_size)
+        try:
+            self.transport.set_protocol(reader)
+        except NotImplementedError:  # a transport that keeps its protocol: bodies go by copy
+            return
+        self._direct_left = 0
+        self._direct_body = True
+
+    def accepting_body(self) -> bool:
+        """A `DirectBody` asks: False once answered and closing (its bytes are dropped)."""
+        return not (self._lingering or self._force_close or self._close)
+
+    def direct_body_done(self) -> None:
+        """The `DirectBody`'s body is complete: the connection comes back to this handler,
+        with a new parser for the next request (the old one never saw that body)."""
+        self._body = None
+        self._direct_body = False
+        self._parser, self._next_parser = self._next_parser, None
+        if self.transport is not None:
+            self.transport.set_protocol(self)
 
     def _feed_direct(self, data: bytes) -> None:
         """Body bytes straight into the request's reader, not through aiohttp's parser,
@@ -322,12 +365,14 @@ class GuardedSite(web.BaseSite):
         metrics: Metrics,
         handler_options: dict[str, Any],
         reuse_port: bool | None = None,
+        body_buffer: Callable[[], int] = lambda: BUFFER_SIZE,
     ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self._limits = limits
         self._metrics = metrics
+        self._body_buffer = body_buffer
         self._handler_options = handler_options
         self._reuse_port = reuse_port
 
@@ -343,6 +388,7 @@ class GuardedSite(web.BaseSite):
             loop=asyncio.get_running_loop(),
             limits=self._limits,
             metrics=self._metrics,
+            body_buffer=self._body_buffer,
             **self._handler_options,
         )
 

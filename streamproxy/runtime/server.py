@@ -72,6 +72,7 @@ async def serve(
             metrics=app[METRICS],
             handler_options=handler_options,
             reuse_port=settings.reuse_port or None,
+            body_buffer=app[TRANSFERS].read_buffer,
         )
         await site.start()
         urls = [_format_address(address) for address in runner.addresses]
