@@ -15,6 +15,9 @@ from benchmarks import warmpages
 from benchmarks.warmpages import REPORTING_ORDER, warm_memory
 
 MiB = 1 << 20
+# One kernel setting for the machine: these tests never run side by side (make test's
+# parallel processes keep a group in one of them).
+pytestmark = pytest.mark.xdist_group("page-reporting")
 
 
 def _order() -> str | None:
