@@ -19,7 +19,7 @@ import pytest
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.streams import StreamReader
 
-from streamproxy.runtime.directbody import COPY_BELOW, DirectBody
+from streamproxy.runtime.directbody import COPY_BELOW, DirectBodies, DirectBody
 
 from .conftest import random_bytes
 
@@ -56,10 +56,14 @@ class Owner(BaseProtocol):
         self.accepting = True
         self.back = asyncio.Event()
         self.lost = asyncio.Event()
+        self.count = DirectBodies(limit=1)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        transport.set_protocol(DirectBody(self, self.body, self.length, self.buffer_size))
+        assert self.count.try_start()
+        assert not self.count.try_start()  # the limit
+        reader = DirectBody(self, self.body, self.length, self.buffer_size, self.count)
+        transport.set_protocol(reader)
 
     def data_received(self, data: bytes) -> None:
         self.after += data
@@ -147,6 +151,7 @@ def test_a_fast_body_comes_whole_as_views_and_what_follows_goes_back(
         # Every piece still holds its bytes once all have come: no region was read into twice.
         assert b"".join(pieces) == body
         assert bytes(owner.after) == following
+        assert owner.count.active == 0  # ended with the body, once
         assert all(len(piece) <= 256 * 1024 for piece in pieces)
         views = [piece for piece in pieces if isinstance(piece, memoryview)]
         assert sum(len(view) for view in views) > len(body) // 2, [len(p) for p in pieces]
@@ -192,6 +197,7 @@ def test_a_body_cut_short_passes_the_loss_on(factory: LoopFactory) -> None:
         owner, pieces = await serve(len(body), 256 * 1024, send)
         await asyncio.wait_for(owner.lost.wait(), 10)
         assert not owner.back.is_set()
+        assert owner.count.active == 0  # ended with the connection
         assert b"".join(pieces) == body[: len(b"".join(pieces))]
         assert len(b"".join(pieces)) <= len(body) // 2
 

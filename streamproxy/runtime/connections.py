@@ -48,7 +48,7 @@ from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, RequestPayloadError
 from ..error_table import BAD_REQUEST, BY_STATUS, HEADERS_TOO_LARGE, TIMEOUT, ErrorKind
 from ..errors import json_error
 from ..http.requestlog import new_request_id
-from .directbody import BUFFER_SIZE, DirectBody
+from .directbody import BUFFER_SIZE, DirectBodies, DirectBody
 from .metrics import Metrics
 
 log = logging.getLogger("streamproxy")
@@ -57,8 +57,11 @@ _parser_skip_works = True  # False once aiohttp's parser refused the arguments b
 _HEAD_END = b"\r\n\r\n"  # aiohttp's parser refuses bare-LF heads, so this is the end
 _LINGER = 2.0  # seconds a refused client may go on sending before the connection closes
 # A plain body at least this long is read by a `DirectBody`, into buffers of its own;
-# a shorter one is not worth swapping the connection's protocol twice.
+# a shorter one is not worth swapping the connection's protocol twice. At most
+# DIRECT_BODIES at once per site (transfers.FEW_TRANSFERS: where one stream has the
+# cores to itself), and only when the transfer count allows (`body_buffer`).
 DIRECT_BODY_MIN = 128 * 1024
+DIRECT_BODIES = 2
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class GuardedRequestHandler(web.RequestHandler):
         limits: HeadLimits,
         metrics: Metrics,
         body_buffer: Callable[[], int] = lambda: BUFFER_SIZE,
+        direct_bodies: DirectBodies | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
@@ -109,6 +113,7 @@ class GuardedRequestHandler(web.RequestHandler):
         self._metrics = metrics
         # A DirectBody's buffer size, asked as a large plain body starts (0: not one)
         self._body_buffer = body_buffer
+        self._direct_bodies = direct_bodies or DirectBodies(DIRECT_BODIES)  # the site's
         self._head_bytes = 0  # of the head under way
         self._head_tail = b""  # its last 3 bytes: a blank line split across reads
         self._head_deadline: asyncio.TimerHandle | None = None
@@ -174,12 +179,13 @@ class GuardedRequestHandler(web.RequestHandler):
         """Hand the connection to a `DirectBody` until the body ends (direct_body_done)."""
         assert self.transport is not None
         buffer_size = self._body_buffer()
-        if not buffer_size:
+        if not buffer_size or not self._direct_bodies.try_start():
             return
-        reader = DirectBody(self, body, self._direct_left, buffer_size)
+        reader = DirectBody(self, body, self._direct_left, buffer_size, self._direct_bodies)
         try:
             self.transport.set_protocol(reader)
         except NotImplementedError:  # a transport that keeps its protocol: bodies go by copy
+            self._direct_bodies.end()
             return
         self._direct_left = 0
         self._direct_body = True
@@ -373,6 +379,7 @@ class GuardedSite(web.BaseSite):
         self._limits = limits
         self._metrics = metrics
         self._body_buffer = body_buffer
+        self._direct_bodies = DirectBodies(DIRECT_BODIES)
         self._handler_options = handler_options
         self._reuse_port = reuse_port
 
@@ -389,6 +396,7 @@ class GuardedSite(web.BaseSite):
             limits=self._limits,
             metrics=self._metrics,
             body_buffer=self._body_buffer,
+            direct_bodies=self._direct_bodies,
             **self._handler_options,
         )
 

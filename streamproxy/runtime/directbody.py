@@ -62,11 +62,40 @@ class BodyOwner(Protocol):
     def resume_writing(self) -> None: ...
 
 
+class DirectBodies:
+    """How many bodies are read directly at once: at most `limit`, each holding a buffer.
+
+    The transfer count alone cannot bound them: heads that arrive together are all
+    parsed before the first of their requests takes a transfer slot.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def try_start(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def end(self) -> None:
+        self.active -= 1
+
+
 class DirectBody(asyncio.BufferedProtocol):
     """The protocol of a connection while its request's plain body arrives; see the module."""
 
-    def __init__(self, owner: BodyOwner, body: StreamReader, length: int, buffer_size: int) -> None:
+    def __init__(
+        self,
+        owner: BodyOwner,
+        body: StreamReader,
+        length: int,
+        buffer_size: int,
+        count: DirectBodies | None = None,
+    ) -> None:
         self._owner = owner
+        self._count = count  # started already; ended here, once
         self._body = body
         self._left = length  # bytes of the body still to come
         self._buffer_size = buffer_size
@@ -98,9 +127,17 @@ class DirectBody(asyncio.BufferedProtocol):
         if not self._left:
             self._body.feed_eof()
             self._region = memoryview(b"")
+            self._end()
             self._owner.direct_body_done()
 
+    def _end(self) -> None:
+        count, self._count = self._count, None
+        self._buffer = bytearray()  # a view handed on keeps its own buffer alive
+        if count is not None:
+            count.end()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._end()
         self._owner.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
