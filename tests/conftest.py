@@ -36,7 +36,6 @@ from aiohttp.test_utils import TestServer
 from streamproxy import create_app
 from streamproxy.intake.transfers import TRANSFERS
 from streamproxy.runtime.metrics import METRICS
-from streamproxy.runtime.server import READ_BUFFER
 from streamproxy.runtime.settings import Settings
 
 # The hooks make a skip for a missing need fail when CI=true; require_program is
@@ -44,6 +43,7 @@ from streamproxy.runtime.settings import Settings
 from .capabilities import pytest_make_collect_report as pytest_make_collect_report
 from .capabilities import pytest_runtest_makereport as pytest_runtest_makereport
 from .capabilities import require_program as require_program
+from .guardedserver import GuardedTestServer
 
 # The S3 servers, as fixtures for every test (s3servers.py).
 from .s3servers import fake_aws_credentials as fake_aws_credentials
@@ -275,7 +275,7 @@ async def start_service(
         app = create_app(settings)
         if prepare is not None:
             prepare(app)
-        server = TestServer(app, host="127.0.0.1", port=0, read_bufsize=READ_BUFFER)
+        server = GuardedTestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         session = aiohttp.ClientSession()
         started.append((server, session))

@@ -48,15 +48,24 @@ def fast(state_dir: Path, **changes: Any) -> ResumableOptions:
     return ResumableOptions(**(settings | changes))
 
 
-def slow_patches(seconds: float) -> Any:
-    """Each PATCH waits before it is handled: a slow uplink, so a kill lands mid-upload."""
+PATCHES_UNDER_WAY = web.AppKey("patches_under_way", list[int])
+
+
+def slow_patches(seconds: float, under_way: list[int]) -> Any:
+    """Each PATCH waits before it is handled: a slow uplink, so a kill lands mid-upload.
+    `under_way[0]` counts the PATCHes between arrival and answer."""
 
     @web.middleware
     async def slow(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.method == "PATCH":
+        if request.method != "PATCH":
+            return await handler(request)  # type: ignore[no-any-return]
+        under_way[0] += 1
+        try:
             await asyncio.sleep(seconds)
-        response: web.StreamResponse = await handler(request)
-        return response
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            under_way[0] -= 1
 
     return slow
 
@@ -69,7 +78,8 @@ async def start(
     def prepare(app: web.Application) -> None:
         recorder.install(app)
         if patch_delay:
-            app.middlewares.append(slow_patches(patch_delay))
+            app[PATCHES_UNDER_WAY] = [0]
+            app.middlewares.append(slow_patches(patch_delay, app[PATCHES_UNDER_WAY]))
 
     service = await start_service(prepare=prepare, **settings)
     return service, recorder
@@ -233,12 +243,20 @@ async def kill_mid_upload(server: str, path: Path, state_home: Path, at_least: i
 
 
 async def settled_offset(service: Service, url: str) -> int:
-    """The offset once the server has finished with the killed run's broken PATCH. Only
-    an append already reading its body when the client died can move it (one still
-    before its body finds the connection gone and keeps nothing), and that one holds a
-    transfer slot until it has acknowledged what it read."""
-    await eventually(lambda: service.in_flight() == 0)
-    return await head_offset(url)
+    """The offset once the server has finished with the killed run's last PATCH. One
+    whose body had all arrived when the client died is appended whole (the bytes are
+    the server's), even after the death: it may still be in the slow middleware, or
+    its head still unread, when nothing holds a transfer slot. So: no PATCH under
+    way, no transfer, and the same offset twice, longer than a PATCH's delay apart."""
+    under_way = service.server.app[PATCHES_UNDER_WAY]
+    offset = -1
+    while True:
+        await eventually(lambda: service.in_flight() == 0 and under_way[0] == 0)
+        now = await head_offset(url)
+        if now == offset:
+            return offset
+        offset = now
+        await asyncio.sleep(0.5)
 
 
 def bar_positions(stderr: str, total: str) -> list[str]:
