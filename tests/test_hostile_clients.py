@@ -276,3 +276,37 @@ async def test_a_body_past_the_parser_then_a_pipelined_request(
         stored = json.loads(text)
         assert (stored["name"], stored["size"], stored["etag"]) == (name, len(body), md5(body))
         assert (storage / name).read_bytes() == body
+
+
+async def test_a_body_refused_midway_then_a_pipelined_request(spawn: Spawn, tmp_path: Path) -> None:
+    """A large plain body is read straight into buffers (runtime/directbody.py). Refused
+    on its first bytes (a type the rules deny) while the rest still arrives: the
+    refusal comes at once, the rest of the body is read and dropped where its length
+    says it ends, and the request pipelined behind it is served on the same connection."""
+    storage = tmp_path / "data"
+    server = await spawn("--storage", str(storage), "--deny-type", "application/pdf")
+    refused = b"%PDF-1.4\n" + random_bytes(4 * 1024 * 1024, seed=21)
+    second = b"second body"
+
+    def put(name: str, body: bytes) -> bytes:
+        return (
+            f"PUT /files?conversationId=p&fileName={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+    whole = put("a.pdf", refused)
+    writer.write(whole[: len(whole) // 8])  # the head and the file's first bytes
+    await writer.drain()
+    first = await read_response(reader)  # answered before the rest is sent
+    writer.write(whole[len(whole) // 8 :] + put("b.txt", second))
+    await writer.drain()
+    answer = await read_response(reader)
+    writer.close()
+    assert first.startswith(b"HTTP/1.1 415"), first[:300]
+    assert json.loads(first.partition(b"\r\n\r\n")[2])["error"] == "type_not_allowed"
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert json.loads(text)["etag"] == md5(second)
+    assert sorted(p.name for p in storage.iterdir() if not p.name.startswith(".")) == ["p_b.txt"]
+    assert (storage / "p_b.txt").read_bytes() == second
