@@ -77,6 +77,37 @@ class S3Server(Protocol):
     def client(self) -> S3Client: ...
 
 
+# moto's server, its conditional writes made atomic. moto answers requests on threads
+# and decides `If-None-Match: *` by looking for the key, then writing: two racing
+# writes of one name can both pass the look and the later one replaces the earlier
+# (test_s3_claims.py's race did, once uploads arrived fast enough). S3 and RGW decide
+# a conditional write atomically; one lock over moto's two conditional writes
+# (PutObject, and CompleteMultipartUpload among its POSTs) does the same.
+MOTO_MAIN = """
+import threading
+
+from moto.s3.responses import S3Response
+
+_writes = threading.Lock()
+
+
+def _atomic(method):
+    def locked(self, *args, **kwargs):
+        with _writes:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+S3Response.put_object = _atomic(S3Response.put_object)
+S3Response._key_response_post = _atomic(S3Response._key_response_post)
+
+from moto.server import main
+
+main()
+"""
+
+
 @dataclass
 class MotoServer:
     """A running moto server with the test bucket in it."""
@@ -104,7 +135,7 @@ class MotoServer:
                 [
                     sys.executable,
                     "-c",
-                    "from moto.server import main; main()",
+                    MOTO_MAIN,
                     "-H",
                     "127.0.0.1",
                     "-p",
