@@ -20,6 +20,7 @@ from .conftest import (
     ServiceFactory,
     md5,
     random_bytes,
+    read_response,
     require_program,
     run_program,
 )
@@ -472,3 +473,37 @@ async def test_small_files_without_or_with_a_tiny_cache(
     for _ in range(2):
         for name, data in payloads.items():
             assert await service.fetch(names[name]) == data
+
+
+async def test_pipelined_range_gets_by_sendfile_under_uvloop(spawn, tmp_path) -> None:
+    """A sendfile download's head goes out with its body (held back by aiohttp, sent
+    with MSG_MORE just before the sendfile): two range GETs pipelined on one connection,
+    then a HEAD, each answer whole and in order."""
+    server = await spawn("--storage", str(tmp_path / "s"))
+    big = random_bytes(2 * 1024 * 1024, seed=14)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(server.url + "/files?conversationId=1&fileName=r.bin", data=big) as response,
+    ):
+        name = (await response.json())["name"]
+    path = f"/files/download?filename={name}"
+
+    def get(method: str, byte_range: str) -> bytes:
+        return (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes={byte_range}\r\n\r\n"
+        ).encode()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", URL(server.url).port)
+    writer.write(get("GET", "100-1048675") + get("GET", "2000000-") + get("HEAD", "0-9"))
+    await writer.drain()
+    answers = [await read_response(reader) for _ in range(2)]
+    head_only = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    writer.close()
+    expected = [(big[100:1048676], "bytes 100-1048675/2097152"), (big[2000000:], None)]
+    for answer, (body, content_range) in zip(answers, expected, strict=True):
+        head, _, got = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 206"), head
+        assert got == body
+        if content_range:
+            assert f"Content-Range: {content_range}".encode() in head, head
+    assert head_only.startswith(b"HTTP/1.1 206") and b"Content-Length: 10\r\n" in head_only

@@ -223,6 +223,9 @@ class FileDownload:
             return web.Response(status=outcome.status, headers=headers, body=data)
         response = web.StreamResponse(status=outcome.status, headers=headers)
         response.content_length = body.length
+        if local_file is not None and not body.segments[0].preamble:
+            # aiohttp holds the head back; it goes with the body (see `send_segment`).
+            response._send_headers_immediately = False
         await self.stream(response, body, local_file)
         return response
 
@@ -274,6 +277,7 @@ class FileDownload:
             return
         if local_file is not None:
             timeout = self.config[SETTINGS].client_timeout
+            head = take_held_head(writer)
             try:
                 await sendfile(
                     self.request.transport,
@@ -281,12 +285,27 @@ class FileDownload:
                     segment.start,
                     segment.length,
                     idle_timeout=timeout,
+                    head=head,
                 )
                 return
             except SendfileUnavailable:
-                pass
+                if head:
+                    await writer.write(head)
         async for chunk in self.stored.chunks(segment.start, segment.length):
             await writer.write(chunk)
+
+
+def take_held_head(writer: AbstractStreamWriter) -> bytes:
+    """The response head aiohttp holds back until the first body write, taken to go out
+    with the sendfile (one segment with the body's start); b"" if it went already."""
+    held = getattr(writer, "_headers_buf", None)
+    if not isinstance(held, bytes) or getattr(writer, "_headers_written", True):
+        writer.send_headers()
+        return b""
+    writer._headers_buf = None  # type: ignore[attr-defined]
+    writer._headers_written = True  # type: ignore[attr-defined]
+    writer.output_size += len(held)  # a response has begun
+    return held
 
 
 async def download(request: web.Request) -> web.StreamResponse:
