@@ -248,6 +248,14 @@ async def test_transfer_codings_other_than_chunked_get_501(spawn: Spawn, tmp_pat
     assert await metric(server, "streamproxy_refusals_total", reason="not_implemented") == 3
 
 
+def raw_put(name: str, body: bytes) -> bytes:
+    """A raw-body PUT of `p_{name}` on a kept-alive connection, head and body."""
+    return (
+        f"PUT /files?conversationId=p&fileName={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
 async def test_a_body_past_the_parser_then_a_pipelined_request(
     spawn: Spawn, tmp_path: Path
 ) -> None:
@@ -260,14 +268,8 @@ async def test_a_body_past_the_parser_then_a_pipelined_request(
     first = random_bytes(3 * 1024 * 1024 + 7, seed=3)  # many reads: most of it after the head
     second = b"second body"
 
-    def put(name: str, body: bytes) -> bytes:
-        return (
-            f"PUT /files?conversationId=p&fileName={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
-    writer.write(put("a.bin", first) + put("b.txt", second))
+    writer.write(raw_put("a.bin", first) + raw_put("b.txt", second))
     answers = [await read_response(reader), await read_response(reader)]
     writer.close()
     for answer, name, body in zip(answers, ("p_a.bin", "p_b.txt"), (first, second), strict=True):
@@ -288,18 +290,12 @@ async def test_a_body_refused_midway_then_a_pipelined_request(spawn: Spawn, tmp_
     refused = b"%PDF-1.4\n" + random_bytes(4 * 1024 * 1024, seed=21)
     second = b"second body"
 
-    def put(name: str, body: bytes) -> bytes:
-        return (
-            f"PUT /files?conversationId=p&fileName={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
-    whole = put("a.pdf", refused)
+    whole = raw_put("a.pdf", refused)
     writer.write(whole[: len(whole) // 8])  # the head and the file's first bytes
     await writer.drain()
     first = await read_response(reader)  # answered before the rest is sent
-    writer.write(whole[len(whole) // 8 :] + put("b.txt", second))
+    writer.write(whole[len(whole) // 8 :] + raw_put("b.txt", second))
     await writer.drain()
     answer = await read_response(reader)
     writer.close()
