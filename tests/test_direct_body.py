@@ -91,35 +91,35 @@ class Owner(BaseProtocol):
         self.lost.set()
 
 
+async def connect(length: int, buffer_size: int) -> tuple[Owner, asyncio.StreamWriter, Any]:
+    """A server whose connections are `Owner`s, one connection to it, and its owner."""
+    loop = asyncio.get_running_loop()
+    made: asyncio.Future[Owner] = loop.create_future()
+
+    def make() -> Owner:
+        owner = Owner(loop, length, buffer_size)
+        made.set_result(owner)  # one connection per server
+        return owner
+
+    server = await loop.create_server(make, "127.0.0.1", 0)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    owner = await asyncio.wait_for(made, 10)  # made when the server's loop accepts
+    return owner, writer, server
+
+
 async def serve(
     length: int, buffer_size: int, send: Callable[[asyncio.StreamWriter], Coroutine[Any, Any, None]]
 ) -> tuple[Owner, list[bytes | memoryview]]:
     """One connection to a fresh owner; `send` writes; the pieces the reader gave."""
-    loop = asyncio.get_running_loop()
-    owners: list[Owner] = []
-
-    def make() -> Owner:
-        owners.append(Owner(loop, length, buffer_size))
-        return owners[-1]
-
-    server = await loop.create_server(make, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    owner, writer, server = await connect(length, buffer_size)
     pieces: list[bytes | memoryview] = []
     try:
         sending = asyncio.ensure_future(send(writer))
         while True:
             try:
-                piece, _ = (
-                    await asyncio.wait_for(owners[0].body.readchunk(), 10)
-                    if owners
-                    else (b"", False)
-                )
+                piece, _ = await asyncio.wait_for(owner.body.readchunk(), 10)
             except ConnectionResetError:
                 break
-            if not owners:
-                await asyncio.sleep(0.01)
-                continue
             if not piece:
                 break
             pieces.append(piece)
@@ -127,14 +127,16 @@ async def serve(
     finally:
         writer.close()
         server.close()
-    return owners[0], pieces
+    return owner, pieces
 
 
+@pytest.mark.parametrize("extra", [13, 0], ids=["odd", "whole-buffers"])
 @pytest.mark.parametrize("factory", _loops())
 def test_a_fast_body_comes_whole_as_views_and_what_follows_goes_back(
-    factory: LoopFactory,
+    factory: LoopFactory, extra: int
 ) -> None:
-    body = random_bytes(5 * 1024 * 1024 + 13, seed=11)
+    """`whole-buffers`: the body ends exactly where a buffer does."""
+    body = random_bytes(5 * 1024 * 1024 + extra, seed=11)
     following = b"GET /next HTTP/1.1\r\n\r\n"
 
     async def send(writer: asyncio.StreamWriter) -> None:
@@ -211,26 +213,18 @@ def test_an_owner_that_stopped_accepting_gets_nothing_more(factory: LoopFactory)
     first = 200 * 1024
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        owners: list[Owner] = []
-
-        def make() -> Owner:
-            owners.append(Owner(loop, len(body), 256 * 1024))
-            return owners[-1]
-
-        server = await loop.create_server(make, "127.0.0.1", 0)
-        _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        owner, writer, server = await connect(len(body), 256 * 1024)
         writer.write(body[:first])
         await writer.drain()
         received = 0
         while received < first:
-            received += len(await asyncio.wait_for(owners[0].body.readany(), 10))
-        owners[0].accepting = False
+            received += len(await asyncio.wait_for(owner.body.readany(), 10))
+        owner.accepting = False
         writer.write(body[first:])
         await writer.drain()
         with pytest.raises(TimeoutError):  # nothing more is queued for the reader
-            await asyncio.wait_for(owners[0].body.readchunk(), 0.3)
-        assert not owners[0].body.is_eof()
+            await asyncio.wait_for(owner.body.readchunk(), 0.3)
+        assert not owner.body.is_eof()
         writer.close()
         server.close()
 

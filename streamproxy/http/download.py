@@ -289,7 +289,8 @@ class FileDownload:
                 )
                 return
             except SendfileUnavailable:
-                if head:
+                if head:  # (counted once already, when taken)
+                    writer.output_size -= len(head)
                     await writer.write(head)
         async for chunk in self.stored.chunks(segment.start, segment.length):
             await writer.write(chunk)

@@ -15,7 +15,6 @@ from aiohttp import web
 from prometheus_client import Gauge
 
 from ..error_table import BUSY
-from ..runtime.directbody import BUFFER_SIZE
 
 # A transfer that starts with at most one other in flight hands its bytes to the
 # writer in batches this many times `--chunk-size`: fewer, larger trips to the worker
@@ -59,13 +58,13 @@ class TransferSlots:
             if not self.in_flight:
                 self._idle.set()
 
-    def read_buffer(self) -> int:
-        """The buffers a large plain body is read into (runtime/directbody.py), asked as its
-        head arrives, before its own transfer counts: with at most one other in flight;
-        else 0, the event loop's own reads. Many bodies at once read small pieces each, where
-        buffers of their own were no cheaper (benchmarks/RESULTS.md, history, 2026-12-02
-        05:37) and each connection would hold one partly filled."""
-        return BUFFER_SIZE if self.in_flight < FEW_TRANSFERS else 0
+    def few_others_in_flight(self) -> bool:
+        """Asked as a request's head arrives, before its own transfer counts: may its large
+        plain body be read into buffers of its own (runtime/directbody.py)? Only with at
+        most one other in flight: many bodies at once read small pieces each, where own
+        buffers were no cheaper (benchmarks/RESULTS.md, history, 2026-12-02 05:37) and
+        each connection would hold one partly filled."""
+        return self.in_flight < FEW_TRANSFERS
 
     def batch_size(self, chunk_size: int) -> int:
         """Bytes per hand-off to the writer for a transfer whose slot is held now."""

@@ -59,7 +59,7 @@ _LINGER = 2.0  # seconds a refused client may go on sending before the connectio
 # A plain body at least this long is read by a `DirectBody`, into buffers of its own;
 # a shorter one is not worth swapping the connection's protocol twice. At most
 # DIRECT_BODIES at once per site (transfers.FEW_TRANSFERS: where one stream has the
-# cores to itself), and only when the transfer count allows (`body_buffer`).
+# cores to itself), and only when the transfer count allows (`direct_allowed`).
 DIRECT_BODY_MIN = 128 * 1024
 DIRECT_BODIES = 2
 
@@ -104,16 +104,15 @@ class GuardedRequestHandler(web.RequestHandler):
         *,
         limits: HeadLimits,
         metrics: Metrics,
-        body_buffer: Callable[[], int] = lambda: BUFFER_SIZE,
-        direct_bodies: DirectBodies | None = None,
+        direct_allowed: Callable[[], bool],
+        direct_bodies: DirectBodies,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._limits = limits
         self._metrics = metrics
-        # A DirectBody's buffer size, asked as a large plain body starts (0: not one)
-        self._body_buffer = body_buffer
-        self._direct_bodies = direct_bodies or DirectBodies(DIRECT_BODIES)  # the site's
+        self._direct_allowed = direct_allowed  # asked as a large plain body starts
+        self._direct_bodies = direct_bodies  # the site's count
         self._head_bytes = 0  # of the head under way
         self._head_tail = b""  # its last 3 bytes: a blank line split across reads
         self._head_deadline: asyncio.TimerHandle | None = None
@@ -178,10 +177,9 @@ class GuardedRequestHandler(web.RequestHandler):
     def _read_body_directly(self, body: StreamReader) -> None:
         """Hand the connection to a `DirectBody` until the body ends (direct_body_done)."""
         assert self.transport is not None
-        buffer_size = self._body_buffer()
-        if not buffer_size or not self._direct_bodies.try_start():
+        if not self._direct_allowed() or not self._direct_bodies.try_start():
             return
-        reader = DirectBody(self, body, self._direct_left, buffer_size, self._direct_bodies)
+        reader = DirectBody(self, body, self._direct_left, BUFFER_SIZE, self._direct_bodies)
         try:
             self.transport.set_protocol(reader)
         except NotImplementedError:  # a transport that keeps its protocol: bodies go by copy
@@ -371,14 +369,14 @@ class GuardedSite(web.BaseSite):
         metrics: Metrics,
         handler_options: dict[str, Any],
         reuse_port: bool | None = None,
-        body_buffer: Callable[[], int] = lambda: BUFFER_SIZE,
+        direct_allowed: Callable[[], bool] = lambda: True,
     ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self._limits = limits
         self._metrics = metrics
-        self._body_buffer = body_buffer
+        self._direct_allowed = direct_allowed
         self._direct_bodies = DirectBodies(DIRECT_BODIES)
         self._handler_options = handler_options
         self._reuse_port = reuse_port
@@ -395,7 +393,7 @@ class GuardedSite(web.BaseSite):
             loop=asyncio.get_running_loop(),
             limits=self._limits,
             metrics=self._metrics,
-            body_buffer=self._body_buffer,
+            direct_allowed=self._direct_allowed,
             direct_bodies=self._direct_bodies,
             **self._handler_options,
         )

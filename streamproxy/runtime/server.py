@@ -21,7 +21,7 @@ from .collector import pace_collector
 from .connections import GuardedSite, HeadLimits
 from .heap import fix_heap_thresholds
 from .metrics import METRICS
-from .settings import Settings
+from .settings import SETTINGS, Settings
 
 log = logging.getLogger("streamproxy")
 
@@ -36,6 +36,30 @@ def _format_address(address: object) -> str:
         host, port = address[0], address[1]
         return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
     return str(address)
+
+
+def guarded_site(
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    *,
+    handler_options: dict[str, Any],
+    reuse_port: bool | None = None,
+) -> GuardedSite:
+    """The site the app listens on, its connection guards set from the app's settings,
+    metrics and transfer count (the tests' in-process servers listen through it too)."""
+    app = runner.app
+    settings = app[SETTINGS]
+    return GuardedSite(
+        runner,
+        host,
+        port,
+        limits=HeadLimits(settings.header_timeout, settings.max_head_size),
+        metrics=app[METRICS],
+        handler_options=handler_options,
+        reuse_port=reuse_port,
+        direct_allowed=app[TRANSFERS].few_others_in_flight,
+    )
 
 
 async def serve(
@@ -64,15 +88,12 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = GuardedSite(
+        site = guarded_site(
             runner,
             settings.host,
             settings.port,
-            limits=HeadLimits(settings.header_timeout, settings.max_head_size),
-            metrics=app[METRICS],
             handler_options=handler_options,
             reuse_port=settings.reuse_port or None,
-            body_buffer=app[TRANSFERS].read_buffer,
         )
         await site.start()
         urls = [_format_address(address) for address in runner.addresses]
