@@ -9,9 +9,11 @@ tus-js-client is installed by npm into tests/resumable/node/node_modules the fir
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +30,22 @@ NODE_DIR = Path(__file__).parent / "node"
 
 @pytest.fixture(scope="session")
 def node_client() -> Path:
-    """The upload script, with tus-js-client installed next to it (once)."""
+    """The upload script, with tus-js-client installed next to it (once).
+
+    The suite's workers (pytest-xdist) may all ask at once: one installs under a lock,
+    and the others wait for its stamp, written only after npm has finished (a
+    half-made node_modules/tus-js-client is not an installation)."""
     node = require_program("node", "nodejs")
     npm = require_program("npm", "npm")
-    if not (NODE_DIR / "node_modules" / "tus-js-client").exists():
-        import subprocess
-
-        subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300
-        )
+    stamp = NODE_DIR / "node_modules" / ".installed-by-tests"
+    with open(NODE_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        wanted = (NODE_DIR / "package.json").read_text()
+        if not stamp.exists() or stamp.read_text() != wanted:  # a new pin installs again
+            subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300
+            )
+            stamp.write_text(wanted)
     assert node
     return NODE_DIR / "upload.mjs"
 
