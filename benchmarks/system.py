@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from .commitcost import COMMIT_ROW, describe_commit
+
 # program -> the Debian package that provides it
 DEBIAN_PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "curl": "curl"}
 
@@ -170,6 +172,7 @@ def describe_machine(
         "RAM": memory_total(),
         "kernel": platform.release(),
         **({"storage file system": file_system(storage)} if storage else {}),
+        **({COMMIT_ROW: describe_commit(storage)} if storage else {}),
         MD5_ROW: f"{(rate := md5_rate()) / 1e6:,.0f} MB/s ({(1 << 30) / rate:.2f} CPU s per GiB)",
         "Python": platform.python_version(),
         "aiohttp": package_version("aiohttp"),

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import s3_scaleout, s3_scaleout_report
+from benchmarks.commitcost import COMMIT_ROW, commit_from_machine, describe_commit
 from benchmarks.harness import Harness, Options
 from benchmarks.profiling import summarize as summarize_profile
 from benchmarks.report import write_report
@@ -78,6 +79,17 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
     # with the bound no hashing server could beat here: MD5 on one core, measured first
     assert re.search(r"\| MD5, one core \(hashlib\) \| [\d,]+ MB/s", text)
     assert re.search(r"\| ≤ \d+\.\d\dx \(MD5 on one core\) \|$", graded.group(0))
+    # and what a durable commit costs on the disk the servers stored on (the 1 MiB bound)
+    assert re.search(rf"\| {re.escape(COMMIT_ROW)} \| \d+\.\d\d ms \(median of 40\) \|", text)
+
+
+def test_commit_cost_is_timed_on_the_given_disk_and_leaves_nothing(tmp_path: Path) -> None:
+    """The Machine table's commit row: a positive time, read back as the report reads
+    it, and the scratch files gone."""
+    row = describe_commit(tmp_path)
+    seconds = commit_from_machine({COMMIT_ROW: row})
+    assert seconds is not None and seconds > 0, row
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.s3_only
