@@ -223,7 +223,7 @@ class Bounds:
     (`≤`): one stream's MD5 is serial (the Machine table's rate on one core), and two
     cores can do no more than MD5 plus what nginx itself spends per GiB plus what the
     client spends. Estimates (`≈`, not ceilings: a server may spend less than nginx):
-    nginx's efficiency plus MD5, and one-at-a-time uploads plus the disk's commit."""
+    nginx's efficiency plus MD5, and one-at-a-time uploads plus the least a commit waits."""
 
     def __init__(self, result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> None:
         self._md5 = md5_from_machine(result.machine)
@@ -259,8 +259,8 @@ class Bounds:
         return f"{bound}; ≈ {fmt_ratio(share)} on the cores nginx kept busy"
 
     def one_at_a_time(self) -> str:
-        """1 MiB uploads one at a time cannot hide the commit's fsyncs: at best, the
-        `--fsync false` process's time per upload plus the disk's durable commit."""
+        """1 MiB uploads one at a time cannot hide the commit's fsyncs: the `--fsync
+        false` process's time per upload plus the least a durable commit waits."""
         key = "upload-1m"
         nofsync = measured(self._cells, key, "streamproxy-nofsync")
         fastapi = measured(self._cells, key, "fastapi")
@@ -273,7 +273,7 @@ class Bounds:
         rate = (1 << 20) / per_upload / 1e6
         return (
             f"≈ {fmt_ratio(rate / fastapi.median)} (--fsync false's time per upload"
-            f" + the disk's commit, {commit * 1000:.2f} ms)"
+            f" + the least a commit waits, {commit * 1000:.2f} ms)"
         )
 
     def cpu_floor(self) -> str:
