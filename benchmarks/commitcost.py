@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import re
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 COMMIT_ROW = "durable commit of a 1 MiB file already written back (fsync, link, directory fsync)"
@@ -26,13 +28,21 @@ _SIZE = 1 << 20
 _WRITE_AND_WAIT = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
 
 
-def _write_back(fd: int) -> None:
-    """The file's bytes to the disk and waited for, its metadata left for the fsync (as
-    streamproxy's early writeback leaves it at best); nothing where the call is missing."""
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range(2), which Python's os module does not offer (None without)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     call = getattr(libc, "sync_file_range", None)
     if call is not None:
         call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return call
+
+
+def _write_back(fd: int) -> None:
+    """The file's bytes to the disk and waited for, its metadata left for the fsync (as
+    streamproxy's early writeback leaves it at best); nothing where the call is missing."""
+    call = _sync_file_range()
+    if call is not None:
         call(fd, 0, 0, _WRITE_AND_WAIT)
 
 

@@ -79,7 +79,7 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
     # with the bound no hashing server could beat here: MD5 on one core, measured first
     assert re.search(r"\| MD5, one core \(hashlib\) \| [\d,]+ MB/s", text)
     assert re.search(r"\| ≤ \d+\.\d\dx \(MD5 on one core\) \|$", graded.group(0))
-    # and what a durable commit costs on the disk the servers stored on (the 1 MiB bound)
+    # and the least a durable commit waits on the servers' disk (the 1 MiB estimate)
     assert re.search(rf"\| {re.escape(COMMIT_ROW)} \| \d+\.\d\d ms \(median of 40\) \|", text)
 
 
