@@ -12,41 +12,34 @@ fsync, the link and the directory's fsync are timed.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import os
 import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from streamproxy.storage.localfs import (
+    SYNC_FILE_RANGE_WAIT_AFTER,
+    SYNC_FILE_RANGE_WAIT_BEFORE,
+    SYNC_FILE_RANGE_WRITE,
+    sync_file_range,
+)
 
 COMMIT_ROW = "durable commit of a 1 MiB file already written back (fsync, link, directory fsync)"
 _SIZE = 1 << 20
-_WRITE_AND_WAIT = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
-
-
-@functools.cache
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's sync_file_range(2), which Python's os module does not offer (None without)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    call = getattr(libc, "sync_file_range", None)
-    if call is not None:
-        call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return call
+COMMITS = 40  # timed per run: the median is the row's figure
 
 
 def _write_back(fd: int) -> None:
     """The file's bytes to the disk and waited for, its metadata left for the fsync (as
     streamproxy's early writeback leaves it at best); nothing where the call is missing."""
-    call = _sync_file_range()
-    if call is not None:
-        call(fd, 0, 0, _WRITE_AND_WAIT)
+    if sync_file_range is not None:
+        flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
+        sync_file_range(fd, 0, 0, flags)
 
 
-def commit_seconds(directory: Path, count: int = 40) -> float:
+def commit_seconds(directory: Path, count: int = COMMITS) -> float:
     """The median time of `count` commits of new 1 MiB files in a scratch directory
     under `directory` (removed after)."""
     data = os.urandom(_SIZE)
@@ -73,7 +66,7 @@ def commit_seconds(directory: Path, count: int = 40) -> float:
 
 
 def describe_commit(directory: Path) -> str:
-    return f"{commit_seconds(directory) * 1000:.2f} ms (median of 40)"
+    return f"{commit_seconds(directory) * 1000:.2f} ms (median of {COMMITS})"
 
 
 def commit_from_machine(machine: dict[str, str]) -> float | None:

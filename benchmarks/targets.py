@@ -265,9 +265,7 @@ class Bounds:
         nofsync = measured(self._cells, key, "streamproxy-nofsync")
         fastapi = measured(self._cells, key, "fastapi")
         commit = self._commit
-        if commit is None or nofsync is None or fastapi is None:
-            return "—"
-        if not (nofsync.median and fastapi.median):
+        if commit is None or not (nofsync and nofsync.median and fastapi and fastapi.median):
             return "—"
         per_upload = (1 << 20) / (nofsync.median * 1e6) + commit
         rate = (1 << 20) / per_upload / 1e6

@@ -65,23 +65,34 @@ def mtime(entry: os.DirEntry[str]) -> float:
         return float("inf")
 
 
-def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
-    """Linux's sync_file_range(2), which Python's os module does not offer."""
+SYNC_FILE_RANGE_WAIT_BEFORE = 1
+SYNC_FILE_RANGE_WRITE = 2  # start writing back, do not wait
+SYNC_FILE_RANGE_WAIT_AFTER = 4
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range(2), which Python's os module does not offer: (fd, offset,
+    length, flags); advisory, a failure changes nothing."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         function = libc.sync_file_range
     except (OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    write_only = 2  # SYNC_FILE_RANGE_WRITE: start writing back, do not wait
+    return function
 
-    def start_writeback(fd: int, offset: int, length: int) -> None:
-        function(fd, offset, length, write_only)  # advisory: a failure changes nothing
 
-    return start_writeback
+sync_file_range = _load_sync_file_range()
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    assert sync_file_range is not None
+    sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 # With fsync on, a big upload's bytes (and a resumable append's) are sent to disk as
 # they arrive, so the final fsync finds little left to write instead of the whole file.
-start_writeback = _load_sync_file_range()
+start_writeback: Callable[[int, int, int], None] | None = (
+    _start_writeback if sync_file_range is not None else None
+)
 WRITEBACK_EVERY = 8 * 1024 * 1024
