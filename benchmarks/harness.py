@@ -302,6 +302,7 @@ class Harness:
             await bench.clean(server)
             pids = server.pids()
             record.rss_idle = await asyncio.to_thread(idle_rss, pids)
+            hashing_before = await server.hashing_seconds(bench.session)
             cpu_before, client_before = cpu_seconds(pids), client_cpu()
             with RssSampler(pids) as sampler:
                 outcome = await asyncio.wait_for(scenario.run(bench, server), RUN_TIMEOUT)
@@ -314,6 +315,9 @@ class Harness:
             record.errors = outcome.errors
             record.error_sample = outcome.error_sample
             record.extra = outcome.extra
+            if hashing_before is not None:
+                hashing = await server.hashing_seconds(bench.session)
+                record.extra.update(load.hashing_figures(outcome, (hashing or 0) - hashing_before))
             if outcome.requests == 0:
                 record.status = f"failed: {outcome.error_sample or 'nothing transferred'}"
         except NotAvailable as error:

@@ -48,6 +48,18 @@ class Outcome:
             self.error_sample = text[:300]
 
 
+def hashing_figures(outcome: Outcome, hashing_seconds: float) -> dict[str, float]:
+    """What the server's hashing took in a run: its seconds, their share of the run's
+    time (for one stream: how near MD5's serial rate it ran) and the MD5 rate it got."""
+    if hashing_seconds <= 0 or outcome.seconds <= 0:
+        return {}
+    return {
+        "hashing_s": hashing_seconds,
+        "hashing_busy": hashing_seconds / outcome.seconds,
+        "hashing_MBps": outcome.payload_bytes / hashing_seconds / 1e6,
+    }
+
+
 def new_session() -> aiohttp.ClientSession:
     """A keep-alive session without a connection cap."""
     return aiohttp.ClientSession(

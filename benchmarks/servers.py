@@ -81,6 +81,11 @@ class Server:
     def download_url(self, stored_name: str) -> str:
         return f"{self.base_url}/files/download?filename={quote(stored_name, safe='')}"
 
+    async def hashing_seconds(self, session: aiohttp.ClientSession) -> float | None:
+        """Seconds the server has spent hashing received files so far; None: it does not
+        say (the peers)."""
+        return None
+
     def uploaded_files(self) -> list[Path]:
         """Files uploads have left in storage (the harness deletes them between runs)."""
         return [path for path in self.storage.iterdir() if path.is_file()]
@@ -279,6 +284,13 @@ class Streamproxy(Server):
             *self.extra_args,
         ]
 
+    async def hashing_seconds(self, session: aiohttp.ClientSession) -> float | None:
+        """`streamproxy_hashing_seconds_total` over every kind, from /metrics (all workers)."""
+        async with session.get(self.base_url + "/metrics") as response:
+            text = await response.text()
+        prefix = "streamproxy_hashing_seconds_total{"
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
     def uploaded_files(self) -> list[Path]:
         files = super().uploaded_files()
         meta = self.storage / ".meta"
@@ -368,6 +380,9 @@ class StreamproxyRawPut(Server):
 
     def uploaded_files(self) -> list[Path]:
         return self.of.uploaded_files()
+
+    async def hashing_seconds(self, session: aiohttp.ClientSession) -> float | None:
+        return await self.of.hashing_seconds(session)
 
     @property
     def pid(self) -> int:

@@ -59,6 +59,14 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
         assert record.errors == 0
         assert record.payload_bytes == 4 * MiB
         assert record.rss_peak > 0
+    # streamproxy says how long it hashed (its own metric, read around each run); nginx not
+    for key in (("upload-big", "streamproxy"), ("upload-big", "streamproxy-raw")):
+        extra = runs[key].extra
+        assert extra["hashing_s"] > 0, (key, runs[key])
+        assert extra["hashing_busy"] == extra["hashing_s"] / runs[key].seconds
+        assert extra["hashing_MBps"] == 4 * MiB / extra["hashing_s"] / 1e6
+    assert "hashing_s" not in runs[("upload-big", "nginx")].extra
+    assert "hashing_s" not in runs[("download-big", "streamproxy")].extra  # nothing hashed
     assert not result.complete  # a hand-picked subset never replaces RESULTS.md
 
     report = tmp_path / "RESULTS-smoke.md"
@@ -78,7 +86,9 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
     assert graded
     # with the bound no hashing server could beat here: MD5 on one core, measured first
     assert re.search(r"\| MD5, one core \(hashlib\) \| [\d,]+ MB/s", text)
-    assert re.search(r"\| ≤ \d+\.\d\dx \(MD5 on one core\) \|$", graded.group(0))
+    measured = r"measured: hashing ran \d+% of the upload's time, at [\d,]+ MB/s"
+    bound = rf"\| ≤ \d+\.\d\dx \(MD5 on one core\); {measured} \(≤ \d+\.\d\dx at that rate\) \|$"
+    assert re.search(bound, graded.group(0)), graded.group(0)
     # and the least a durable commit waits on the servers' disk (the 1 MiB estimate)
     assert re.search(rf"\| {re.escape(COMMIT_ROW)} \| \d+\.\d\d ms \(median of 40\) \|", text)
 

@@ -61,6 +61,7 @@ async def test_metrics_count_bytes_requests_refusals_and_storage(
     samples = await scrape(service)
     assert value(samples, "streamproxy_received_bytes_total", kind="upload") == 70_000
     assert value(samples, "streamproxy_sent_bytes_total") == 70_000
+    assert value(samples, "streamproxy_hashing_seconds_total", kind="upload") > 0
     assert value(samples, "streamproxy_refusals_total", reason="too_large") == 1
     assert value(samples, "streamproxy_refusals_total", reason="not_found") == 1
     assert (
@@ -97,6 +98,28 @@ async def test_metrics_count_bytes_requests_refusals_and_storage(
     assert value(samples, "streamproxy_storage_operation_seconds_count", operation="abort") == 1
     assert value(samples, "streamproxy_storage_operation_seconds_count", operation="write") >= 1
     assert value(samples, "streamproxy_transfers_in_flight", kind="upload") == 0
+
+
+async def test_hashing_time_counts_every_upload_on_whichever_thread(
+    start_service: ServiceFactory,
+) -> None:
+    """A small file is hashed on the event loop, a large one on the storage's threads, and
+    an upload refused at the cap was hashed up to there: each adds to the counter."""
+    service = await start_service(max_size=8_000_000)
+
+    async def hashed() -> float:
+        return value(await scrape(service), "streamproxy_hashing_seconds_total", kind="upload")
+
+    assert await hashed() == 0
+    await service.upload_json(random_bytes(5_000), filename="small.bin")
+    after_small = await hashed()
+    assert after_small > 0
+    await service.upload_json(random_bytes(6_000_000), filename="large.bin")
+    after_large = await hashed()
+    assert after_large > after_small
+    response = await service.upload(random_bytes(8_000_001), filename="over.bin")
+    assert response.status == 413
+    assert await hashed() > after_large
 
 
 async def test_transfers_in_flight_gauge(service: Service) -> None:

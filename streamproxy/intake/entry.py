@@ -122,6 +122,7 @@ def open_pump(
         filename=filename,
         extra_digests=extra_digests,
         on_bytes=config[METRICS].received_by(kind),
+        on_hashed=config[METRICS].hashed_by(kind),
         scanner=config[SCANNER] if scan else None,
         chunk_size=settings.chunk_size,
         max_batch=config[TRANSFERS].batch_size(settings.chunk_size),

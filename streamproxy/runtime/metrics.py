@@ -65,6 +65,14 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.hashing = Counter(
+            "streamproxy_hashing_seconds",
+            "Seconds spent computing received files' digests (MD5, and a SHA-256 where one "
+            "is announced), by kind (upload, import), on whichever thread did it. Per second "
+            "of wall time: the cores hashing took; beside received_bytes, the MD5 rate.",
+            ["kind"],
+            registry=registry,
+        )
         self.sent = Counter(
             "streamproxy_sent_bytes", "File bytes sent to clients.", registry=registry
         )
@@ -125,6 +133,7 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], Histogram] = {}
         self._storage_children: dict[str, Histogram] = {}
         self._received_children: dict[str, Counter] = {}
+        self._hashing_children: dict[str, Counter] = {}
 
     def timed(self, operation: str) -> Timed:
         return Timed(self, operation)
@@ -142,6 +151,13 @@ class Metrics:
         child = self._received_children.get(kind)
         if child is None:
             child = self._received_children[kind] = self.received.labels(kind)
+        return child.inc
+
+    def hashed_by(self, kind: str) -> Callable[[float], None]:
+        """What counts the seconds spent hashing a file of this kind."""
+        child = self._hashing_children.get(kind)
+        if child is None:
+            child = self._hashing_children[kind] = self.hashing.labels(kind)
         return child.inc
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -39,25 +39,30 @@ async def test_import_streams_the_source_into_storage(importer, source: Source) 
 
 
 async def test_an_import_counts_exactly_its_bytes(importer, source: Source) -> None:
-    """received_bytes_total{kind="import"} moves by the file's size, and no other kind."""
+    """received_bytes_total{kind="import"} moves by the file's size, and no other kind;
+    so does hashing_seconds_total."""
     data = random_bytes(700_001, seed=5)
     url = source.file("/counted.bin", data)
 
-    async def counters() -> dict[str, float]:
+    async def counters(name: str) -> dict[str, float]:
         async with importer.session.get(importer.url + "/metrics") as response:
             text = await response.text()
         found = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == "streamproxy_received_bytes_total":
+                if sample.name == name:
                     found[sample.labels["kind"]] = sample.value
         return found
 
-    before = await counters()
+    received, hashing = "streamproxy_received_bytes_total", "streamproxy_hashing_seconds_total"
+    before, hashed_before = await counters(received), await counters(hashing)
     await import_ok(importer, url)
-    after = await counters()
+    after, hashed_after = await counters(received), await counters(hashing)
     assert after["import"] - before.get("import", 0) == len(data)
     assert after.get("upload", 0) == before.get("upload", 0)
+    # Its hashing is counted under its kind too (the import's pump, as an upload's).
+    assert hashed_after["import"] > hashed_before.get("import", 0)
+    assert hashed_after.get("upload", 0) == hashed_before.get("upload", 0)
 
 
 async def test_channel_and_conversation_are_kept_as_metadata(importer, source: Source) -> None:
