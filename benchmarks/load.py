@@ -49,8 +49,9 @@ class Outcome:
 
 
 def hashing_figures(outcome: Outcome, hashing_seconds: float) -> dict[str, float]:
-    """What the server's hashing took in a run: its seconds, their share of the run's
-    time (for one stream: how near MD5's serial rate it ran) and the MD5 rate it got."""
+    """What the server's hashing took in a run: its wall-clock seconds, their share of
+    the run's time (for one stream: near 1, it went as fast as its hashing could) and
+    the MD5 rate it got (with the other work sharing the cores)."""
     if hashing_seconds <= 0 or outcome.seconds <= 0:
         return {}
     return {

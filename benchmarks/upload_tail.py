@@ -25,6 +25,11 @@ upload, and the median tail and commit of its uploads. Each figure ends with how
 the time the server spent hashing (its `streamproxy_hashing_seconds_total`): near 100% for
 one big upload, it went as fast as its MD5.
 
+With `--count N --concurrency C` each turn is N uploads, C at a time, sent by the suite's
+client (e.g. `--size 5M --count 192 --concurrency 64`, near the suite's 5 MB x 64), reported
+as the rate over the turn, the server's CPU seconds per GiB and how many uploads were
+hashing on average (wall-clock hashing seconds per second: a waiting thread counts).
+
 With `--wrk SIZE` each turn is instead 3 s of wrk uploading SIZE bytes per request
 on 64 connections (the suite's small-upload scenario), and it reports requests per
 second and the server's CPU milliseconds per request.
@@ -104,11 +109,16 @@ def upload(port: int, size: int, raw: bool = False) -> tuple[float, float]:
     return answered - started, answered - sent
 
 
-def upload_aiohttp(storage: Path, port: int, size: int, raw: bool) -> float:
-    """One upload by the suite's client (`load.upload`); the seconds it took."""
+def _target(storage: Path, port: int, raw: bool) -> Streamproxy | StreamproxyRawPut:
+    """The running checkout as the suite's client addresses it."""
     server = Streamproxy(storage, [])
     server.port, server.base_url = port, f"http://127.0.0.1:{port}"
-    target = StreamproxyRawPut(server) if raw else server
+    return StreamproxyRawPut(server) if raw else server
+
+
+def upload_aiohttp(storage: Path, port: int, size: int, raw: bool) -> float:
+    """One upload by the suite's client (`load.upload`); the seconds it took."""
+    target = _target(storage, port, raw)
 
     async def run() -> float:
         async with load.new_session() as session:
@@ -203,6 +213,41 @@ class Checkout:
             f" hashing {self.hashing[-1]:.0%} of the time"
         )
 
+    def measure_concurrent(self, size: int, count: int, concurrency: int, raw: bool) -> str:
+        """`count` uploads, `concurrency` at a time, by the suite's client (`upload_many`);
+        its CPU in seconds per GiB and the uploads hashing on average."""
+        assert self.process is not None
+        pids = process_tree(self.process.pid)
+        cpu_before, hashing_before = cpu_seconds(pids), self.hashing_seconds()
+        target = _target(self.storage, self.port, raw)
+
+        async def run() -> load.Outcome:
+            async with load.new_session() as session:
+                prefix = secrets.token_hex(4)
+                return await load.upload_many(
+                    session, target, count=count, concurrency=concurrency, size=size, prefix=prefix
+                )
+
+        outcome = asyncio.run(run())
+        if outcome.errors:
+            raise RuntimeError(f"uploads failed: {outcome.error_sample}")
+        self.cpu.append((cpu_seconds(pids) - cpu_before) / (outcome.payload_bytes / GiB))
+        self.hashing.append((self.hashing_seconds() - hashing_before) / outcome.seconds)
+        self.rates.append(outcome.payload_bytes / outcome.seconds / 1e6)
+        return (
+            f"{self.rates[-1]:.0f} MB/s, cpu {self.cpu[-1]:.2f} s per GiB,"
+            f" {self.hashing[-1]:.2f} hashing on average"
+        )
+
+    def summary_concurrent(self) -> str:
+        return (
+            f"{self.path}: median {statistics.median(self.rates):.0f} MB/s"
+            f" ({min(self.rates):.0f}-{max(self.rates):.0f}),"
+            f" server cpu {statistics.median(self.cpu):.2f} s per GiB"
+            f" ({min(self.cpu):.2f}-{max(self.cpu):.2f}),"
+            f" {statistics.median(self.hashing):.2f} hashing on average"
+        )
+
     def measure_wrk(self, size: int) -> str:
         """3 s of wrk: `size`-byte multipart uploads on 64 connections."""
         assert self.process is not None
@@ -274,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="1G", help="bytes per upload (K, M, G suffixes)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--count", type=int, default=1, help="uploads per turn, one at a time")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="with --count: that many at a time, by the suite's aiohttp client",
+    )
     parser.add_argument("--wrk", metavar="SIZE", help="small uploads with wrk instead")
     parser.add_argument("--raw", action="store_true", help="raw-body PUTs, not multipart")
     parser.add_argument(
@@ -308,14 +359,21 @@ def main(argv: list[str] | None = None) -> int:
                     os.sync()
                     if arguments.wrk:
                         result = checkout.measure_wrk(parse_size(arguments.wrk))
+                    elif arguments.concurrency > 1:
+                        result = checkout.measure_concurrent(
+                            size, arguments.count, arguments.concurrency, arguments.raw
+                        )
                     else:
                         client = "aiohttp" if arguments.aiohttp else "socket"
                         result = checkout.measure(size, arguments.count, arguments.raw, client)
                     print(f"round {round_number} {checkout.path}: {result}")
             for checkout in checkouts:
-                print(
-                    checkout.summary_wrk() if arguments.wrk else checkout.summary(arguments.count)
-                )
+                if arguments.wrk:
+                    print(checkout.summary_wrk())
+                elif arguments.concurrency > 1:
+                    print(checkout.summary_concurrent())
+                else:
+                    print(checkout.summary(arguments.count))
         finally:
             for checkout in checkouts:
                 checkout.stop()

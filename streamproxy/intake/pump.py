@@ -156,9 +156,9 @@ class Pump:
 
     def _observe(self, piece: Piece) -> None:
         """Runs on the storage's worker thread; hashlib releases the GIL for large pieces.
-        Timed: hashing bounds one stream's rate (MD5 is serial), and the metric shows by
-        how much (benchmarks/targets.py). Calls for one pump never overlap: the writer
-        hashes its batches in order."""
+        Timed by the wall clock (a wait for a core counts): hashing bounds one stream's
+        rate (MD5 is serial), and the metric shows by how much (benchmarks/targets.py).
+        Calls for one pump never overlap: the writer hashes its batches in order."""
         started = time.perf_counter()
         for digest in self._digests:
             digest.update(piece)

@@ -67,9 +67,10 @@ class Metrics:
         )
         self.hashing = Counter(
             "streamproxy_hashing_seconds",
-            "Seconds spent computing received files' digests (MD5, and a SHA-256 where one "
-            "is announced), by kind (upload, import), on whichever thread did it. Per second "
-            "of wall time: the cores hashing took; beside received_bytes, the MD5 rate.",
+            "Wall-clock seconds spent in received files' digest updates (MD5, and a SHA-256 "
+            "where one is announced), by kind (upload, import), on whichever thread, waits "
+            "for a core included. One upload hashes serially: when its hashing time nears "
+            "its duration, it went as fast as its hashing could.",
             ["kind"],
             registry=registry,
         )
