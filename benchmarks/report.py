@@ -52,9 +52,8 @@ ISSUE13_NOTE = (
     "GiB of nginx plus MD5. For 1 MiB one at a time the `--fsync false` process's time "
     "per upload plus the Machine table's durable commit of a file already written back "
     "(the least of the fsyncs a one-at-a-time client waits for, which FastAPI does not "
-    "do). For 5 KB uploads and "
-    "ranges the bound is the aiohttp floor, which `python -m benchmarks.floor` measures "
-    "(see the history)."
+    "do). For 5 KB uploads and ranges the bound is the aiohttp floor, which `python -m "
+    "benchmarks.floor` measures (see the history)."
 )
 PROFILES_NOTE = (
     "One extra run per streamproxy row after the measured rounds, under two py-spy "
