@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from .procstat import process_tree
 
@@ -41,6 +42,17 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` (with these labels, and any others) in a
+    /metrics page, read by prometheus-client's own parser."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 class ServerFailed(RuntimeError):
@@ -287,9 +299,7 @@ class Streamproxy(Server):
     async def hashing_seconds(self, session: aiohttp.ClientSession) -> float | None:
         """`streamproxy_hashing_seconds_total` over every kind, from /metrics (all workers)."""
         async with session.get(self.base_url + "/metrics") as response:
-            text = await response.text()
-        prefix = "streamproxy_hashing_seconds_total{"
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+            return metric_total(await response.text(), "streamproxy_hashing_seconds_total")
 
     def uploaded_files(self) -> list[Path]:
         files = super().uploaded_files()

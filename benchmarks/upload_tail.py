@@ -55,7 +55,7 @@ from pathlib import Path
 from . import load
 from .harness import SET_ASIDE_BELOW
 from .procstat import cpu_seconds, process_tree
-from .servers import Streamproxy, StreamproxyRawPut
+from .servers import Streamproxy, StreamproxyRawPut, metric_total
 from .warmpages import GiB, warm_memory
 
 BLOCK = os.urandom(1024 * 1024)
@@ -281,17 +281,17 @@ class Checkout:
 
     def commit_seconds(self) -> float:
         """The server's time spent in commits so far (its storage histogram's sum)."""
-        return self._metric('streamproxy_storage_operation_seconds_sum{operation="commit"}')
+        return metric_total(
+            self._metrics(), "streamproxy_storage_operation_seconds_sum", operation="commit"
+        )
 
     def hashing_seconds(self) -> float:
         """The server's time spent hashing so far (0 from a checkout older than the metric)."""
-        return self._metric("streamproxy_hashing_seconds_total{")
+        return metric_total(self._metrics(), "streamproxy_hashing_seconds_total")
 
-    def _metric(self, prefix: str) -> float:
-        """The sum of the /metrics samples whose line starts with `prefix`."""
+    def _metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as answer:
-            text = answer.read().decode()
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+            return str(answer.read().decode())
 
     def summary(self, count: int = 1) -> str:
         unit = "s" if count == 1 else "ms per upload"

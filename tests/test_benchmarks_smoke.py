@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from benchmarks import s3_scaleout, s3_scaleout_report
 from benchmarks.commitcost import COMMIT_ROW, commit_from_machine, describe_commit
@@ -23,7 +25,9 @@ from benchmarks.profiling import summarize as summarize_profile
 from benchmarks.report import write_report
 from benchmarks.s3stores import TITLES, store_of
 from benchmarks.scenarios import QUICK, MiB
+from benchmarks.servers import metric_total
 from benchmarks.system import find_program
+from streamproxy.runtime.metrics import Metrics
 
 from .s3support import S3Server
 
@@ -167,3 +171,19 @@ def test_py_spy_records_summarize_by_thread_and_line() -> None:
     text = "\n".join(profile.to_text())
     assert "~1.00 threads active on average" in text
     assert "50.0%  Pump._observe (pump.py:152)" in text
+
+
+def test_metric_total_reads_streamproxys_own_metrics_page() -> None:
+    """The benchmarks' one reader of /metrics (upload_tail's commit and hashing times, the
+    harness's hashing share): summed over the labels not asked for, filtered by those asked."""
+    metrics = Metrics()
+    metrics.hashed_by("upload")(0.5)
+    metrics.hashed_by("import")(0.25)
+    metrics.record("commit", time.perf_counter())
+    page = generate_latest(metrics.registry).decode()
+    assert metric_total(page, "streamproxy_hashing_seconds_total") == 0.75
+    assert metric_total(page, "streamproxy_hashing_seconds_total", kind="import") == 0.25
+    commits = "streamproxy_storage_operation_seconds_count"
+    assert metric_total(page, commits, operation="commit") == 1
+    assert metric_total(page, commits, operation="write") == 0
+    assert metric_total(page, "streamproxy_no_such_metric") == 0

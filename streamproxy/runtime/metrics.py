@@ -133,8 +133,7 @@ class Metrics:
         # it made anyway, so these hold nothing it would have let go.
         self._request_children: dict[tuple[str, str, int], Histogram] = {}
         self._storage_children: dict[str, Histogram] = {}
-        self._received_children: dict[str, Counter] = {}
-        self._hashing_children: dict[str, Counter] = {}
+        self._kind_children: dict[tuple[Counter, str], Counter] = {}
 
     def timed(self, operation: str) -> Timed:
         return Timed(self, operation)
@@ -149,17 +148,19 @@ class Metrics:
 
     def received_by(self, kind: str) -> Callable[[float], None]:
         """What counts the file bytes received for an upload of this kind."""
-        child = self._received_children.get(kind)
-        if child is None:
-            child = self._received_children[kind] = self.received.labels(kind)
-        return child.inc
+        return self._by_kind(self.received, kind).inc
 
     def hashed_by(self, kind: str) -> Callable[[float], None]:
         """What counts the seconds spent hashing a file of this kind."""
-        child = self._hashing_children.get(kind)
+        return self._by_kind(self.hashing, kind).inc
+
+    def _by_kind(self, counter: Counter, kind: str) -> Counter:
+        """`counter`'s child for `kind`, made once (see `_request_children`)."""
+        key = (counter, kind)
+        child = self._kind_children.get(key)
         if child is None:
-            child = self._hashing_children[kind] = self.hashing.labels(kind)
-        return child.inc
+            child = self._kind_children[key] = counter.labels(kind)
+        return child
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
         """A request on `route` was answered with `status` after `seconds`."""
