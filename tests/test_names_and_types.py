@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
 from pathlib import PurePosixPath
 
 import pytest
@@ -146,6 +148,34 @@ def test_candidates_keep_the_extension() -> None:
 )
 def test_clean_client_names(raw: str, clean: str) -> None:
     assert naming.clean_client_name(raw) == clean
+
+
+@pytest.mark.parametrize("raw", ["a\x00b.txt", "tab\there", "del\x7f", "nel\x85.png", "\ud800x"])
+def test_control_characters_in_a_client_name_are_refused(raw: str) -> None:
+    with pytest.raises(naming.BadName, match="control characters"):
+        naming.clean_client_name(raw)
+    with pytest.raises(naming.BadName, match="control characters"):
+        naming.check_stored_name(raw)
+
+
+def test_the_control_pattern_is_exactly_unicodes_control_and_surrogate_categories() -> None:
+    """One regular expression stands in for a category lookup per character: every code
+    point must get the same answer from both."""
+    differing = [
+        code
+        for code in range(sys.maxunicode + 1)
+        if bool(naming._CONTROL.search(chr(code)))
+        != (unicodedata.category(chr(code)) in {"Cc", "Cs"})
+    ]
+    assert differing == []
+
+
+def test_an_ascii_name_has_no_format_characters_to_drop() -> None:
+    """The ASCII shortcut skips normalization and the Cf filter: neither changes ASCII."""
+    printable = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) not in "/\\")
+    assert unicodedata.normalize("NFC", printable) == printable
+    assert all(unicodedata.category(ch) != "Cf" for ch in printable)
+    assert naming.clean_client_name("soft\u00adhyphen.txt") == "softhyphen.txt"
 
 
 @pytest.mark.parametrize(
