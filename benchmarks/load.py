@@ -249,9 +249,13 @@ def wrk_upload_script(server: Server, size: int, prefix: str) -> str:
   return wrk.format("POST", "/files",
     {{["Content-Type"] = "multipart/form-data; boundary={boundary}"}}, body)"""
     else:
+        # The server's own upload URL, the name spliced in: `/NAME` for nginx, the raw
+        # route's `/files?conversationId=..&fileName=NAME` for streamproxy-raw.
+        path = server.upload_url("NAME").removeprefix(server.base_url)
+        before, after = path.split("NAME")
         make = f"""
   local name = "{prefix}-" .. thread_id .. "-" .. counter .. ".bin"
-  return wrk.format("PUT", "/" .. name,
+  return wrk.format("PUT", {_lua_string(before)} .. name .. {_lua_string(after)},
     {{["Content-Type"] = "application/octet-stream"}}, payload)"""
     return f"""{_WRK_THREAD_IDS}
 local counter = 0

@@ -304,7 +304,7 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             wrk_uploads(profile.small, 64),
             concurrency=64,
             size=profile.small,
-            servers=WITH_WORKERS,
+            servers=(*WITH_WORKERS, *ISOLATING),
             group="upload",
         ),
         Scenario(

@@ -144,6 +144,10 @@ def issue13_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
         value = ratio(key, "streamproxy-nofsync", reference)
         return f"{fmt_ratio(value)} with --fsync false" if value is not None else ""
 
+    def raw(key: str, reference: str = "nginx") -> str:
+        value = ratio(key, "streamproxy-raw", reference)
+        return f"{fmt_ratio(value)} as raw PUTs" if value is not None else ""
+
     graded(
         "one 1 GiB upload (multipart) vs nginx PUT",
         ratio("upload-big", "streamproxy"),
@@ -176,7 +180,16 @@ def issue13_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
         "5 KB uploads, 64 concurrent (wrk), vs FastAPI",
         ratio("upload-5k-c64", "streamproxy", "fastapi"),
         2.0,
-        workers("upload-5k-c64", "fastapi"),
+        ", ".join(
+            filter(
+                None,
+                (
+                    workers("upload-5k-c64", "fastapi"),
+                    nofsync("upload-5k-c64", "fastapi"),
+                    raw("upload-5k-c64", "fastapi"),
+                ),
+            )
+        ),
     )
     ours, nginx = (measured(cells, "upload-5m-c64", name) for name in ("streamproxy", "nginx"))
     ours_cpu = ours.cpu_per_gib if ours else None

@@ -248,12 +248,13 @@ class Checkout:
             f" {statistics.median(self.hashing):.2f} hashing on average"
         )
 
-    def measure_wrk(self, size: int) -> str:
-        """3 s of wrk: `size`-byte multipart uploads on 64 connections."""
+    def measure_wrk(self, size: int, raw: bool = False) -> str:
+        """3 s of wrk: `size`-byte multipart uploads (`raw`: raw-body PUTs) on 64
+        connections."""
         assert self.process is not None
         pids = process_tree(self.process.pid)
         cpu_before = cpu_seconds(pids)
-        script = load.wrk_upload_script(Streamproxy(self.storage, []), size, "ab")
+        script = load.wrk_upload_script(_target(self.storage, self.port, raw), size, "ab")
         outcome = asyncio.run(
             load.run_wrk(
                 "wrk",
@@ -345,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             for checkout in checkouts:
                 checkout.start(arguments.serve_args)
                 if arguments.wrk:
-                    checkout.measure_wrk(parse_size(arguments.wrk))  # warm-up, discarded
+                    # warm-up, discarded
+                    checkout.measure_wrk(parse_size(arguments.wrk), arguments.raw)
                     checkout.rates.clear()
                     checkout.cpu.clear()
                 else:
@@ -358,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                         other.clear()
                     os.sync()
                     if arguments.wrk:
-                        result = checkout.measure_wrk(parse_size(arguments.wrk))
+                        result = checkout.measure_wrk(parse_size(arguments.wrk), arguments.raw)
                     elif arguments.concurrency > 1:
                         result = checkout.measure_concurrent(
                             size, arguments.count, arguments.concurrency, arguments.raw

@@ -10,6 +10,7 @@ about speed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import time
@@ -18,17 +19,18 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from benchmarks import s3_scaleout, s3_scaleout_report
+from benchmarks import load, s3_scaleout, s3_scaleout_report
 from benchmarks.commitcost import COMMIT_ROW, commit_from_machine, describe_commit
 from benchmarks.harness import Harness, Options
 from benchmarks.profiling import summarize as summarize_profile
 from benchmarks.report import write_report
 from benchmarks.s3stores import TITLES, store_of
 from benchmarks.scenarios import QUICK, MiB
-from benchmarks.servers import metric_total
+from benchmarks.servers import Nginx, Streamproxy, StreamproxyRawPut, metric_total
 from benchmarks.system import find_program
 from streamproxy.runtime.metrics import Metrics
 
+from .conftest import Service
 from .s3support import S3Server
 
 pytestmark = pytest.mark.timeout(60)
@@ -95,6 +97,37 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
     assert re.search(bound, graded.group(0)), graded.group(0)
     # and the least a durable commit waits on the servers' disk (the 1 MiB estimate)
     assert re.search(rf"\| {re.escape(COMMIT_ROW)} \| \d+\.\d\d ms \(median of 40\) \|", text)
+
+
+@pytest.mark.local_only  # the script's shape, not the storage, is under test
+async def test_wrk_upload_scripts_address_each_servers_upload_route(
+    service: Service, tmp_path: Path
+) -> None:
+    """The raw PUT row's wrk script sends the raw route (`/files?conversationId=..&
+    fileName=NAME`), nginx's `/NAME`: the request the script builds, sent by hand to a
+    running streamproxy, stores the script's payload under the script's name."""
+    of = Streamproxy(tmp_path, [])
+    of.base_url = service.url
+    script = load.wrk_upload_script(StreamproxyRawPut(of), 5000, "smoke")
+    shape = re.search(r'wrk\.format\("PUT", (".*?") \.\. name \.\. (".*?"),', script)
+    assert shape, script
+    before, after = json.loads(shape.group(1)), json.loads(shape.group(2))
+    assert (before, after) == ("/files?conversationId=bench&fileName=", "")
+    declared = re.search(r"local payload = (\".*?\")\n", script)
+    assert declared, script
+    payload = json.loads(declared.group(1))
+    assert len(payload) == 5000
+    async with service.session.put(
+        service.url + before + "smoke-0-1.bin" + after,
+        data=payload.encode(),
+        headers={"Content-Type": "application/octet-stream"},
+    ) as response:
+        assert response.status == 200, await response.text()
+        answer = await response.json()
+    assert answer["name"].startswith("bench_smoke-0-1") and answer["size"] == 5000
+    nginx = Nginx(tmp_path / "nginx", "nginx")
+    nginx_script = load.wrk_upload_script(nginx, 5000, "smoke")
+    assert 'wrk.format("PUT", "/" .. name .. "",' in nginx_script
 
 
 def test_commit_cost_is_timed_on_the_given_disk_and_leaves_nothing(tmp_path: Path) -> None:
