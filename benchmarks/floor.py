@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -57,6 +58,13 @@ class FloorPeer(Server):
         return [sys.executable, "-m", "benchmarks.peer_floor", str(self.port), str(self.storage)]
 
 
+def upload_script(target: Server, size: int) -> str:
+    """Names new on every turn: a name stored in an earlier turn would send streamproxy
+    down its collision path (a failed link, then a suffixed name: ~10% of its rate at
+    5 KB) while the floor, naming files by uuid, never takes it."""
+    return load.wrk_upload_script(target, size, f"floor-{secrets.token_hex(4)}")
+
+
 async def run(workdir: Path, checkouts: list[Checkout], arguments: argparse.Namespace) -> list[Row]:
     """Start the peers, give each its fixture or script, then the warm-up and the rounds."""
     upload = arguments.kind == "upload"
@@ -76,13 +84,14 @@ async def run(workdir: Path, checkouts: list[Checkout], arguments: argparse.Name
     if upload:
         peers.append(FloorPeer(workdir, durable=False))
     rows: list[Row] = []
-    scripts: dict[str, str] = {}
+    scripts: dict[str, str] = {}  # range GETs: one script per row
+    targets: dict[str, Server] = {}  # uploads: whom each row's script is shaped for
     try:
         for peer in peers:
             await peer.start()
             rows.append(Row(peer.name, peer.port, pid=peer.pid))
             if upload:
-                scripts[peer.name] = load.wrk_upload_script(peer, size, "floor")
+                targets[peer.name] = peer
             else:
                 await asyncio.to_thread((peer.storage / "fixture.bin").write_bytes, data)
                 path = (
@@ -96,19 +105,23 @@ async def run(workdir: Path, checkouts: list[Checkout], arguments: argparse.Name
             label = f"streamproxy {index}:{checkout.path}"
             rows.append(Row(label, checkout.port, pid=checkout.process.pid))
             if upload:
-                scripts[label] = load.wrk_upload_script(peers[0], size, "floor")
+                targets[label] = peers[0]  # the same multipart POST /files
             else:
                 path = await asyncio.to_thread(store, checkout.port, data)
                 scripts[label] = load.wrk_range_script(path, size, kind.payload)
+
+        def script(row: Row) -> str:
+            return upload_script(targets[row.label], size) if upload else scripts[row.label]
+
         for row in rows:  # warm-up, discarded
-            await turn(row, scripts[row.label], kind, 1)
+            await turn(row, script(row), kind, 1)
             row.rates.clear()
             row.cpu_us.clear()
             row.client_us.clear()
         for round_number in range(1, kind.rounds + 1):
             start = round_number % len(rows)
             for row in rows[start:] + rows[:start]:
-                result = await turn(row, scripts[row.label], kind, kind.seconds)
+                result = await turn(row, script(row), kind, kind.seconds)
                 print(f"round {round_number} {row.label}: {result}", flush=True)
     finally:
         for peer in peers:

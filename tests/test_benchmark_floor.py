@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from benchmarks.floor import FloorPeer
+from benchmarks.floor import FloorPeer, upload_script
 from benchmarks.harness import SET_ASIDE_BELOW, Bench
 from benchmarks.scenarios import QUICK
 from benchmarks.system import file_system
@@ -79,3 +80,12 @@ def test_the_machine_table_names_the_storage_file_system(tmp_path: Path) -> None
     if expected[0] == "ext4":
         journal = any(Path("/proc/fs/jbd2").glob(f"{Path(expected[1]).name}-*"))
         assert ("without a journal" in described) is not journal
+
+
+def test_every_upload_turn_sends_names_not_used_before(tmp_path: Path) -> None:
+    """A name stored in an earlier turn would put streamproxy on its collision path (a
+    failed link, then a suffixed name), which the floor's uuid names never take."""
+    peer = FloorPeer(tmp_path)
+    prefix = re.compile(r'local name = "(floor-[0-9a-f]{8})-"')
+    first, second = (prefix.search(upload_script(peer, 100)) for _ in range(2))
+    assert first and second and first.group(1) != second.group(1)
