@@ -21,6 +21,7 @@ SERVER_ORDER = (
     "streamproxy-2w",
     "streamproxy-nofsync",
     "fastapi",
+    "floor",
 )
 UPLOAD_GROUPS = ("upload", "upload-concurrency", "upload-size", "slow-clients")
 # What each row's server does to an upload, so no ratio hides a difference in work.
@@ -31,6 +32,7 @@ SERVER_DOES = {
     "streamproxy-2w": "multipart POST, 2 processes; MD5, fsync, sniffing",
     "streamproxy-nofsync": "multipart POST; MD5, sniffing, no fsync",
     "fastapi": "multipart POST; MD5, no fsync, no sniffing",
+    "floor": "multipart POST; MD5, fsync; aiohttp's low-level server, checks nothing",
 }
 
 

@@ -27,6 +27,7 @@ SERVER_NAMES = (
     "streamproxy-2w",
     "streamproxy-nofsync",
     "streamproxy-raw",
+    "floor",
 )
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SERVER_NAMES,
         help="default: all of them. streamproxy-2w is `--workers 2`, in the scenarios of "
         "many concurrent requests; streamproxy-nofsync (`--fsync false`) and streamproxy-raw "
-        "(the streamproxy process sent the raw-body PUT) in the uploads issue 13 grades",
+        "(the streamproxy process sent the raw-body PUT) in the uploads issue 13 grades; "
+        "floor (benchmarks/peer_floor.py, aiohttp's least durable upload) in 5 KB uploads",
     )
     parser.add_argument(
         "--py-spy",

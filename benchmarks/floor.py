@@ -31,31 +31,10 @@ from pathlib import Path
 
 from . import load
 from .download_ab import Kind, Row, store, summary, turn
-from .servers import FastAPIPeer, Nginx, Server
+from .servers import FastAPIPeer, FloorPeer, Nginx, Server
 from .system import ensure_programs
 from .upload_tail import Checkout, parse_size
 from .warmpages import GiB, warm_memory
-
-
-class FloorPeer(Server):
-    """`benchmarks.peer_floor` as a server process; `durable=False` stores nothing."""
-
-    ready_path = "/files/download?filename=ready"
-
-    def __init__(self, workdir: Path, *, durable: bool = True) -> None:
-        self.name = "floor" if durable else "floor-nodisk"
-        self.durable = durable
-        super().__init__(workdir)
-
-    def prepare(self) -> None:
-        super().prepare()
-        (self.storage / "ready").write_bytes(b"ready")
-
-    def environment(self) -> dict[str, str]:
-        return {**os.environ, "BENCH_FLOOR_DURABLE": "1" if self.durable else "0"}
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "benchmarks.peer_floor", str(self.port), str(self.storage)]
 
 
 def upload_script(target: Server, size: int) -> str:

@@ -35,6 +35,7 @@ from .scenarios import GiB, NotAvailable, Profile, Scenario, build_scenarios
 from .servers import (
     REPO_ROOT,
     FastAPIPeer,
+    FloorPeer,
     Nginx,
     Server,
     ServerFailed,
@@ -185,6 +186,10 @@ class Bench:
         if isinstance(server, StreamproxyRawPut):
             self.fixtures[server.name] = self.fixtures[server.of.name]  # the same process
             return
+        if not server.serves_downloads:  # the floor: one upload shows it works
+            await load.upload(self.session, server, "probe.bin", self.profile.small)
+            self.fixtures[server.name] = {}
+            return
         names = {}
         for which, size in (("big", self.profile.big), ("small", self.profile.small)):
             names[which] = await load.upload(self.session, server, f"fixture-{which}.bin", size)
@@ -252,6 +257,8 @@ def make_servers(
                 unavailable[name] = "rides on the streamproxy server, which is not listed"
             else:
                 servers.append(StreamproxyRawPut(main))
+        elif name == "floor":
+            servers.append(FloorPeer(workdir))
         elif name == "streamproxy-2w":
             servers.append(StreamproxyTwoWorkers(workdir, options.streamproxy_args))
         elif name == "fastapi":

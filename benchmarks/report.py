@@ -52,8 +52,13 @@ ISSUE13_NOTE = (
     "GiB of nginx plus MD5. For 1 MiB one at a time the `--fsync false` process's time "
     "per upload plus the Machine table's durable commit of a file already written back "
     "(the least of the fsyncs a one-at-a-time client waits for, which FastAPI does not "
-    "do). For 5 KB uploads and ranges the bound is the aiohttp floor, which `python -m "
-    "benchmarks.floor` measures (see the history)."
+    "do). For 5 KB uploads the bound is the `floor` row of the same run: "
+    "`benchmarks/peer_floor.py`, aiohttp's low-level server on the same uvloop doing "
+    "only what a durable hashed upload needs (the file part found, MD5, an unnamed "
+    "temporary written, fsynced and linked, the directory fsynced; no checks, no "
+    "router, no middleware): streamproxy's own code cannot take an aiohttp application "
+    "past it. For ranges, `python -m benchmarks.floor --kind range` measures the same "
+    "floor (see the history)."
 )
 PROFILES_NOTE = (
     "One extra run per streamproxy row after the measured rounds, under two py-spy "
@@ -231,7 +236,11 @@ def method_notes(result: SuiteResult) -> list[str]:
         "requests only; `streamproxy-nofsync` adds `--fsync false` and `streamproxy-raw` "
         "is the `streamproxy` process sent the raw-body `PUT /files?conversationId=..&"
         "fileName=..`, both in the uploads issue 13 grades (1 GiB, 1 MiB one at a time, "
-        "5 MB x 64).",
+        "5 MB x 64, 5 KB x 64).",
+        "- **floor** (5 KB uploads only): `benchmarks/peer_floor.py`, aiohttp's low-level "
+        "`web.Server` on uvloop: the file part found with two `find`s, MD5, an unnamed "
+        "temporary written, fsynced, linked and its directory fsynced on a worker thread; "
+        "nothing checked. The bound of the 5 KB target.",
         "- **FastAPI + uvicorn**: `benchmarks/peer_fastapi.py`, one uvicorn process "
         "(uvloop, httptools), no access log; a sync `UploadFile` handler that copies the "
         "spooled upload to disk while computing MD5 (no fsync); `FileResponse` downloads.",

@@ -32,6 +32,8 @@ WITH_WORKERS = (*SERVERS, "streamproxy-2w")
 # The uploads issue 13 grades also run the rows that isolate costs in the same run:
 # streamproxy without fsync, and the raw-body PUT beside nginx's PUT.
 ISOLATING = ("streamproxy-raw", "streamproxy-nofsync")
+# The aiohttp floor (benchmarks/peer_floor.py): the bound of the 5 KB upload target.
+FLOOR = ("floor",)
 TRICKLE_SETTLE = 1.0  # seconds between the slow uploads being connected and the fast one
 
 
@@ -304,7 +306,7 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
             wrk_uploads(profile.small, 64),
             concurrency=64,
             size=profile.small,
-            servers=(*WITH_WORKERS, *ISOLATING),
+            servers=(*WITH_WORKERS, *ISOLATING, *FLOOR),
             group="upload",
         ),
         Scenario(

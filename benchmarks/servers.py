@@ -65,6 +65,7 @@ class Server:
     name = "server"
     multipart = True  # uploads as multipart/form-data POST; nginx takes a plain PUT
     answers_with_name = True  # the upload's answer is JSON with the stored name and size
+    serves_downloads = True  # given the download scenarios' fixtures when it starts
     ready_path = "/"
 
     def __init__(self, workdir: Path) -> None:
@@ -364,6 +365,32 @@ class FastAPIPeer(Server):
             "--timeout-keep-alive",
             "75",
         ]
+
+
+class FloorPeer(Server):
+    """`benchmarks.peer_floor` as a server process; `durable=False` stores nothing.
+
+    The durable floor is a row of the 5 KB upload scenario: the rate an aiohttp
+    application that hashes and stores durably can reach, in the same run (the bound
+    of issue 13's 5 KB target); `benchmarks.floor` runs both, for A/B work."""
+
+    ready_path = "/files/download?filename=ready"
+    serves_downloads = False  # in the harness only for uploads: no fixtures to store
+
+    def __init__(self, workdir: Path, *, durable: bool = True) -> None:
+        self.name = "floor" if durable else "floor-nodisk"
+        self.durable = durable
+        super().__init__(workdir)
+
+    def prepare(self) -> None:
+        super().prepare()
+        (self.storage / "ready").write_bytes(b"ready")
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "BENCH_FLOOR_DURABLE": "1" if self.durable else "0"}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.peer_floor", str(self.port), str(self.storage)]
 
 
 class StreamproxyRawPut(Server):

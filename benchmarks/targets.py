@@ -190,6 +190,7 @@ def issue13_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
                 ),
             )
         ),
+        bounds.aiohttp_floor("upload-5k-c64", "fastapi"),
     )
     ours, nginx = (measured(cells, "upload-5m-c64", name) for name in ("streamproxy", "nginx"))
     ours_cpu = ours.cpu_per_gib if ours else None
@@ -297,6 +298,18 @@ class Bounds:
         return (
             f"≈ {fmt_ratio(rate / fastapi.median)} (--fsync false's time per upload"
             f" + the least a commit waits, {commit * 1000:.2f} ms)"
+        )
+
+    def aiohttp_floor(self, key: str, reference: str) -> str:
+        """The `floor` row of the same run: aiohttp's low-level server doing only what a
+        durable hashed upload needs. streamproxy is an aiohttp application, so its own
+        code cannot take it past this (a different HTTP core might)."""
+        floor, theirs = measured(self._cells, key, "floor"), measured(self._cells, key, reference)
+        if not (floor and floor.median and theirs and theirs.median):
+            return "—"
+        return (
+            f"≤ {fmt_ratio(floor.median / theirs.median)} (the aiohttp floor in this run:"
+            " MD5 and the same durable store, nothing checked)"
         )
 
     def cpu_floor(self) -> str:

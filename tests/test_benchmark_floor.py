@@ -20,9 +20,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from benchmarks.floor import FloorPeer, upload_script
+from benchmarks.floor import upload_script
 from benchmarks.harness import SET_ASIDE_BELOW, Bench
 from benchmarks.scenarios import QUICK
+from benchmarks.servers import FloorPeer
 from benchmarks.system import file_system
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,6 +49,25 @@ async def test_the_floor_stores_under_a_new_name_and_serves_a_range(tmp_path: Pa
                 assert response.status == 206
                 assert response.headers["Content-Range"] == f"bytes 100-65635/{len(data)}"
                 assert await response.read() == data[100:65636]
+    finally:
+        await floor.stop()
+
+
+async def test_the_harness_starts_the_floor_with_one_upload_and_no_fixtures(
+    tmp_path: Path,
+) -> None:
+    """The floor is a row of the 5 KB upload scenario only: the harness checks it takes
+    an upload and leaves it without the download scenarios' fixtures (a 1 GiB one would
+    be read whole into its memory)."""
+    floor = FloorPeer(tmp_path)
+    await floor.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            bench = Bench(QUICK, {}, session, {})
+            await bench.make_fixtures(floor)
+        assert bench.fixtures[floor.name] == {}
+        stored = [path for path in floor.uploaded_files() if path.name != "ready"]
+        assert [path.stat().st_size for path in stored] == [QUICK.small]
     finally:
         await floor.stop()
 
