@@ -28,21 +28,16 @@ from typing import Any
 import aiohttp
 
 from . import load
+from .lineup import make_servers
 from .procstat import RssSampler, cpu_seconds, idle_rss
 from .profiling import SpyProfile, find_py_spy, recording
 from .profiling import summarize as summarize_profile
 from .scenarios import GiB, NotAvailable, Profile, Scenario, build_scenarios
 from .servers import (
     REPO_ROOT,
-    FastAPIPeer,
-    FloorPeer,
-    Nginx,
     Server,
     ServerFailed,
-    Streamproxy,
-    StreamproxyNoFsync,
     StreamproxyRawPut,
-    StreamproxyTwoWorkers,
 )
 from .system import (
     describe_machine,
@@ -234,48 +229,6 @@ class Bench:
         await asyncio.to_thread(remove)
 
 
-def make_servers(
-    names: list[str], workdir: Path, programs: dict[str, str | None], options: Options
-) -> tuple[list[Server], dict[str, str]]:
-    servers: list[Server] = []
-    unavailable: dict[str, str] = {}
-    # streamproxy-raw rides on the streamproxy process: made (and started) after it.
-    for name in sorted(names, key=lambda name: name == "streamproxy-raw"):
-        if name == "nginx":
-            program = programs.get("nginx")
-            if program:
-                servers.append(Nginx(workdir, program))
-            else:
-                unavailable[name] = "nginx is not installed (Debian package nginx-light)"
-        elif name == "streamproxy":
-            servers.append(Streamproxy(workdir, options.streamproxy_args))
-        elif name == "streamproxy-nofsync":
-            servers.append(StreamproxyNoFsync(workdir, options.streamproxy_args))
-        elif name == "streamproxy-raw":
-            main = next((s for s in servers if s.name == "streamproxy"), None)
-            if not isinstance(main, Streamproxy):
-                unavailable[name] = "rides on the streamproxy server, which is not listed"
-            else:
-                servers.append(StreamproxyRawPut(main))
-        elif name == "floor":
-            servers.append(FloorPeer(workdir))
-        elif name == "streamproxy-2w":
-            servers.append(StreamproxyTwoWorkers(workdir, options.streamproxy_args))
-        elif name == "fastapi":
-            try:
-                import fastapi  # noqa: F401
-                import uvicorn  # noqa: F401
-            except ImportError:
-                unavailable[name] = (
-                    "FastAPI or uvicorn is not installed (pip install -e '.[bench]')"
-                )
-            else:
-                servers.append(FastAPIPeer(workdir))
-        else:
-            raise ValueError(f"unknown server {name!r}")
-    return servers, unavailable
-
-
 def select(scenarios: list[Scenario], patterns: list[str]) -> list[Scenario]:
     if not patterns:
         return scenarios
@@ -398,7 +351,9 @@ class Harness:
         raise_file_limit()
         workdir = Path(tempfile.mkdtemp(prefix="streamproxy-bench-", dir=options.tmpdir))
         self.workdir = workdir
-        servers, unavailable = make_servers(options.servers, workdir, programs, options)
+        servers, unavailable = make_servers(
+            options.servers, workdir, programs, options.streamproxy_args
+        )
         running: dict[str, Server] = {}
         try:
             async with load.new_session() as session:
