@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import sys
 import tempfile
@@ -35,13 +34,6 @@ from .servers import FastAPIPeer, FloorPeer, Nginx, Server
 from .system import ensure_programs
 from .upload_tail import Checkout, parse_size
 from .warmpages import GiB, warm_memory
-
-
-def upload_script(target: Server, size: int) -> str:
-    """Names new on every turn: a name stored in an earlier turn would send streamproxy
-    down its collision path (a failed link, then a suffixed name: ~10% of its rate at
-    5 KB) while the floor, naming files by uuid, never takes it."""
-    return load.wrk_upload_script(target, size, f"floor-{secrets.token_hex(4)}")
 
 
 async def run(workdir: Path, checkouts: list[Checkout], arguments: argparse.Namespace) -> list[Row]:
@@ -90,7 +82,10 @@ async def run(workdir: Path, checkouts: list[Checkout], arguments: argparse.Name
                 scripts[label] = load.wrk_range_script(path, size, kind.payload)
 
         def script(row: Row) -> str:
-            return upload_script(targets[row.label], size) if upload else scripts[row.label]
+            """An upload script is made for every turn: its names are new (load.py)."""
+            if upload:
+                return load.wrk_upload_script(targets[row.label], size, "floor")
+            return scripts[row.label]
 
         for row in rows:  # warm-up, discarded
             await turn(row, script(row), kind, 1)

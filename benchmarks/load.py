@@ -236,7 +236,13 @@ def _lua_string(data: str) -> str:
 
 
 def wrk_upload_script(server: Server, size: int, prefix: str) -> str:
-    """Each request uploads `size` bytes under a new name (PUT, or a multipart POST)."""
+    """Each request uploads `size` bytes under a new name (PUT, or a multipart POST).
+
+    Names are new to every script, whatever the prefix: a script made again for the next
+    turn against the same storage must not send the names the last one stored, or
+    streamproxy takes its collision path (a failed link, then a suffixed name; ~10% of
+    its rate at 5 KB) where a peer naming files by uuid never does."""
+    prefix = f"{prefix}-{secrets.token_hex(4)}"
     payload = secrets.token_hex(size)[:size]
     if server.multipart:
         boundary = "bench" + secrets.token_hex(12)

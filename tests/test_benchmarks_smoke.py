@@ -117,14 +117,17 @@ async def test_wrk_upload_scripts_address_each_servers_upload_route(
     assert declared, script
     payload = json.loads(declared.group(1))
     assert len(payload) == 5000
+    named = re.search(r'local name = "(smoke-[0-9a-f]{8})-"', script)
+    assert named, script
+    name = f"{named.group(1)}-0-1.bin"  # thread 0's first request
     async with service.session.put(
-        service.url + before + "smoke-0-1.bin" + after,
+        service.url + before + name + after,
         data=payload.encode(),
         headers={"Content-Type": "application/octet-stream"},
     ) as response:
         assert response.status == 200, await response.text()
         answer = await response.json()
-    assert answer["name"].startswith("bench_smoke-0-1") and answer["size"] == 5000
+    assert answer["name"] == f"bench_{name}" and answer["size"] == 5000
     nginx = Nginx(tmp_path / "nginx", "nginx")
     nginx_script = load.wrk_upload_script(nginx, 5000, "smoke")
     assert 'wrk.format("PUT", "/" .. name .. "",' in nginx_script
