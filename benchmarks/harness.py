@@ -29,7 +29,7 @@ import aiohttp
 
 from . import load
 from .lineup import make_servers
-from .procstat import RssSampler, cpu_seconds, idle_rss
+from .procstat import RssSampler, cpu_seconds, idle_rss, minor_faults
 from .profiling import SpyProfile, find_py_spy, recording
 from .profiling import summarize as summarize_profile
 from .scenarios import GiB, NotAvailable, Profile, Scenario, build_scenarios
@@ -264,9 +264,11 @@ class Harness:
             record.rss_idle = await asyncio.to_thread(idle_rss, pids)
             hashing_before = await server.hashing_seconds(bench.session)
             cpu_before, client_before = cpu_seconds(pids), client_cpu()
+            faults_before = minor_faults(pids)
             with RssSampler(pids) as sampler:
                 outcome = await asyncio.wait_for(scenario.run(bench, server), RUN_TIMEOUT)
             record.server_cpu = cpu_seconds(pids) - cpu_before
+            faults = minor_faults(pids) - faults_before
             record.client_cpu = client_cpu() - client_before
             record.rss_peak = sampler.peak
             record.seconds = outcome.seconds
@@ -275,6 +277,8 @@ class Harness:
             record.errors = outcome.errors
             record.error_sample = outcome.error_sample
             record.extra = outcome.extra
+            if outcome.requests:
+                record.extra["faults_per_request"] = faults / outcome.requests
             if hashing_before is not None:
                 hashing = await server.hashing_seconds(bench.session)
                 record.extra.update(load.hashing_figures(outcome, (hashing or 0) - hashing_before))

@@ -39,18 +39,37 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (the state first); None once gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds consumed so far by these processes (gone ones count 0)."""
     total = 0
     for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        fields = _stat_fields(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return total / CLOCK_TICKS
+
+
+def minor_faults(pids: list[int]) -> int:
+    """Minor page faults these processes have taken so far (gone ones count 0): each is
+    a page touched for the first time since it was mapped, which this VM charges for
+    (RESULTS.md: a server whose allocator maps its buffers afresh for every request
+    pays it per request, and its rate moves with the host's state)."""
+    total = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            total += int(fields[7])  # minflt (field 10)
+    return total
 
 
 def rss_bytes(pids: list[int]) -> int:

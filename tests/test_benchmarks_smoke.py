@@ -65,6 +65,7 @@ async def test_harness_runs_one_small_round(tmp_path: Path) -> None:
         assert record.errors == 0
         assert record.payload_bytes == 4 * MiB
         assert record.rss_peak > 0
+        assert record.extra["faults_per_request"] >= 0  # read around every run
     # streamproxy says how long it hashed (its own metric, read around each run); nginx not
     for key in (("upload-big", "streamproxy"), ("upload-big", "streamproxy-raw")):
         extra = runs[key].extra
