@@ -60,10 +60,10 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def minor_faults(pids: list[int]) -> int:
-    """Minor page faults these processes have taken so far (gone ones count 0): each is
-    a page touched for the first time since it was mapped, which this VM charges for
-    (RESULTS.md: a server whose allocator maps its buffers afresh for every request
-    pays it per request, and its rate moves with the host's state)."""
+    """Minor page faults these processes have taken so far (gone ones count 0): mostly
+    pages touched for the first time since they were mapped, each a fresh zeroed page
+    from the kernel (RESULTS.md: a server whose allocator maps its buffers afresh for
+    every request pays that per request, and runs slower for it)."""
     total = 0
     for pid in pids:
         fields = _stat_fields(pid)

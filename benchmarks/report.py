@@ -53,7 +53,7 @@ ISSUE13_NOTE = (
     "per upload plus the Machine table's durable commit of a file already written back "
     "(the least of the fsyncs a one-at-a-time client waits for, which FastAPI does not "
     "do), and each server's minor page faults per upload (/proc, around each round): a "
-    "FastAPI process whose allocator maps its 1 MiB spool buffers afresh takes ~480 per "
+    "FastAPI process whose allocator maps its 1 MiB spool buffers afresh takes ~450-490 per "
     "upload and runs slower than one that reuses its heap (0), and which of the two a "
     "process settles in varies by process (see the history, 2026-12-02 17:40). For 5 KB "
     "uploads the bound is the `floor` row of the same run: "
