@@ -69,8 +69,9 @@ class Metrics:
             "streamproxy_hashing_seconds",
             "Wall-clock seconds spent in received files' digest updates (MD5, and a SHA-256 "
             "where one is announced), by kind (upload, import), on whichever thread, waits "
-            "for a core included. One upload hashes serially: when its hashing time nears "
-            "its duration, it went as fast as its hashing could.",
+            "for a core and for the GIL after each update included. One upload hashes "
+            "serially: when its hashing time nears its duration, it went as fast as its "
+            "hashing could.",
             ["kind"],
             registry=registry,
         )
