@@ -29,7 +29,7 @@ import aiohttp
 
 from . import load
 from .lineup import make_servers
-from .procstat import RssSampler, cpu_seconds, idle_rss, minor_faults
+from .procstat import RssSampler, cpu_seconds, idle_rss, usage
 from .profiling import SpyProfile, find_py_spy, recording
 from .profiling import summarize as summarize_profile
 from .scenarios import GiB, NotAvailable, Profile, Scenario, build_scenarios
@@ -138,8 +138,8 @@ def client_cpu() -> float:
     """CPU seconds of this process (the load generator) and of the tools it has reaped."""
     total = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
+        rusage = resource.getrusage(who)
+        total += rusage.ru_utime + rusage.ru_stime
     return total
 
 
@@ -263,12 +263,12 @@ class Harness:
             pids = server.pids()
             record.rss_idle = await asyncio.to_thread(idle_rss, pids)
             hashing_before = await server.hashing_seconds(bench.session)
-            cpu_before, client_before = cpu_seconds(pids), client_cpu()
-            faults_before = minor_faults(pids)
+            before, client_before = usage(pids), client_cpu()
             with RssSampler(pids) as sampler:
                 outcome = await asyncio.wait_for(scenario.run(bench, server), RUN_TIMEOUT)
-            record.server_cpu = cpu_seconds(pids) - cpu_before
-            faults = minor_faults(pids) - faults_before
+            after = usage(pids)
+            record.server_cpu = after.cpu_seconds - before.cpu_seconds
+            faults = after.minor_faults - before.minor_faults
             record.client_cpu = client_cpu() - client_before
             record.rss_peak = sampler.peak
             record.seconds = outcome.seconds

@@ -13,6 +13,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -39,37 +40,34 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat's fields after the command name (the state first); None once gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    return stat[stat.rindex(")") + 2 :].split()
+class Usage(NamedTuple):
+    """What a process tree has used so far, from one read of each /proc/PID/stat."""
+
+    cpu_seconds: float  # user + system
+    # Minor page faults: mostly pages touched for the first time since they were mapped,
+    # each a fresh zeroed page from the kernel (RESULTS.md: a server whose allocator maps
+    # its buffers afresh for every request pays that per request, and runs slower for it).
+    minor_faults: int
+
+
+def usage(pids: list[int]) -> Usage:
+    """CPU seconds and minor page faults of these processes so far (gone ones count 0)."""
+    ticks = faults = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        faults += int(fields[7])  # minflt (field 10)
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return Usage(ticks / CLOCK_TICKS, faults)
 
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds consumed so far by these processes (gone ones count 0)."""
-    total = 0
-    for pid in pids:
-        fields = _stat_fields(pid)
-        if fields is not None:
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLOCK_TICKS
-
-
-def minor_faults(pids: list[int]) -> int:
-    """Minor page faults these processes have taken so far (gone ones count 0): mostly
-    pages touched for the first time since they were mapped, each a fresh zeroed page
-    from the kernel (RESULTS.md: a server whose allocator maps its buffers afresh for
-    every request pays that per request, and runs slower for it)."""
-    total = 0
-    for pid in pids:
-        fields = _stat_fields(pid)
-        if fields is not None:
-            total += int(fields[7])  # minflt (field 10)
-    return total
+    return usage(pids).cpu_seconds
 
 
 def rss_bytes(pids: list[int]) -> int:

@@ -15,7 +15,7 @@ import sys
 from benchmarks.cells import summarize
 from benchmarks.commitcost import COMMIT_ROW
 from benchmarks.harness import RunRecord, SuiteResult
-from benchmarks.procstat import minor_faults
+from benchmarks.procstat import usage
 from benchmarks.targets import Bounds
 
 PAGES = 4096
@@ -42,18 +42,18 @@ def test_minor_faults_count_the_pages_a_process_touches_for_the_first_time() -> 
     assert child.stdin is not None and child.stdout is not None
     try:
         assert child.stdout.readline() == "mapped\n"
-        before = minor_faults([child.pid])
+        before = usage([child.pid]).minor_faults
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline() == "touched\n"
-        touched = minor_faults([child.pid]) - before
+        touched = usage([child.pid]).minor_faults - before
         # every page once, plus the few the interpreter itself touches meanwhile
         assert PAGES <= touched < PAGES + 512, touched
-        assert minor_faults([child.pid]) - before == touched  # a waiting process adds none
+        assert usage([child.pid]).minor_faults - before == touched  # a waiting process adds none
     finally:
         child.stdin.close()
         child.wait(timeout=10)
-    assert minor_faults([child.pid]) == 0  # gone: counts nothing, raises nothing
+    assert usage([child.pid]) == (0.0, 0)  # gone: counts nothing, raises nothing
 
 
 def _record(server: str, round_: int, faults: float) -> RunRecord:
