@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: all of them. streamproxy-2w is `--workers 2`, in the scenarios of "
         "many concurrent requests; streamproxy-nofsync (`--fsync false`) and streamproxy-raw "
         "(the streamproxy process sent the raw-body PUT) in the uploads issue 13 grades; "
-        "floor (benchmarks/peer_floor.py, aiohttp's least durable upload) in 5 KB uploads",
+        "floor (benchmarks/peer_floor.py, aiohttp's least durable upload) in 5 KB uploads and 5 "
+        "MB x 64",
     )
     parser.add_argument(
         "--py-spy",

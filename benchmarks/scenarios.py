@@ -32,7 +32,8 @@ WITH_WORKERS = (*SERVERS, "streamproxy-2w")
 # The uploads issue 13 grades also run the rows that isolate costs in the same run:
 # streamproxy without fsync, and the raw-body PUT beside nginx's PUT.
 ISOLATING = ("streamproxy-raw", "streamproxy-nofsync")
-# The aiohttp floor (benchmarks/peer_floor.py): the bound of the 5 KB upload target.
+# The aiohttp floor (benchmarks/peer_floor.py): the bound of the 5 KB upload target, and
+# what an aiohttp application reaches at 5 MB x 64.
 FLOOR = ("floor",)
 TRICKLE_SETTLE = 1.0  # seconds between the slow uploads being connected and the fast one
 
@@ -294,7 +295,7 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
                 uploads(profile.medium, count, concurrency),
                 concurrency=concurrency,
                 size=profile.medium,
-                servers=(*WITH_WORKERS, *ISOLATING) if concurrency == 64 else SERVERS,
+                servers=(*WITH_WORKERS, *ISOLATING, *FLOOR) if concurrency == 64 else SERVERS,
                 group="upload-concurrency",
             )
         )
