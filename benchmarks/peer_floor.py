@@ -13,12 +13,11 @@ same uvloop, doing only
   then, unless `BENCH_FLOOR_DURABLE=0`, the same durable store as streamproxy's in
   its barest form: an `O_TMPFILE`, one write (a `writev` of the pieces), `fsync`,
   `linkat` to a new name, `fsync` of the directory (no group commit); the JSON
-  answer. A small body (the 5 KB scenario) is read whole, its part found with two
-  `find`s and hashed on the event loop, and stored on a worker thread; a large one
-  (5 MB x 64) is kept as the pieces aiohttp read, not joined, its part found at the
-  ends (the closing delimiter ends the body), and hashed and stored in one trip to
-  a worker thread, so the event loop only receives. No limit on memory: a body is
-  held whole until it is stored.
+  answer. A body is kept as the pieces aiohttp read, not joined, its file part cut at
+  the ends (the closing delimiter ends the body). A small one (the 5 KB scenario) is
+  hashed on the event loop and stored on a worker thread; a large one (5 MB x 64) is
+  hashed and stored in one trip to a worker thread, so the event loop only receives.
+  No limit on memory: a body is held whole until it is stored.
 
 It checks nothing a client sends, so it is not a service: it is the floor an aiohttp
 service stands on. Run as `python -m benchmarks.peer_floor PORT STORAGE` by
@@ -90,26 +89,8 @@ class Floor:
         return response
 
     async def upload(self, request: web.BaseRequest) -> web.Response:
-        if (request.content_length or 0) >= BIG_BODY:
-            return await self.upload_big(request)
-        body = await request.read()
-        content_type = request.headers.get("Content-Type", "")
-        data: bytes | memoryview = body
-        if content_type.startswith("multipart/"):
-            boundary = content_type.split("boundary=", 1)[1].encode()
-            file_part = body.find(b'name="file"')
-            start = body.find(b"\r\n\r\n", file_part) + 4
-            end = body.find(b"\r\n--" + boundary, start)
-            data = memoryview(body)[start:end]
-        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        name = uuid.uuid4().hex
-        if DURABLE:
-            await asyncio.to_thread(self._store, name, [data])
-        return _answer(name, len(data), etag)
-
-    async def upload_big(self, request: web.BaseRequest) -> web.Response:
-        """The body as aiohttp's pieces, not joined; the file part is what lies between
-        the end of its headers and the closing delimiter, which ends the body."""
+        """The body as aiohttp's pieces, not joined; a multipart's file part is what lies
+        between the end of its headers and the closing delimiter, which ends the body."""
         pieces: list[bytes | memoryview] = []
         while piece := await request.content.readany():
             pieces.append(piece)
@@ -119,16 +100,21 @@ class Floor:
             _drop_head(pieces)
             _drop_tail(pieces, len(b"\r\n--" + boundary + b"--\r\n"))
         name = uuid.uuid4().hex
-        etag = await asyncio.to_thread(self._hash_and_store, name, pieces)
-        return _answer(name, sum(len(piece) for piece in pieces), etag)
+        size = sum(len(piece) for piece in pieces)
+        if size >= BIG_BODY:
+            etag = await asyncio.to_thread(self._hash_and_store, name, pieces)
+        else:
+            etag = _md5(pieces)
+            if DURABLE:
+                await asyncio.to_thread(self._store, name, pieces)
+        answer = {"name": name, "size": size, "etag": etag}
+        return web.Response(text=json.dumps(answer), content_type="application/json")
 
     def _hash_and_store(self, name: str, pieces: list[bytes | memoryview]) -> str:
-        md5 = hashlib.md5(usedforsecurity=False)
-        for piece in pieces:
-            md5.update(piece)
+        etag = _md5(pieces)
         if DURABLE:
             self._store(name, pieces)
-        return md5.hexdigest()
+        return etag
 
     def _store(self, name: str, pieces: list[bytes | memoryview]) -> None:
         fd = os.open(self.storage, os.O_WRONLY | os.O_TMPFILE, 0o644)
@@ -144,9 +130,11 @@ class Floor:
         os.fsync(self._directory)
 
 
-def _answer(name: str, size: int, etag: str) -> web.Response:
-    answer = {"name": name, "size": size, "etag": etag}
-    return web.Response(text=json.dumps(answer), content_type="application/json")
+def _md5(pieces: list[bytes | memoryview]) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    for piece in pieces:
+        md5.update(piece)
+    return md5.hexdigest()
 
 
 def _drop_head(pieces: list[bytes | memoryview]) -> None:

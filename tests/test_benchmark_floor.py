@@ -67,12 +67,13 @@ async def test_the_floor_stores_under_a_new_name_and_serves_a_range(tmp_path: Pa
 @pytest.mark.parametrize(
     "size",
     [5_000, BIG_BODY - 400, 5_000_000],
-    ids=["small-read-whole", "just-under-big", "5MB-kept-as-pieces"],
+    ids=["small-hashed-on-the-loop", "just-under-big", "5MB-hashed-on-a-thread"],
 )
 async def test_the_floor_stores_small_and_large_bodies_whole(tmp_path: Path, size: int) -> None:
-    """A small body is read whole; a large one stays aiohttp's pieces, its part cut at
-    both ends (the closing delimiter may straddle the last two pieces): either way the
-    stored file and its MD5 are the part's bytes exactly, as a PUT's are the body's."""
+    """A small body is hashed on the loop, a large one on a thread; both stay aiohttp's
+    pieces, the part cut at both ends (the closing delimiter may straddle the last two
+    pieces): either way the stored file and its MD5 are the part's bytes exactly, as a
+    PUT's are the body's."""
     floor = FloorPeer(tmp_path)
     data = os.urandom(size)
     await floor.start()
